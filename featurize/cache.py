@@ -1,0 +1,203 @@
+"""HDF5 activation cache: one file per (backbone, weights identity, preprocessing, pooling, precision) key.
+
+Layout::
+
+    attrs: key (JSON of the key fields), key_hash, n_complete, format
+    /keys            (n,) S40      sha1 of each image's content
+    /paths           (n,) str      where each row came from (informative only)
+    /features/<cut>  (n, D) float32, chunked, resizable, uncompressed
+
+Rows are appended per batch under a file lock (``<file>.lock``); the file is opened, extended, flushed and closed
+for every batch, and ``n_complete`` is raised last.  After a crash, rows beyond ``n_complete`` are ignored and
+overwritten, so a resumed run yields the same rows as an uninterrupted one.  No h5py handle outlives a call, so
+nothing is shared across fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+from filelock import FileLock
+
+__all__ = ["FeatureCache", "CacheKeyError", "key_hash"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_CHUNK_BYTES = 4 << 20
+
+
+class CacheKeyError(ValueError):
+    """A cache file was written for another backbone, weights, preprocessing or pooling."""
+
+
+def key_hash(key: Mapping[str, object]) -> str:
+    """16-hex-digit hash of a key mapping (order-independent)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FeatureCache:
+    """Content-keyed store of pooled activations in one HDF5 file.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.h5`` file (created on first append).
+    key : mapping
+        What the features depend on; a file with another key is refused, never reused.
+
+    Raises
+    ------
+    CacheKeyError
+        When ``path`` exists and was written for another key.
+    """
+
+    def __init__(self, path: str | Path, key: Mapping[str, object]):
+        self.path = Path(path)
+        self.key = dict(key)
+        self.hash = key_hash(self.key)
+        self.lock = FileLock(str(self.path) + ".lock")
+        if self.path.exists():
+            with self._open("r") as f:
+                self._check_key(f)
+
+    @classmethod
+    def in_directory(cls, directory: str | Path, key: Mapping[str, object], stem: str) -> "FeatureCache":
+        """The cache for ``key`` inside a directory, as ``<directory>/<stem>-<keyhash>.h5``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(directory / f"{stem}-{key_hash(key)}.h5", key)
+
+    def _open(self, mode: str) -> h5py.File:
+        try:
+            return h5py.File(self.path, mode)
+        except OSError as exc:
+            raise OSError(
+                f"cache file {str(self.path)!r} cannot be opened ({exc}). It was left untouched; move it away to "
+                "start a fresh cache."
+            ) from exc
+
+    def _check_key(self, f: h5py.File) -> None:
+        stored = f.attrs.get("key")
+        if stored is None:
+            raise CacheKeyError(f"{str(self.path)!r} is not a feature cache (no key attribute); use another path")
+        if json.loads(stored) != json.loads(json.dumps(self.key, sort_keys=True)):
+            theirs = json.loads(stored)
+            diff = {k: (theirs.get(k), self.key.get(k)) for k in set(theirs) | set(self.key) if theirs.get(k) != self.key.get(k)}
+            raise CacheKeyError(
+                f"cache file {str(self.path)!r} holds features for another configuration "
+                f"(field: (in file, requested) = {diff}). Use a cache directory (one file per key) or another file."
+            )
+
+    @property
+    def n_complete(self) -> int:
+        """Rows recorded complete."""
+        if not self.path.exists():
+            return 0
+        with self._open("r") as f:
+            return int(f.attrs.get("n_complete", 0))
+
+    def index(self) -> dict[str, int]:
+        """Map image key → row, over complete rows only."""
+        if not self.path.exists():
+            return {}
+        with self._open("r") as f:
+            n = int(f.attrs.get("n_complete", 0))
+            keys = f["keys"][:n] if "keys" in f else []
+        return {k.decode(): i for i, k in enumerate(keys)}
+
+    def lookup(self, keys: Sequence[str]) -> np.ndarray:
+        """Row of each key, ``-1`` where absent."""
+        index = self.index()
+        return np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+
+    def cuts(self) -> list[str]:
+        """Cut points stored in the file."""
+        if not self.path.exists():
+            return []
+        with self._open("r") as f:
+            return list(f["features"]) if "features" in f else []
+
+    def read(self, rows: np.ndarray, cuts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Features of the given rows (any order, repeats allowed) for each cut point."""
+        rows = np.asarray(rows, dtype=np.int64)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        out = {}
+        with self._open("r") as f:
+            n = int(f.attrs.get("n_complete", 0))
+            if len(uniq) and (uniq[0] < 0 or uniq[-1] >= n):
+                raise IndexError(f"rows out of range for {self.path} (complete rows: {n})")
+            for cut in cuts:
+                if cut not in f["features"]:
+                    raise KeyError(f"cut point {cut!r} is not stored in {self.path}; stored: {list(f['features'])}")
+                ds = f["features"][cut]
+                block = ds[:n][uniq] if len(uniq) > n // 4 else ds[uniq] if len(uniq) else np.empty((0, ds.shape[1]), ds.dtype)
+                out[cut] = np.asarray(block, dtype=np.float32)[inverse]
+        return out
+
+    def append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None) -> None:
+        """Append rows (skipping keys already complete) and record them complete.
+
+        Parameters
+        ----------
+        keys : sequence of str
+            Content hashes of the rows.
+        paths : sequence of str
+            Where each row came from.
+        features : mapping
+            Cut point → (len(keys), D) array.
+        meta : mapping, optional
+            Extra attributes written when the file is created (backbone, weights label …).
+        """
+        if not len(keys):
+            return
+        with self.lock, h5py.File(self.path, "a") as f:
+            if "key" not in f.attrs:
+                f.attrs["key"] = json.dumps(self.key, sort_keys=True)
+                f.attrs["key_hash"] = self.hash
+                f.attrs["format"] = FORMAT
+                f.attrs["n_complete"] = 0
+                for name, value in (meta or {}).items():
+                    f.attrs[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+            else:
+                self._check_key(f)
+            n = int(f.attrs["n_complete"])
+            seen = {k.decode() for k in f["keys"][:n]} if "keys" in f else set()
+            keep = []
+            for i, k in enumerate(keys):
+                if k not in seen:
+                    seen.add(k)
+                    keep.append(i)
+            if not keep:
+                return
+            m = n + len(keep)
+            self._write(f, "keys", np.array([keys[i] for i in keep], dtype="S40"), n, m)
+            self._write(f, "paths", np.array([str(paths[i]) for i in keep], dtype=object), n, m)
+            for cut, arr in features.items():
+                self._write(f, f"features/{cut}", np.asarray(arr, dtype=np.float32)[keep], n, m)
+            f.flush()
+            f.attrs["n_complete"] = m
+            f.flush()
+
+    @staticmethod
+    def _write(f: h5py.File, name: str, data: np.ndarray, start: int, stop: int) -> None:
+        if name not in f:
+            if data.dtype == object:
+                f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
+            elif data.ndim == 1:
+                f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=data.dtype, chunks=(1024,))
+            else:
+                dim = data.shape[1]
+                rows = int(max(1, min(256, _CHUNK_BYTES // (4 * dim))))
+                f.create_dataset(name, shape=(0, dim), maxshape=(None, dim), dtype=np.float32, chunks=(rows, dim))
+        ds = f[name]
+        if ds.shape[0] < start:
+            raise RuntimeError(f"{name} in {f.filename} has {ds.shape[0]} rows, fewer than the {start} recorded complete")
+        ds.resize(stop, axis=0)
+        ds[start:stop] = data

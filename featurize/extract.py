@@ -1,0 +1,245 @@
+"""One forward pass, several cut points: hooks pool each activation as it is produced, the pass stops after the
+deepest requested cut point.
+
+Pooling happens inside the forward hook, so the stored tensor is a new one that later in-place operations
+(``ReLU(inplace=True)``, ``out += identity``) cannot overwrite; ``flatten`` clones explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from featurize.backbones import CutPoint
+from featurize.devices import autocast
+from featurize.images import ImageDataset, collate_skipping
+
+__all__ = ["POOLINGS", "parse_pooling", "pooling_label", "pooled_dim", "pool", "MultiCutExtractor", "Batch", "iter_features"]
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("avg", "max", "avgmax", "flatten", "grid:k")
+_GRID = re.compile(r"^grid:([1-9][0-9]*)$")
+
+
+def parse_pooling(pooling: str) -> tuple[str, int]:
+    """Validate a pooling name; return ``(kind, k)`` (``k`` is the grid side, 0 otherwise).
+
+    Raises
+    ------
+    ValueError
+        For anything but ``avg``, ``max``, ``avgmax``, ``flatten`` or ``grid:k`` with k ≥ 1.
+    """
+    if isinstance(pooling, str):
+        if pooling in ("avg", "max", "avgmax", "flatten"):
+            return pooling, 0
+        match = _GRID.match(pooling)
+        if match:
+            return "grid", int(match.group(1))
+    raise ValueError(f"Unknown pooling {pooling!r}; valid poolings: {', '.join(POOLINGS)} (e.g. 'grid:2')")
+
+
+def pooling_label(pooling: str) -> str:
+    """Short label used in feature names and file names (``grid:2`` → ``grid2``)."""
+    kind, k = parse_pooling(pooling)
+    return f"grid{k}" if kind == "grid" else kind
+
+
+def pooled_dim(cut: CutPoint, pooling: str, spatial: tuple[int, int]) -> int:
+    """Feature dimension of a cut point after pooling, for an activation of spatial size ``spatial``."""
+    kind, k = parse_pooling(pooling)
+    if not cut.is_spatial:
+        return cut.channels
+    return {
+        "avg": cut.channels,
+        "max": cut.channels,
+        "avgmax": 2 * cut.channels,
+        "flatten": cut.channels * spatial[0] * spatial[1],
+        "grid": cut.channels * k * k,
+    }[kind]
+
+
+def pool(x: torch.Tensor, pooling: str, spatial: bool = True) -> torch.Tensor:
+    """Pool an activation to (B, D) float32, always as a new tensor.
+
+    Parameters
+    ----------
+    x : Tensor
+        (B, C, H, W) feature map, or (B, C) / (B, C, 1, 1) vector.
+    pooling : str
+        ``avg``, ``max``, ``avgmax`` (avg then max, concatenated), ``flatten`` (C·H·W, channel-major) or
+        ``grid:k`` (k × k adaptive average pooling, flattened channel-major).
+    spatial : bool
+        False for vector cut points, which are returned as they are (copied) whatever the pooling.
+
+    Returns
+    -------
+    Tensor
+        (B, D) float32.
+    """
+    kind, k = parse_pooling(pooling)
+    x = x.float()
+    if not spatial or x.ndim == 2:
+        return x.flatten(1).clone()
+    if kind == "avg":
+        return x.mean(dim=(2, 3))
+    if kind == "max":
+        return x.amax(dim=(2, 3))
+    if kind == "avgmax":
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+    if kind == "flatten":
+        return x.flatten(1).clone()
+    return F.adaptive_avg_pool2d(x, k).flatten(1)
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook to end the forward pass early."""
+
+
+class MultiCutExtractor:
+    """Capture several cut points of a model in one forward pass.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The backbone (eval mode).
+    cuts : sequence of CutPoint
+        Cut points to capture, from the backbone's spec (their ``module`` paths must exist in ``model``).
+    pooling : str
+        Pooling applied to every cut point.
+
+    Examples
+    --------
+    >>> features = MultiCutExtractor(model, [spec.cut("layer2"), spec.cut("layer4")], "avg")(batch)
+    """
+
+    def __init__(self, model: nn.Module, cuts: Sequence[CutPoint], pooling: str):
+        parse_pooling(pooling)
+        self.model = model
+        self.cuts = list(cuts)
+        self.pooling = pooling
+        self._modules = {c.name: model.get_submodule(c.module) for c in self.cuts}
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the model on a batch; return {cut name: (B, D) float32 tensor} in the order of ``cuts``."""
+        out: dict[str, torch.Tensor] = {}
+        remaining = set(self._modules)
+
+        def hook(name: str, spatial: bool):
+            def fn(_module, _inputs, output):
+                if name in out:
+                    return
+                out[name] = pool(output, self.pooling, spatial)
+                remaining.discard(name)
+                if not remaining:
+                    raise _StopForward
+
+            return fn
+
+        handles = [
+            self._modules[c.name].register_forward_hook(hook(c.name, c.is_spatial)) for c in self.cuts
+        ]
+        try:
+            self.model(x)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [c.name for c in self.cuts if c.name not in out]
+        if missing:
+            raise RuntimeError(f"cut points {missing} were not reached by the forward pass")
+        return {c.name: out[c.name] for c in self.cuts}
+
+
+@dataclass
+class Batch:
+    """Pooled features of one batch: item ``indices``, ``features`` {cut: (b, D) float32 array}, ``errors``."""
+
+    indices: list[int]
+    features: dict[str, np.ndarray]
+    errors: list[tuple[int, str]]
+
+
+def iter_features(
+    items: Sequence,
+    model: nn.Module,
+    cuts: Sequence[CutPoint],
+    pooling: str,
+    transform,
+    *,
+    indices: Sequence[int] | None = None,
+    batch_size: int = 32,
+    device: torch.device = torch.device("cpu"),
+    amp: bool = True,
+    num_workers: int = 0,
+    verbose: bool = False,
+) -> Iterator[Batch]:
+    """Decode, preprocess and featurize images batch by batch.
+
+    Parameters
+    ----------
+    items : sequence
+        Images (see :func:`featurize.images.as_items`).
+    model : nn.Module
+        Backbone in eval mode; moved to ``device``.
+    cuts : sequence of CutPoint
+        Cut points to capture.
+    pooling : str
+        Pooling for every cut point.
+    transform : callable
+        Preprocessing of one decoded image.
+    indices : sequence of int, optional
+        Which items to featurize (default all).
+    batch_size, num_workers : int
+        DataLoader settings; images decode in the workers.
+    device : torch.device
+        Where the forward runs; CUDA gets channels_last and bf16 autocast (``amp``).
+    verbose : bool
+        Show a tqdm progress bar.
+
+    Yields
+    ------
+    Batch
+        Features (float32, on the CPU) of the images decoded successfully, and the failures.
+    """
+    dataset = ImageDataset(items, transform, indices)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_skipping,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    extractor = MultiCutExtractor(model, cuts, pooling)
+    with tqdm(total=len(dataset), unit="img", desc="featurize", disable=not verbose) as bar, torch.inference_mode():
+        for idx, images, errors in loader:
+            features: dict[str, list[np.ndarray]] = {c.name: [] for c in cuts}
+            groups = [images] if isinstance(images, torch.Tensor) else [t[None] for t in images or []]
+            for group in groups:
+                group = group.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    group = group.contiguous(memory_format=torch.channels_last)
+                with autocast(device, amp):
+                    pooled = extractor(group)
+                for name, tensor in pooled.items():
+                    features[name].append(tensor.float().cpu().numpy())
+            yield Batch(
+                indices=list(idx),
+                features={n: np.concatenate(f) if f else np.empty((0, 0), np.float32) for n, f in features.items()},
+                errors=errors,
+            )
+            bar.update(len(idx) + len(errors))

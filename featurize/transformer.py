@@ -1,0 +1,304 @@
+"""``CNNFeaturizer``: pretrained-CNN activations at named cut points as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from featurize.backbones import BackboneSpec, get_backbone_spec, list_backbones, spatial_sizes
+from featurize.cache import FeatureCache
+from featurize.devices import precision_of, resolve_device
+from featurize.extract import iter_features, parse_pooling, pooled_dim, pooling_label
+from featurize.images import as_items, content_key, describe
+from featurize.weights import load_model, resolve_weights
+
+__all__ = ["CNNFeaturizer"]
+
+log = logging.getLogger(__name__)
+
+
+class CNNFeaturizer(TransformerMixin, BaseEstimator):
+    """Pooled activations of a torchvision CNN at one or more cut points.
+
+    One forward pass captures every requested cut point and stops after the deepest.  With a ``cache``, one pass
+    stores every standard cut point of the backbone (pooled), keyed by image content, so later transforms with
+    other ``layers`` are lookups, not forwards; a fully cached transform neither builds nor runs the model.
+
+    Parameters
+    ----------
+    backbone : str, default="resnet18"
+        A name from :func:`featurize.list_backbones`.
+    layers : str or list of str, default="layer4"
+        Cut point name(s) (see :func:`featurize.list_cut_points`), or ``"all"``; features are concatenated in
+        this order.
+    pooling : str, default="avg"
+        ``avg``, ``max``, ``avgmax``, ``flatten`` or ``grid:k``; vector cut points (fc layers) are not pooled.
+    weights : str, WeightsEnum, path or None, default="DEFAULT"
+        ``"DEFAULT"``/enum name (torchvision cache or download), a local ``.pth`` file, or ``None`` (random init,
+        flagged in ``weights_.label``).
+    image_size : int, None or "auto", default="auto"
+        Crop side; ``"auto"`` follows the weights' own transforms (224), ``None`` keeps the full image.
+    cache : path or None, default=None
+        A directory (one HDF5 file per key inside) or an explicit ``.h5`` file.
+    batch_size : int, default=32
+    device : str, default="auto"
+        ``"auto"`` picks CUDA when present.
+    num_workers : int, default=0
+        DataLoader workers decoding images.
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable images raise a ``ValueError`` naming the file, or give NaN rows listed in ``skipped_``.
+    random_state : int, default=0
+        Seed of the random initialisation when ``weights=None``.
+    amp : bool, default=True
+        bfloat16 autocast on CUDA (no effect on CPU); part of the cache key.
+    verbose : bool, default=False
+        Progress bar.
+
+    Attributes
+    ----------
+    spec_ : BackboneSpec
+    weights_ : ResolvedWeights
+        Identity and ``pretrained`` flag of the weights.
+    layers_ : list of str
+    preprocessing_ : Preprocessing
+    device_ : torch.device
+    feature_dims_ : dict
+        Cut point → pooled dimension.
+    skipped_ : list of str
+        Images that could not be read in the last ``transform`` (``on_error="skip"``).
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [str],
+        "layers": [str, list, tuple],
+        "pooling": [str],
+        "weights": [str, Path, None, object],
+        "image_size": [Interval(Integral, 16, None, closed="left"), StrOptions({"auto"}), None],
+        "cache": [str, Path, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, object],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "amp": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        layers: str | Sequence[str] = "layer4",
+        pooling: str = "avg",
+        weights: object = "DEFAULT",
+        image_size: int | str | None = "auto",
+        cache: str | Path | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        num_workers: int = 0,
+        on_error: str = "raise",
+        random_state: int | None = 0,
+        amp: bool = True,
+        verbose: bool = False,
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.pooling = pooling
+        self.weights = weights
+        self.image_size = image_size
+        self.cache = cache
+        self.batch_size = batch_size
+        self.device = device
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.random_state = random_state
+        self.amp = amp
+        self.verbose = verbose
+
+    def fit(self, X=None, y=None):
+        """Validate the parameters and resolve backbone, cut points and weights (no model is built).
+
+        Parameters
+        ----------
+        X : ignored
+            Accepted for pipeline compatibility.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if self.backbone not in list_backbones():
+            raise ValueError(f"Unknown backbone {self.backbone!r}; valid backbones: {', '.join(list_backbones())}")
+        spec = get_backbone_spec(self.backbone)
+        layers = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        if layers == ["all"]:
+            layers = spec.cut_names
+        if not layers:
+            raise ValueError(f"layers is empty; choose among {', '.join(spec.cut_names)}")
+        self.layers_ = [spec.cut(name).name for name in layers]
+        parse_pooling(self.pooling)
+        self.weights_ = resolve_weights(spec, self.weights, self.random_state)
+        base = self.weights_.preprocessing
+        self.preprocessing_ = base if self.image_size == "auto" else base.with_size(self.image_size)
+        if self.preprocessing_.crop is None and parse_pooling(self.pooling)[0] == "flatten":
+            raise ValueError("pooling='flatten' needs a fixed image_size (got image_size=None: image sizes vary)")
+        self.device_ = resolve_device(self.device)
+        self.spec_ = spec
+        sizes = spatial_sizes(spec.name, self.preprocessing_.crop or 224)
+        self.feature_dims_ = {name: pooled_dim(spec.cut(name), self.pooling, sizes[name]) for name in self.layers_}
+        self.skipped_ = []
+        if not self.weights_.pretrained:
+            log.warning("CNNFeaturizer(%s): %s", spec.name, self.weights_.label)
+        return self
+
+    def _stored_cuts(self) -> list[str]:
+        """Cut points one cached pass stores: every standard one, except for ``flatten`` (unbounded size)."""
+        if parse_pooling(self.pooling)[0] == "flatten":
+            return list(self.layers_)
+        return self.spec_.cut_names
+
+    def cache_key(self) -> dict[str, object]:
+        """What the cached features depend on (also stored in the HDF5 file)."""
+        check_is_fitted(self, "spec_")
+        return {
+            "backbone": self.spec_.name,
+            "weights": self.weights_.identity,
+            "preprocessing": self.preprocessing_.identity(),
+            "pooling": pooling_label(self.pooling),
+            "cuts": self._stored_cuts(),
+            "precision": precision_of(self.device_, self.amp),
+        }
+
+    def cache_file(self) -> FeatureCache | None:
+        """The :class:`FeatureCache` this featurizer reads and writes, or None without ``cache``."""
+        if self.cache is None:
+            return None
+        path = Path(self.cache)
+        key = self.cache_key()
+        if path.suffix in (".h5", ".hdf5"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return FeatureCache(path, key)
+        return FeatureCache.in_directory(path, key, f"{self.spec_.name}-{pooling_label(self.pooling)}")
+
+    def transform(self, X) -> np.ndarray:
+        """Featurize images.
+
+        Parameters
+        ----------
+        X : sequence of paths / PIL images, or uint8 array (N, H, W, 3)
+
+        Returns
+        -------
+        ndarray of shape (n_images, sum of feature_dims_), float32
+            NaN rows for images skipped with ``on_error="skip"``.
+
+        Raises
+        ------
+        ValueError
+            For an unreadable image with ``on_error="raise"`` (rows computed before it stay cached).
+        """
+        check_is_fitted(self, "spec_")
+        items = as_items(X)
+        errors: dict[int, str] = {}
+        if self.cache is None:
+            blocks = self._forward(items, range(len(items)), self.layers_, errors)
+        else:
+            blocks = self._cached(items, errors)
+        self.skipped_ = [errors[i] for i in sorted(errors)]
+        if errors:
+            warnings.warn(f"{len(errors)} image(s) could not be read and give NaN rows: {self.skipped_}", stacklevel=2)
+        return np.concatenate([blocks[name] for name in self.layers_], axis=1)
+
+    def _forward(self, items, indices, cuts, errors, sink=None) -> dict[str, np.ndarray]:
+        """Run the backbone on ``indices``; fill rows of a (len(items), D) array per cut, or hand batches to sink."""
+        out = {c: np.full((len(items), self.feature_dims_.get(c, 0)), np.nan, np.float32) for c in cuts} if sink is None else {}
+        indices = list(indices)
+        if not indices:
+            return out
+        model = load_model(self.spec_, self.weights_)
+        for batch in iter_features(
+            items,
+            model,
+            [self.spec_.cut(c) for c in cuts],
+            self.pooling,
+            self.preprocessing_.transform(),
+            indices=indices,
+            batch_size=self.batch_size,
+            device=self.device_,
+            amp=self.amp,
+            num_workers=self.num_workers,
+            verbose=self.verbose,
+        ):
+            if sink is not None:
+                sink(batch)
+            elif batch.indices:
+                for c in cuts:
+                    out[c][batch.indices] = batch.features[c]
+            self._record(batch.errors, errors)
+        return out
+
+    def _record(self, new: list[tuple[int, str]], errors: dict[int, str]) -> None:
+        errors.update(new)
+        if new and self.on_error == "raise":
+            raise ValueError(
+                f"cannot read image {new[0][1]} (pass on_error='skip' to give it a NaN row instead)"
+            )
+
+    def _cached(self, items, errors: dict[int, str]) -> dict[str, np.ndarray]:
+        cache = self.cache_file()
+        keys: list[str | None] = []
+        for i, item in enumerate(items):
+            try:
+                keys.append(content_key(item))
+            except OSError as exc:
+                keys.append(None)
+                self._record([(i, f"{describe(item, i)}: {type(exc).__name__}: {exc}")], errors)
+        rows = cache.lookup([k or "" for k in keys])
+        first_of: dict[str, int] = {}
+        for i, (k, r) in enumerate(zip(keys, rows)):
+            if k is not None and r < 0:
+                first_of.setdefault(k, i)
+        if first_of:
+            log.info("cache %s: %d hit(s), %d to compute", cache.path, int((rows >= 0).sum()), len(first_of))
+
+            def sink(batch):
+                cache.append(
+                    [keys[i] for i in batch.indices],
+                    [describe(items[i], i) for i in batch.indices],
+                    batch.features,
+                    meta={"backbone": self.spec_.name, "weights_label": self.weights_.label,
+                          "pretrained": self.weights_.pretrained},
+                )
+
+            self._forward(items, sorted(first_of.values()), self._stored_cuts(), errors, sink=sink)
+            rows = cache.lookup([k or "" for k in keys])
+        found = np.flatnonzero(rows >= 0)
+        features = cache.read(rows[found], self.layers_)
+        out = {}
+        for c in self.layers_:
+            block = np.full((len(items), self.feature_dims_[c]), np.nan, np.float32)
+            block[found] = features[c]
+            out[c] = block
+        return out
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names ``<cut>.<pooling>.<j>``; the cut point of a feature is ``name.split(".")[0]``."""
+        check_is_fitted(self, "spec_")
+        label = pooling_label(self.pooling)
+        return np.array([f"{c}.{label}.{j}" for c in self.layers_ for j in range(self.feature_dims_[c])], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = True
+        return tags

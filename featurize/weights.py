@@ -1,0 +1,271 @@
+"""Resolve a ``weights`` argument to an identity, a preprocessing and (on demand) a loaded model.
+
+``weights`` may be ``"DEFAULT"`` or a torchvision enum member name (``"IMAGENET1K_V1"``), a weights enum member,
+a path to a local ``.pth`` state dict, or ``None`` for random initialisation.  Resolution never builds the model,
+so a cache key can be computed without any forward or download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import WeightsEnum
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+from featurize.backbones import BackboneSpec
+
+__all__ = ["Preprocessing", "ResolvedWeights", "resolve_weights", "load_model", "file_sha256", "OFFLINE_ENV"]
+
+log = logging.getLogger(__name__)
+
+OFFLINE_ENV = "FEATURIZE_OFFLINE"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_HASH_PREFIX = re.compile(r"-([a-f0-9]{8,64})\.(?:pth|pt)$")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize → centre crop → scale to [0, 1] → normalise, as torchvision's ``ImageClassification`` preset.
+
+    Parameters
+    ----------
+    resize : int or None
+        Shorter side after resizing; ``None`` keeps the image size.
+    crop : int or None
+        Side of the centre crop; ``None`` keeps the full (resized) image.
+    mean, std : tuple of float
+        Per-channel normalisation.
+    interpolation : str
+        ``"bilinear"`` or ``"bicubic"`` …, a :class:`torchvision.transforms.InterpolationMode` value.
+    """
+
+    resize: int | None = 256
+    crop: int | None = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def with_size(self, image_size: int | None) -> "Preprocessing":
+        """The same preprocessing at another crop size (resize scaled in proportion); ``None`` = full image."""
+        if image_size is None:
+            return Preprocessing(None, None, self.mean, self.std, self.interpolation)
+        ratio = (self.resize or image_size) / (self.crop or image_size)
+        return Preprocessing(round(image_size * ratio), image_size, self.mean, self.std, self.interpolation)
+
+    def transform(self) -> v2.Compose:
+        """A torchvision v2 transform taking a PIL image or a uint8 (3, H, W) tensor to a normalised float tensor."""
+        steps: list[nn.Module] = [v2.ToImage()]
+        if self.resize is not None:
+            steps.append(v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True))
+        if self.crop is not None:
+            steps.append(v2.CenterCrop(self.crop))
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
+        return v2.Compose(steps)
+
+    def identity(self) -> str:
+        """A stable string describing this preprocessing (part of cache keys)."""
+        mean = ",".join(f"{m:.4f}" for m in self.mean)
+        std = ",".join(f"{s:.4f}" for s in self.std)
+        return f"resize={self.resize};crop={self.crop};mean={mean};std={std};interp={self.interpolation}"
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What a ``weights`` argument means, resolved without building the model.
+
+    Attributes
+    ----------
+    kind : str
+        ``"torchvision"``, ``"file"`` or ``"random"``.
+    identity : str
+        Stable identity of the parameters (enum name, file sha256 or random seed + torch version).
+    pretrained : bool
+        False for random initialisation; every downstream report must say so.
+    preprocessing : Preprocessing
+        The weights' own preprocessing (ImageNet defaults for files and random init).
+    enum : WeightsEnum or None
+        The torchvision weights member, for ``kind="torchvision"``.
+    path : Path or None
+        The local file, for ``kind="file"``.
+    seed : int or None
+        Initialisation seed, for ``kind="random"``.
+    """
+
+    kind: str
+    identity: str
+    pretrained: bool
+    preprocessing: Preprocessing
+    enum: WeightsEnum | None = None
+    path: Path | None = None
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        """Human-readable description, flagged when the weights are random."""
+        if not self.pretrained:
+            return f"RANDOM-INIT weights (seed {self.seed}; not pretrained, results are not meaningful for transfer)"
+        return self.identity
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _preset_of(enum: WeightsEnum) -> Preprocessing:
+    t = enum.transforms()
+    return Preprocessing(
+        resize=int(t.resize_size[0]),
+        crop=int(t.crop_size[0]),
+        mean=tuple(float(m) for m in t.mean),
+        std=tuple(float(s) for s in t.std),
+        interpolation=t.interpolation.value,
+    )
+
+
+def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | None = 0) -> ResolvedWeights:
+    """Resolve a ``weights`` argument for a backbone.
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+        The backbone.
+    weights : str, WeightsEnum, path-like or None
+        ``"DEFAULT"``, an enum member name such as ``"IMAGENET1K_V1"``, a member of ``spec.weights_enum``, a path
+        to a local ``.pth`` file, or ``None`` (random init).
+    random_state : int or None
+        Seed of the random initialisation, used only when ``weights is None``.
+
+    Returns
+    -------
+    ResolvedWeights
+
+    Raises
+    ------
+    ValueError
+        For an enum name the backbone does not have, or a path that does not exist.
+    """
+    if weights is None:
+        seed = 0 if random_state is None else int(random_state)
+        return ResolvedWeights(
+            kind="random",
+            identity=f"random-init(seed={seed},torch={torch.__version__})",
+            pretrained=False,
+            preprocessing=Preprocessing(),
+            seed=seed,
+        )
+    enum_cls = spec.weights_enum
+    if isinstance(weights, WeightsEnum):
+        if not isinstance(weights, enum_cls):
+            raise ValueError(f"weights={weights!r} belong to another model; {spec.name} takes {enum_cls.__name__}")
+        member = weights
+    elif isinstance(weights, (str, os.PathLike)) and (
+        isinstance(weights, os.PathLike) or str(weights).endswith((".pth", ".pt")) or os.sep in str(weights)
+    ):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ValueError(f"weights file {str(path)!r} does not exist (weights= takes a .pth path, an enum name or None)")
+        digest = file_sha256(path)
+        _check_hash_prefix(path, digest)
+        return ResolvedWeights(
+            kind="file",
+            identity=f"file:{path.name}:sha256={digest[:16]}",
+            pretrained=True,
+            preprocessing=Preprocessing(),
+            path=path.resolve(),
+        )
+    elif isinstance(weights, str):
+        name = weights.split(".")[-1]
+        names = ["DEFAULT", *enum_cls.__members__]
+        if name not in names:
+            raise ValueError(f"Unknown weights {weights!r} for {spec.name}; valid: {', '.join(names)}, a .pth path or None")
+        member = enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT
+    else:
+        raise ValueError(f"weights must be a string, a {enum_cls.__name__} member, a path or None; got {weights!r}")
+    return ResolvedWeights(
+        kind="torchvision",
+        identity=f"{type(member).__name__}.{member.name}",
+        pretrained=True,
+        preprocessing=_preset_of(member),
+        enum=member,
+    )
+
+
+def _check_hash_prefix(path: Path, digest: str) -> None:
+    match = _HASH_PREFIX.search(path.name)
+    if match and not digest.startswith(match.group(1)):
+        raise ValueError(
+            f"weights file {str(path)!r} is corrupt or not what its name says: its sha256 starts with "
+            f"{digest[:len(match.group(1))]}, the name promises {match.group(1)}. Delete it and fetch it again."
+        )
+
+
+def _cached_file(enum: WeightsEnum) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+
+
+def _state_dict_of(resolved: ResolvedWeights) -> dict[str, torch.Tensor]:
+    if resolved.kind == "file":
+        return torch.load(resolved.path, map_location="cpu", weights_only=True)
+    enum = resolved.enum
+    cached = _cached_file(enum)
+    if cached.is_file():
+        _check_hash_prefix(cached, file_sha256(cached))
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    where = (
+        f"Put {cached.name} (from {enum.url}) into {cached.parent} (TORCH_HOME={os.environ.get('TORCH_HOME', '')!r}), "
+        f"or pass weights='/path/to/{cached.name}', or weights=None for a random-init run."
+    )
+    if os.environ.get(OFFLINE_ENV):
+        raise FileNotFoundError(f"Pretrained weights file {cached.name} is not cached and {OFFLINE_ENV} is set. {where}")
+    try:
+        return enum.get_state_dict(progress=True, check_hash=True)
+    except OSError as exc:
+        raise FileNotFoundError(f"Could not download pretrained weights file {cached.name} ({exc}). {where}") from exc
+
+
+def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
+    """Build the torchvision model with the resolved weights, in eval mode on the CPU.
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+        The backbone.
+    resolved : ResolvedWeights
+        From :func:`resolve_weights`.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    FileNotFoundError
+        When pretrained weights are neither cached nor downloadable; the message names the file and where to put it.
+    """
+    if resolved.kind == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(resolved.seed)
+            model = spec.builder(weights=None)
+        log.warning("%s: %s", spec.name, resolved.label)
+        return model.eval()
+    model = spec.builder(weights=None)
+    state = _state_dict_of(resolved)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"weights {resolved.identity} do not fit {spec.name}: {exc}") from exc
+    return model.eval()

@@ -1,0 +1,72 @@
+"""Shared fixtures: offline guard, generated two-class images (files and arrays)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def make_two_class_images(n_per_class: int, size: tuple[int, int] = (72, 80), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic uint8 images (N, H, W, 3): class 0 horizontal stripes, class 1 bright disc, both noisy."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    images, labels = [], []
+    for label in (0, 1):
+        for _ in range(n_per_class):
+            base = rng.normal(110, 30, size=(h, w, 3))
+            if label == 0:
+                period = rng.uniform(6, 12)
+                base += 70 * np.sin(2 * np.pi * (yy + rng.uniform(0, period)) / period)[..., None]
+            else:
+                cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.15, 0.3) * min(h, w)
+                base += 90 * (((yy - cy) ** 2 + (xx - cx) ** 2) < r**2)[..., None]
+            images.append(np.clip(base, 0, 255).astype(np.uint8))
+            labels.append(label)
+    return np.stack(images), np.array(labels)
+
+
+def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, names=("ants", "bees")) -> list[Path]:
+    """Write images as PNG files in class subfolders of ``root``; return the paths in input order."""
+    paths = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = root / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"img_{i:03d}.png"
+        Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    """No test may download weights or touch the network: offline flag, private TORCH_HOME, no remote sockets."""
+    monkeypatch.setenv("FEATURIZE_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1")) and self.family != socket.AF_UNIX:
+            raise RuntimeError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+@pytest.fixture(scope="session")
+def two_class_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """12 images per class, 72 × 80 px, uint8 (N, H, W, 3), and labels."""
+    return make_two_class_images(12)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory, two_class_arrays) -> tuple[Path, list[Path], np.ndarray]:
+    """The two-class images as PNG files in ``root/ants`` and ``root/bees``: (root, paths, labels)."""
+    root = tmp_path_factory.mktemp("images")
+    images, labels = two_class_arrays
+    return root, write_image_folder(root, images, labels), labels
