@@ -127,8 +127,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ignored
-            Accepted for pipeline compatibility.
+        X : images or None
+            Only checked to be an image collection (see ``transform``); None is accepted.
         y : ignored
 
         Returns
@@ -136,6 +136,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        if X is not None and len(as_items(X)) == 0:
+            raise ValueError("X is empty: CNNFeaturizer.fit needs at least one image (or X=None)")
         if self.backbone not in list_backbones():
             raise ValueError(f"Unknown backbone {self.backbone!r}; valid backbones: {', '.join(list_backbones())}")
         spec = get_backbone_spec(self.backbone)

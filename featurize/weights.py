@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision.models import WeightsEnum
+from PIL import Image
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import functional as F
 
 from featurize.backbones import BackboneSpec
 
@@ -61,15 +62,24 @@ class Preprocessing:
         ratio = (self.resize or image_size) / (self.crop or image_size)
         return Preprocessing(round(image_size * ratio), image_size, self.mean, self.std, self.interpolation)
 
-    def transform(self) -> v2.Compose:
-        """A torchvision v2 transform taking a PIL image or a uint8 (3, H, W) tensor to a normalised float tensor."""
-        steps: list[nn.Module] = [v2.ToImage()]
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """Apply to a PIL image or a uint8 (3, H, W) tensor; returns a normalised float32 (3, H', W') tensor.
+
+        PIL images are converted to tensors first, so a file and the same pixels as an array give the same result;
+        the steps are those of torchvision's ``ImageClassification`` preset on tensors.
+        """
+        if isinstance(image, Image.Image):
+            image = F.pil_to_tensor(image)
         if self.resize is not None:
-            steps.append(v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True))
+            image = F.resize(image, [self.resize], interpolation=InterpolationMode(self.interpolation), antialias=True)
         if self.crop is not None:
-            steps.append(v2.CenterCrop(self.crop))
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
-        return v2.Compose(steps)
+            image = F.center_crop(image, [self.crop])
+        image = F.convert_image_dtype(image, torch.float)
+        return F.normalize(image, mean=list(self.mean), std=list(self.std))
+
+    def transform(self) -> "Preprocessing":
+        """The callable preprocessing (this object), for use in ``Compose`` or a Dataset."""
+        return self
 
     def identity(self) -> str:
         """A stable string describing this preprocessing (part of cache keys)."""

@@ -1,0 +1,160 @@
+"""HDF5 cache: hits without the model, content keys, key mismatch, resume after an exception and after SIGKILL."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import featurize.transformer as transformer_module
+from featurize import CacheKeyError, CNNFeaturizer
+
+KW = dict(backbone="resnet18", weights=None, image_size=64, batch_size=4)
+
+
+def test_cache_hit_returns_identical_arrays_without_the_model(tmp_path, image_folder, monkeypatch):
+    _, paths, _ = image_folder
+    first = CNNFeaturizer(layers=["layer2", "layer4"], cache=tmp_path, **KW).fit().transform(paths)
+    uncached = CNNFeaturizer(layers=["layer2", "layer4"], **KW).fit().transform(paths)
+    np.testing.assert_array_equal(first, uncached)
+    direct = CNNFeaturizer(layers=["fc", "conv1"], **KW).fit().transform(paths)
+
+    monkeypatch.setattr(transformer_module, "load_model", lambda *a: pytest.fail("model built on a cache hit"))
+    again = CNNFeaturizer(layers=["layer2", "layer4"], cache=tmp_path, **KW).fit().transform(paths)
+    np.testing.assert_array_equal(again, first)
+    other_layers = CNNFeaturizer(layers=["fc", "conv1"], cache=tmp_path, **KW).fit().transform(paths)
+    np.testing.assert_allclose(other_layers, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_one_file_per_key_and_its_layout(tmp_path, two_class_arrays):
+    images = two_class_arrays[0][:6]
+    f = CNNFeaturizer(layers="layer3", cache=tmp_path, **KW).fit()
+    f.transform(images)
+    CNNFeaturizer(layers="layer3", pooling="max", cache=tmp_path, **KW).fit().transform(images)
+    files = sorted(p.name for p in tmp_path.glob("*.h5"))
+    assert len(files) == 2 and files[0].startswith("resnet18-avg-") and files[1].startswith("resnet18-max-")
+    with h5py.File(f.cache_file().path) as h5:
+        assert h5.attrs["n_complete"] == 6 and h5["keys"].shape == (6,)
+        assert sorted(h5["features"]) == sorted(f.spec_.cut_names)
+        assert h5["features/layer3"].shape == (6, 256) and h5["features/layer3"].chunks[1] == 256
+        assert not h5.attrs["pretrained"]
+
+
+def test_renamed_file_hits_and_changed_file_misses(tmp_path, image_folder, monkeypatch):
+    root, paths, _ = image_folder
+    work = tmp_path / "imgs"
+    work.mkdir()
+    a, b = work / "a.png", work / "b.png"
+    shutil.copy(paths[0], a)
+    shutil.copy(paths[1], b)
+    cache = tmp_path / "cache"
+    f = CNNFeaturizer(layers="layer4", cache=cache, **KW).fit()
+    before = f.transform([a, b])
+    a.rename(work / "renamed.png")
+    shutil.copy(paths[2], b)
+    calls = []
+    real = transformer_module.iter_features
+    monkeypatch.setattr(transformer_module, "iter_features", lambda items, *a, **k: calls.append(k["indices"]) or real(items, *a, **k))
+    after = f.transform([work / "renamed.png", b])
+    np.testing.assert_array_equal(after[0], before[0])
+    assert calls == [[1]], "only the changed file is recomputed"
+    assert not np.allclose(after[1], before[1])
+
+
+def test_cache_file_with_another_key_is_refused(tmp_path, two_class_arrays):
+    images = two_class_arrays[0][:2]
+    path = tmp_path / "features.h5"
+    CNNFeaturizer(layers="layer4", cache=path, **KW).fit().transform(images)
+    with pytest.raises(CacheKeyError, match="pooling"):
+        CNNFeaturizer(layers="layer4", pooling="max", cache=path, **KW).fit().transform(images)
+    with pytest.raises(CacheKeyError, match="weights"):
+        CNNFeaturizer(layers="layer4", cache=path, **{**KW, "random_state": 1}).fit().transform(images)
+    with h5py.File(path) as h5:
+        assert h5.attrs["n_complete"] == 2, "the refused file is left untouched"
+
+
+def test_resume_after_an_exception_keeps_computed_rows(tmp_path, image_folder):
+    _, paths, _ = image_folder
+    work = [tmp_path / f"{i}.png" for i in range(12)]
+    for src, dst in zip(paths, work):
+        shutil.copy(src, dst)
+    work[5].write_bytes(b"not a png")
+    cache = tmp_path / "cache.h5"
+    f = CNNFeaturizer(layers=["layer1", "layer4"], cache=cache, **KW).fit()
+    with pytest.raises(ValueError, match="5.png"):
+        f.transform(work)
+    with h5py.File(cache) as h5:
+        assert h5.attrs["n_complete"] == 4 + 3, "the batch before the failure and the good rows of its batch"
+    shutil.copy(paths[5], work[5])
+    resumed = f.transform(work)
+    fresh = CNNFeaturizer(layers=["layer1", "layer4"], **KW).fit().transform(work)
+    np.testing.assert_allclose(resumed, fresh, rtol=1e-5, atol=1e-6)
+
+
+def test_skip_gives_nan_rows_and_lists_the_files(tmp_path, image_folder):
+    _, paths, _ = image_folder
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8garbage")
+    items = [paths[0], bad, tmp_path / "missing.png", paths[1]]
+    for cache in (None, tmp_path / "c"):
+        f = CNNFeaturizer(layers="layer4", cache=cache, on_error="skip", **KW).fit()
+        with pytest.warns(UserWarning, match="broken.jpg"):
+            out = f.transform(items)
+        assert np.isnan(out[1]).all() and np.isnan(out[2]).all() and np.isfinite(out[[0, 3]]).all()
+        assert len(f.skipped_) == 2 and "broken.jpg" in f.skipped_[0] and "missing.png" in f.skipped_[1]
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import featurize.cache as cache_module
+    from featurize import CNNFeaturizer
+    real_append = cache_module.FeatureCache.append
+
+    def slow_append(self, *args, **kwargs):
+        real_append(self, *args, **kwargs)
+        print("appended", flush=True)
+        time.sleep(0.5)
+
+    cache_module.FeatureCache.append = slow_append
+    paths = sys.argv[2:]
+    CNNFeaturizer(backbone="resnet18", layers=["layer2", "fc"], weights=None, image_size=64, batch_size=2,
+                  cache=sys.argv[1]).fit().transform(paths)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_resume_after_sigkill(tmp_path, image_folder):
+    _, paths, _ = image_folder
+    cache = tmp_path / "killed.h5"
+    script = tmp_path / "worker.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(cache), *map(str, paths)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for _ in range(2):
+            assert proc.stdout.readline().strip() == "appended"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    with h5py.File(cache) as h5:
+        done = int(h5.attrs["n_complete"])
+    assert 4 <= done < len(paths)
+
+    f = CNNFeaturizer(layers=["layer2", "fc"], cache=cache, **{**KW, "batch_size": 2}).fit()
+    resumed = f.transform(paths)
+    fresh = CNNFeaturizer(layers=["layer2", "fc"], **KW).fit().transform(paths)
+    np.testing.assert_allclose(resumed, fresh, rtol=1e-5, atol=1e-6)
+    with h5py.File(cache) as h5:
+        assert h5.attrs["n_complete"] == len(paths)

@@ -1,0 +1,100 @@
+"""Extraction against a reference computed with torchvision's own feature extractor and preset transform."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.transforms._presets import ImageClassification
+
+from featurize import CNNFeaturizer, MultiCutExtractor, get_backbone_spec, pool
+from featurize.backbones import CutPoint
+from featurize.extract import parse_pooling
+
+SIZE = 64
+
+
+def reference_features(backbone, images, cuts, size=SIZE, seed=0):
+    """Module outputs from create_feature_extractor (FX graph, not hooks), pooled by hand."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, backbone)(weights=None).eval()
+    spec = get_backbone_spec(backbone)
+    nodes = {spec.cut(c).module: c for c in cuts}
+    extractor = create_feature_extractor(model, return_nodes=dict(nodes))
+    preset = ImageClassification(crop_size=size, resize_size=round(size * 256 / 224))
+    batch = torch.stack([preset(torch.from_numpy(img).permute(2, 0, 1)) for img in images])
+    with torch.no_grad():
+        outs = extractor(batch)
+    pooled = []
+    for c in cuts:
+        t = outs[c]
+        pooled.append(t.mean(dim=(2, 3)) if t.ndim == 4 and spec.cut(c).is_spatial else t.flatten(1))
+    return torch.cat(pooled, 1).numpy()
+
+
+@pytest.mark.parametrize(
+    "backbone,cuts,size",
+    [
+        ("resnet18", ["conv1", "layer2", "layer4", "fc"], 64),
+        ("resnet18", ["layer3", "avgpool"], 96),
+        ("vgg11", ["conv1_1", "pool2", "conv4_2", "fc7"], 64),
+        ("vgg11", ["pool5", "fc8"], 80),
+    ],
+)
+def test_features_equal_torchvision_reference(two_class_arrays, backbone, cuts, size):
+    images = two_class_arrays[0][:4]
+    ours = CNNFeaturizer(backbone, layers=cuts, weights=None, image_size=size, random_state=0).fit().transform(images)
+    ref = reference_features(backbone, images, cuts, size)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_one_pass_with_four_cuts_equals_four_passes(two_class_arrays):
+    images = two_class_arrays[0][:5]
+    cuts = ["conv1", "layer1", "layer3", "fc"]
+    kw = dict(weights=None, image_size=SIZE, pooling="avgmax")
+    together = CNNFeaturizer("resnet18", layers=cuts, **kw).fit().transform(images)
+    apart = np.concatenate([CNNFeaturizer("resnet18", layers=c, **kw).fit().transform(images) for c in cuts], 1)
+    np.testing.assert_array_equal(together, apart)
+
+
+def test_forward_stops_after_the_deepest_cut():
+    spec = get_backbone_spec("resnet18")
+    model = torchvision.models.resnet18().eval()
+    ran = []
+    for name in ("layer3", "layer4", "fc"):
+        model.get_submodule(name).register_forward_hook(lambda *_, name=name: ran.append(name))
+    with torch.inference_mode():
+        MultiCutExtractor(model, [spec.cut("layer2"), spec.cut("conv1")], "avg")(torch.randn(2, 3, 64, 64))
+    assert ran == []
+
+
+def test_captures_are_copies_that_inplace_ops_cannot_overwrite():
+    model = torchvision.models.resnet18().eval()
+    bn1 = CutPoint("bn1", "bn1", 64, 2, (32, 32))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ours = MultiCutExtractor(model, [bn1], "flatten")(x)["bn1"]
+        expected = model.bn1(model.conv1(x)).flatten(1)
+    assert (expected < 0).any(), "the in-place ReLU after bn1 would have zeroed these"
+    torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("pooling,dim", [("avg", 8), ("max", 8), ("avgmax", 16), ("flatten", 8 * 6 * 5), ("grid:2", 32)])
+def test_pooling_values_and_dims(pooling, dim):
+    x = torch.randn(3, 8, 6, 5)
+    out = pool(x, pooling)
+    assert out.shape == (3, dim)
+    if pooling == "avgmax":
+        torch.testing.assert_close(out, torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1))
+    if pooling == "grid:2":
+        torch.testing.assert_close(out, F.adaptive_avg_pool2d(x, 2).flatten(1))
+    assert pool(torch.randn(3, 10), pooling).shape == (3, 10)
+
+
+def test_unknown_pooling_lists_choices():
+    with pytest.raises(ValueError, match="avg, max, avgmax, flatten, grid:k"):
+        parse_pooling("median")
+    with pytest.raises(ValueError):
+        parse_pooling("grid:0")

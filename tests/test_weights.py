@@ -1,0 +1,94 @@
+import hashlib
+import os
+
+import pytest
+import torch
+import torchvision
+
+from featurize import get_backbone_spec, load_model, resolve_weights
+from featurize.weights import Preprocessing, file_sha256
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return get_backbone_spec("resnet18")
+
+
+def test_default_and_enum_names_resolve_without_building(spec):
+    default = resolve_weights(spec, "DEFAULT")
+    assert default.kind == "torchvision" and default.pretrained
+    assert default.identity == "ResNet18_Weights.IMAGENET1K_V1"
+    assert resolve_weights(spec, "IMAGENET1K_V1").identity == default.identity
+    assert resolve_weights(spec, torchvision.models.ResNet18_Weights.IMAGENET1K_V1).identity == default.identity
+    assert default.preprocessing == Preprocessing(256, 224)
+
+
+def test_weights_preprocessing_follows_the_enum():
+    rw = resolve_weights(get_backbone_spec("resnet50"), "DEFAULT")
+    assert (rw.preprocessing.resize, rw.preprocessing.crop) == (232, 224)
+    assert rw.preprocessing.with_size(112) == Preprocessing(116, 112)
+    assert rw.preprocessing.with_size(None).crop is None
+
+
+def test_unknown_enum_name_lists_valid_ones(spec):
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        resolve_weights(spec, "IMAGENET1K_V9")
+
+
+def test_random_init_is_flagged_and_seeded(spec):
+    rw = resolve_weights(spec, None, random_state=3)
+    assert not rw.pretrained and "RANDOM-INIT" in rw.label and "seed=3" in rw.identity
+    a, b = load_model(spec, rw), load_model(spec, rw)
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+    assert not torch.equal(a.conv1.weight, load_model(spec, resolve_weights(spec, None, 4)).conv1.weight)
+
+
+def test_missing_pretrained_file_names_the_file_and_the_folder(spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as err:
+        load_model(spec, resolve_weights(spec, "DEFAULT"))
+    msg = str(err.value)
+    assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
+
+
+def _save_random_state(path, spec, seed=1):
+    torch.save(load_model(spec, resolve_weights(spec, None, seed)).state_dict(), path)
+
+
+def test_local_file_loads_with_its_content_identity(spec, tmp_path):
+    path = tmp_path / "mine.pth"
+    _save_random_state(path, spec)
+    rw = resolve_weights(spec, str(path))
+    assert rw.kind == "file" and rw.pretrained and file_sha256(path)[:16] in rw.identity
+    model = load_model(spec, rw)
+    assert torch.equal(model.fc.weight, torch.load(path, weights_only=True)["fc.weight"])
+
+
+def test_file_with_wrong_hash_prefix_is_refused(spec, tmp_path):
+    path = tmp_path / "resnet18-deadbeef.pth"
+    _save_random_state(path, spec)
+    with pytest.raises(ValueError, match="deadbeef"):
+        resolve_weights(spec, path)
+
+
+def test_file_with_right_hash_prefix_is_accepted(spec, tmp_path):
+    tmp = tmp_path / "x.pth"
+    _save_random_state(tmp, spec)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    named = tmp_path / f"resnet18-{digest[:8]}.pth"
+    os.rename(tmp, named)
+    assert resolve_weights(spec, named).kind == "file"
+
+
+def test_corrupt_file_in_torch_cache_is_refused(spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    target = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    target.parent.mkdir(parents=True)
+    _save_random_state(target, spec)
+    with pytest.raises(ValueError, match="f37072fd"):
+        load_model(spec, resolve_weights(spec, "DEFAULT"))
+
+
+def test_missing_local_file_is_a_clear_error(spec, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_weights(spec, str(tmp_path / "nope.pth"))
