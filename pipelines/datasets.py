@@ -1,0 +1,653 @@
+"""Datasets: the embedded demo set, the course's ants-vs-bees set, image folders and CSV files, as one ``ImageSet``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from tqdm.auto import tqdm
+
+from pipelines.download import ChecksumError, DownloadError, download_file, safe_extract, sha256sum
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "HYMENOPTERA_URL",
+    "ImageSet",
+    "default_data_dir",
+    "load_dataset",
+    "load_image_folder",
+    "load_csv",
+    "fetch_hymenoptera",
+    "generate_demo",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
+HYMENOPTERA_CLASSES = ("ants", "bees")
+HYMENOPTERA_VAL_SIZE = 153
+SUBSETS = ("train", "val")
+BUILTIN_DATASETS = ("demo", "hymenoptera")
+
+DEMO_CLASSES = ("ants", "bees")
+DEMO_PER_CLASS = {"train": 30, "val": 30}
+DEMO_IMAGE_SIZE = 160
+_DEMO_VERSION = 1
+_DEMO_SEED = 20240517
+_MANIFEST = "manifest.json"
+
+
+@dataclass
+class ImageSet:
+    """A labelled image collection.
+
+    Attributes
+    ----------
+    name : str
+        Short name used in reports ("demo", "hymenoptera", a folder or CSV name).
+    items : list of str
+        Image file paths.
+    labels : ndarray of int, shape (n,)
+        Index into ``classes`` for each item.
+    classes : list of str
+        Class names, sorted.
+    subset : ndarray of str, shape (n,), or None
+        "train" or "val" per item when the set comes with a fixed split, else None.
+    root : Path
+        Folder the set was loaded from.
+    """
+
+    name: str
+    items: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    subset: np.ndarray | None
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.items = [str(item) for item in self.items]
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.classes = list(self.classes)
+        self.root = Path(self.root)
+        if self.labels.shape != (len(self.items),):
+            raise ValueError(f"{self.name}: {len(self.items)} items but labels of shape {self.labels.shape}")
+        if len(self.items) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise ValueError(f"{self.name}: labels must lie in 0..{len(self.classes) - 1}")
+        if self.subset is not None:
+            self.subset = np.asarray(self.subset, dtype=str)
+            if self.subset.shape != (len(self.items),):
+                raise ValueError(f"{self.name}: {len(self.items)} items but subset of shape {self.subset.shape}")
+            bad = sorted(set(self.subset.tolist()) - set(SUBSETS))
+            if bad:
+                raise ValueError(f"{self.name}: subset values must be 'train' or 'val'; got {bad}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def has_split(self) -> bool:
+        """Whether the set comes with a fixed train/val split."""
+        return self.subset is not None
+
+    def class_counts(self, subset: str | None = None) -> dict[str, int]:
+        """Number of images per class, over the whole set or one subset ("train" or "val")."""
+        mask = np.ones(len(self), dtype=bool)
+        if subset is not None:
+            if self.subset is None:
+                raise ValueError(f"{self.name} has no fixed split; subset must be None, got {subset!r}")
+            if subset not in SUBSETS:
+                raise ValueError(f"subset must be one of {SUBSETS}; got {subset!r}")
+            mask = self.subset == subset
+        counts = np.bincount(self.labels[mask], minlength=len(self.classes))
+        return dict(zip(self.classes, counts.tolist()))
+
+    def summary(self) -> str:
+        """One line: name, size, classes with counts, and the split if any."""
+        counts = ", ".join(f"{name} {n}" for name, n in self.class_counts().items())
+        text = f"{self.name}: {len(self)} images, {len(self.classes)} classes ({counts})"
+        if self.subset is not None:
+            text += f"; train {int((self.subset == 'train').sum())} / val {int((self.subset == 'val').sum())}"
+        return text
+
+
+def default_data_dir() -> Path:
+    """Where datasets are stored: ``$CNN_TRANSFER_DATA``, else ``~/.cache/cnn-transfer``."""
+    return Path(os.environ.get("CNN_TRANSFER_DATA") or Path.home() / ".cache" / "cnn-transfer").expanduser()
+
+
+def load_dataset(spec: str | Path, data_dir: str | Path | None = None, verbose: bool = True) -> ImageSet:
+    """Load a dataset by name or location.
+
+    Parameters
+    ----------
+    spec : str or Path
+        "demo" (a small generated two-class set), "hymenoptera" (the course's ants vs bees, downloaded once),
+        a folder of class subfolders (optionally under ``train/`` and ``val/``), or a CSV file with columns
+        ``path,label`` and optionally ``subset`` ("train"/"val"). The names "demo" and "hymenoptera" take
+        precedence over folders of that name; write "./demo" for a local folder.
+    data_dir : str or Path, optional
+        Where "demo" and "hymenoptera" are stored; defaults to :func:`default_data_dir`.
+    verbose : bool, default=True
+        Log progress and show progress bars.
+
+    Returns
+    -------
+    ImageSet
+
+    Raises
+    ------
+    ValueError
+        Unknown spec, or a folder/CSV that does not hold a usable two-or-more-class dataset.
+    DownloadError
+        "hymenoptera" is not on disk and cannot be downloaded; the message says where to put the zip by hand.
+    """
+    data_dir = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    if isinstance(spec, str) and spec in BUILTIN_DATASETS:
+        if spec == "demo":
+            root = generate_demo(data_dir / "demo", verbose=verbose)
+        else:
+            root = fetch_hymenoptera(data_dir, verbose=verbose)
+        imageset = load_image_folder(root, name=spec)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            imageset = load_image_folder(path)
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            imageset = load_csv(path)
+        else:
+            raise ValueError(
+                f"unknown dataset spec {str(spec)!r}: expected one of {', '.join(map(repr, BUILTIN_DATASETS))}, "
+                "an existing folder of class subfolders (optionally inside train/ and val/), "
+                "or an existing .csv file with columns path,label[,subset]"
+            )
+    if verbose:
+        logger.info("%s", imageset.summary())
+    return imageset
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, hidden files skipped), sorted."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def _class_folders(folder: Path) -> dict[str, list[Path]]:
+    """Class name → image paths, for the non-hidden subfolders of ``folder`` that hold images."""
+    found = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = _list_images(sub)
+        if images:
+            found[sub.name] = images
+    return found
+
+
+def load_image_folder(root: str | Path, name: str | None = None) -> ImageSet:
+    """Load an ImageFolder-style tree: ``root/train/<class>/…`` and ``root/val/<class>/…``, or ``root/<class>/…``.
+
+    Parameters
+    ----------
+    root : str or Path
+        The folder.
+    name : str, optional
+        Dataset name; defaults to the folder's name.
+
+    Returns
+    -------
+    ImageSet
+        With ``subset`` set when ``root`` has ``train/`` and ``val/`` subfolders.
+
+    Raises
+    ------
+    ValueError
+        No images, fewer than two classes, ``train/`` without ``val/`` (or the reverse), or a class that has no
+        training image.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"dataset folder {root} does not exist")
+    name = name or root.resolve().name
+    has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
+    if has_train != has_val:
+        missing = "val" if has_train else "train"
+        raise ValueError(f"{root} has a {'train' if has_train else 'val'}/ folder but no {missing}/ folder")
+    if has_train:
+        per_subset = {subset: _class_folders(root / subset) for subset in SUBSETS}
+        classes = sorted(set(per_subset["train"]) | set(per_subset["val"]))
+        no_train = [c for c in classes if c not in per_subset["train"]]
+        if no_train:
+            raise ValueError(f"{root}: classes {no_train} have images in val/ but none in train/")
+    else:
+        per_subset = {None: _class_folders(root)}
+        classes = sorted(per_subset[None])
+    _check_classes(root, classes, sum(len(v) for found in per_subset.values() for v in found.values()))
+    index = {c: i for i, c in enumerate(classes)}
+    items, labels, subsets = [], [], []
+    for subset, found in per_subset.items():
+        for cls, paths in found.items():
+            items += [str(p) for p in paths]
+            labels += [index[cls]] * len(paths)
+            subsets += [subset] * len(paths)
+    return ImageSet(name, items, np.array(labels), classes, np.array(subsets) if has_train else None, root)
+
+
+def _check_classes(source: Path, classes: list[str], n_images: int) -> None:
+    if n_images == 0:
+        raise ValueError(
+            f"{source} holds no images (extensions {', '.join(sorted(IMAGE_EXTENSIONS))}, one subfolder per class)"
+        )
+    if len(classes) < 2:
+        raise ValueError(f"{source} holds a single class {classes}; a classification dataset needs at least two")
+
+
+def load_csv(path: str | Path, name: str | None = None) -> ImageSet:
+    """Load a CSV with columns ``path,label`` and optionally ``subset`` ("train"/"val").
+
+    Relative paths are resolved against the CSV's folder. Labels are class names (numbers are read as names).
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+    name : str, optional
+        Dataset name; defaults to the file's stem.
+
+    Returns
+    -------
+    ImageSet
+
+    Raises
+    ------
+    ValueError
+        Missing columns, missing image files, bad subset values, or fewer than two classes.
+    """
+    path = Path(path).expanduser()
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.columns = [c.strip().lower() for c in table.columns]
+    missing = [c for c in ("path", "label") if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {missing}; expected columns path,label and optionally subset")
+    base = path.resolve().parent
+    items = [str(p if p.is_absolute() else base / p) for p in map(Path, table["path"].str.strip())]
+    absent = [item for item in items if not Path(item).is_file()]
+    if absent:
+        raise ValueError(f"{path}: {len(absent)} image file(s) do not exist, e.g. {absent[:3]}")
+    names = table["label"].str.strip()
+    if (names == "").any():
+        raise ValueError(f"{path}: {int((names == '').sum())} row(s) have an empty label")
+    unique = set(names)
+    numeric = all(n.lstrip("-").isdigit() for n in unique)
+    classes = sorted(unique, key=int) if numeric else sorted(unique)
+    _check_classes(path, classes, len(items))
+    subset = None
+    if "subset" in table.columns:
+        subset = table["subset"].str.strip().str.lower().to_numpy(dtype=str)
+        bad = sorted(set(subset.tolist()) - set(SUBSETS))
+        if bad:
+            raise ValueError(f"{path}: column subset must hold 'train' or 'val'; got {bad}")
+        for required in SUBSETS:
+            if not (subset == required).any():
+                raise ValueError(f"{path}: column subset has no {required!r} row")
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[n] for n in names])
+    return ImageSet(name or path.stem, items, labels, classes, subset, base)
+
+
+def fetch_hymenoptera(data_dir: str | Path | None = None, url: str | None = None, verbose: bool = True) -> Path:
+    """Download (once) and extract the ants-vs-bees set; return the folder holding ``train/`` and ``val/``.
+
+    The zip goes to ``data_dir/hymenoptera/hymenoptera_data.zip``. No official checksum is published, so its
+    sha256 is recorded in ``data_dir/hymenoptera/manifest.json`` on first use and checked on every later use
+    and re-download. After extraction the layout (train/val × ants/bees, 153 val images) is verified.
+
+    Parameters
+    ----------
+    data_dir : str or Path, optional
+        Defaults to :func:`default_data_dir`.
+    url : str, optional
+        Where to download from; defaults to :data:`HYMENOPTERA_URL`.
+    verbose : bool, default=True
+        Show a download progress bar.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    DownloadError
+        No network: the message names the path where the zip can be placed by hand.
+    ChecksumError
+        The zip differs from the one recorded in the manifest.
+    ValueError
+        The archive is unsafe or does not have the expected layout.
+    """
+    url = url or HYMENOPTERA_URL
+    base = (default_data_dir() if data_dir is None else Path(data_dir).expanduser()) / "hymenoptera"
+    base.mkdir(parents=True, exist_ok=True)
+    zip_path, manifest_path, extracted = base / "hymenoptera_data.zip", base / _MANIFEST, base / "extracted"
+    with FileLock(str(base / ".lock")):
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        recorded = manifest.get("sha256")
+        if manifest.get("complete") and not zip_path.exists():
+            root = extracted / manifest["root"]
+            if _hymenoptera_layout_ok(root):
+                return root
+        if not zip_path.exists():
+            try:
+                download_file(url, zip_path, expected_sha256=recorded, progress=verbose)
+            except DownloadError as exc:
+                raise DownloadError(
+                    f"the hymenoptera dataset is not on disk and could not be downloaded ({exc}). Without network, "
+                    f"download {url} on another machine and copy it to {zip_path}, then run again."
+                ) from exc
+            except ChecksumError as exc:
+                raise ChecksumError(
+                    f"{exc}. It differs from the sha256 recorded in {manifest_path} on first use; "
+                    "delete that manifest to accept a new version of the dataset."
+                ) from exc
+        actual = sha256sum(zip_path)
+        if recorded is not None and actual != recorded:
+            raise ChecksumError(
+                f"{zip_path} has sha256 {actual}, but {manifest_path} recorded {recorded} on first use; delete the zip "
+                "to download it again, or delete the manifest to accept this file"
+            )
+        if manifest.get("complete") and recorded == actual:
+            root = extracted / manifest["root"]
+            if _hymenoptera_layout_ok(root):
+                return root
+        manifest = {"url": url, "sha256": actual, "size": zip_path.stat().st_size}
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+        if extracted.exists():
+            shutil.rmtree(extracted)
+        safe_extract(zip_path, extracted)
+        root = _find_split_root(extracted)
+        problem = _hymenoptera_problem(root)
+        if problem:
+            raise ValueError(f"{zip_path} does not hold the expected ants-vs-bees layout: {problem}")
+        manifest.update(root=root.relative_to(extracted).as_posix(), complete=True)
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    return root
+
+
+def _find_split_root(folder: Path) -> Path:
+    """``folder`` or its single subfolder, whichever holds ``train/`` and ``val/``."""
+    if (folder / "train").is_dir():
+        return folder
+    subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
+    return subs[0] if len(subs) == 1 and (subs[0] / "train").is_dir() else folder
+
+
+def _hymenoptera_problem(root: Path) -> str | None:
+    for subset in SUBSETS:
+        for cls in HYMENOPTERA_CLASSES:
+            if not (root / subset / cls).is_dir():
+                return f"missing folder {subset}/{cls}"
+    n_val = sum(len(_list_images(root / "val" / cls)) for cls in HYMENOPTERA_CLASSES)
+    if n_val != HYMENOPTERA_VAL_SIZE:
+        return f"val/ holds {n_val} images, expected {HYMENOPTERA_VAL_SIZE}"
+    return None
+
+
+def _hymenoptera_layout_ok(root: Path) -> bool:
+    return all((root / subset / cls).is_dir() for subset in SUBSETS for cls in HYMENOPTERA_CLASSES)
+
+
+def generate_demo(target: str | Path, verbose: bool = True) -> Path:
+    """Generate the demo set into ``target`` (once; reused when its manifest is present and current).
+
+    Two classes of synthetic 160 × 160 JPEG scenes, 30 train + 30 val per class, deterministic:
+    "ants" — several small, dark, elongated three-segment insects with legs and antennae;
+    "bees" — one to three larger yellow/black striped bodies with translucent wings.
+    Both share textured backgrounds (grass, soil, foliage, sand, sky), clutter (twigs, pebbles, leaves, yellow
+    flowers), rotation, scale, colour jitter, blur, noise and occlusion; about one image in eight is a hard case
+    (a single pale bee half hidden by a leaf, or a lone large reddish ant).
+
+    Parameters
+    ----------
+    target : str or Path
+        Folder to hold ``train/{ants,bees}`` and ``val/{ants,bees}``.
+    verbose : bool, default=True
+        Show a progress bar while generating.
+
+    Returns
+    -------
+    Path
+        ``target``.
+    """
+    target = Path(target).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    manifest_path = target / _MANIFEST
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("version") == _DEMO_VERSION:
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        jobs = [
+            (subset, label, i)
+            for subset in SUBSETS
+            for label in range(len(DEMO_CLASSES))
+            for i in range(DEMO_PER_CLASS[subset])
+        ]
+        for subset, label, i in tqdm(jobs, desc="generating demo images", disable=not verbose):
+            folder = target / subset / DEMO_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng([_DEMO_SEED, SUBSETS.index(subset), label, i])
+            _demo_image(rng, label).save(folder / f"{DEMO_CLASSES[label]}_{i:03d}.jpg", quality=90)
+        manifest = {
+            "version": _DEMO_VERSION,
+            "seed": _DEMO_SEED,
+            "classes": list(DEMO_CLASSES),
+            "per_class": DEMO_PER_CLASS,
+            "image_size": DEMO_IMAGE_SIZE,
+        }
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    return target
+
+
+_BACKGROUNDS = {
+    "grass": (70, 120, 50),
+    "foliage": (40, 75, 40),
+    "soil": (110, 85, 60),
+    "sand": (190, 170, 130),
+    "sky": (140, 170, 200),
+    "stone": (125, 125, 120),
+}
+
+
+def _demo_image(rng: np.random.Generator, label: int) -> Image.Image:
+    """One synthetic scene of class ``label`` (0 ants, 1 bees)."""
+    size = DEMO_IMAGE_SIZE
+    image = _demo_background(rng, size)
+    for _ in range(int(rng.integers(2, 8))):
+        _paste(image, _clutter_sprite(rng), rng)
+    hard = rng.random() < 0.125
+    if label == 0:
+        if hard:
+            sprites = [_ant_sprite(rng, rng.uniform(44, 60), reddish=True) for _ in range(int(rng.integers(1, 3)))]
+        else:
+            sprites = [_ant_sprite(rng, rng.uniform(14, 34)) for _ in range(int(rng.integers(2, 7)))]
+    else:
+        if hard:
+            sprites = [_bee_sprite(rng, rng.uniform(22, 30), pale=True)]
+        else:
+            sprites = [_bee_sprite(rng, rng.uniform(34, 60)) for _ in range(int(rng.integers(1, 4)))]
+    centres = [_paste(image, sprite, rng) for sprite in sprites]
+    if hard and label == 1:
+        _paste(image, _leaf_sprite(rng, rng.uniform(16, 24)), rng, centre=centres[0])
+    for _ in range(int(rng.integers(0, 3))):
+        _paste(image, _clutter_sprite(rng), rng)
+    image = image.convert("RGB")
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
+    image = ImageEnhance.Color(image).enhance(rng.uniform(0.6, 1.4))
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2)))
+    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 9), (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _demo_background(rng: np.random.Generator, size: int) -> Image.Image:
+    """A textured background: base colour, low-frequency blotches, fine noise, and grass blades or speckles."""
+    base = np.array(list(_BACKGROUNDS.values())[int(rng.integers(len(_BACKGROUNDS)))], dtype=np.float32)
+    base += rng.normal(0, 15, 3)
+    grid = int(rng.integers(3, 7))
+    coarse = rng.uniform(0, 255, (grid, grid, 1)) + rng.normal(0, 25, (grid, grid, 3))
+    blotches = Image.fromarray(np.uint8(np.clip(coarse, 0, 255))).resize((size, size), Image.BICUBIC)
+    pixels = base + (np.asarray(blotches, dtype=np.float32) - 127.5) * rng.uniform(0.15, 0.45)
+    pixels += rng.normal(0, rng.uniform(4, 14), (size, size, 1))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGBA")
+    draw = ImageDraw.Draw(image)
+    if rng.random() < 0.5:
+        for _ in range(int(rng.integers(20, 80))):
+            x, y = rng.uniform(0, size, 2)
+            length, angle = rng.uniform(8, 30), rng.uniform(-0.6, 0.6) - math.pi / 2
+            shade = tuple(int(v) for v in np.clip(base + rng.normal(0, 30, 3), 0, 255))
+            draw.line([(x, y), (x + length * math.cos(angle), y + length * math.sin(angle))], fill=shade, width=1)
+    else:
+        for _ in range(int(rng.integers(30, 120))):
+            x, y, r = *rng.uniform(0, size, 2), rng.uniform(0.5, 2.5)
+            shade = tuple(int(v) for v in np.clip(base + rng.normal(0, 45, 3), 0, 255))
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=shade)
+    return image
+
+
+def _canvas(length: float, scale: int = 3) -> tuple[Image.Image, ImageDraw.ImageDraw, float]:
+    """A transparent square canvas drawn at ``scale`` × the final size (downsampled later for anti-aliasing)."""
+    side = int(math.ceil(length * 1.4 * scale)) + 4
+    canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    return canvas, ImageDraw.Draw(canvas), side / 2
+
+
+def _finish(canvas: Image.Image, rng: np.random.Generator, scale: int = 3) -> Image.Image:
+    side = max(1, canvas.width // scale)
+    sprite = canvas.resize((side, side), Image.LANCZOS)
+    return sprite.rotate(float(rng.uniform(0, 360)), resample=Image.BICUBIC, expand=True)
+
+
+def _ant_sprite(rng: np.random.Generator, length: float, reddish: bool = False) -> Image.Image:
+    """A dark ant seen from above, body along the x axis: gaster, petiole, thorax, head, six legs, two antennae."""
+    s = 3
+    canvas, draw, c = _canvas(length, s)
+    L = length * s
+    if reddish:
+        colour = (int(rng.integers(130, 180)), int(rng.integers(50, 80)), int(rng.integers(20, 40)), 255)
+    else:
+        v = int(rng.integers(10, 60))
+        colour = (v + int(rng.integers(0, 30)), v, v, 255)
+    w = L * rng.uniform(0.16, 0.22)
+    segments = [(-0.5, -0.18, 1.0), (-0.16, -0.1, 0.45), (-0.1, 0.2, 0.65), (0.22, 0.42, 0.85)]
+    for start, end, width in segments:
+        draw.ellipse([c + start * L, c - w * width, c + end * L, c + w * width], fill=colour)
+    stroke = max(1, int(L * 0.025))
+    for k, x in enumerate((-0.05, 0.05, 0.15)):
+        for sign in (-1, 1):
+            knee = (c + x * L + (k - 1) * 0.08 * L, c + sign * L * 0.2)
+            foot = (knee[0] + (k - 1) * 0.12 * L + rng.normal(0, 0.03) * L, c + sign * L * 0.33)
+            draw.line([(c + x * L, c), knee, foot], fill=colour, width=stroke)
+    for sign in (-1, 1):
+        elbow = (c + 0.55 * L, c + sign * 0.12 * L)
+        tip = (c + 0.68 * L, c + sign * rng.uniform(0.18, 0.28) * L)
+        draw.line([(c + 0.4 * L, c + sign * 0.03 * L), elbow, tip], fill=colour, width=stroke)
+    return _finish(canvas, rng, s)
+
+
+def _bee_sprite(rng: np.random.Generator, length: float, pale: bool = False) -> Image.Image:
+    """A bee seen from above: striped yellow/black abdomen, dark head, translucent wings."""
+    s = 3
+    canvas, draw, c = _canvas(length, s)
+    L = length * s
+    w = L * rng.uniform(0.26, 0.34)
+    yellow = np.array([rng.integers(215, 256), rng.integers(160, 215), rng.integers(10, 70)])
+    if pale:
+        yellow = (yellow + np.array([160, 150, 130])) / 2
+    yellow = tuple(int(v) for v in yellow) + (255,)
+    black = (int(rng.integers(15, 50)),) * 3 + (255,)
+    body = Image.new("L", canvas.size, 0)
+    ImageDraw.Draw(body).ellipse([c - 0.5 * L, c - w, c + 0.3 * L, c + w], fill=255)
+    stripes = Image.new("RGBA", canvas.size, yellow)
+    stripe_draw = ImageDraw.Draw(stripes)
+    period = L * rng.uniform(0.13, 0.18)
+    x = c - 0.5 * L + period * rng.uniform(0.3, 0.7)
+    while x < c + 0.3 * L:
+        stripe_draw.rectangle([x, 0, x + period * 0.45, canvas.height], fill=black)
+        x += period
+    canvas.paste(stripes, (0, 0), body)
+    draw.ellipse([c + 0.25 * L, c - w * 0.6, c + 0.48 * L, c + w * 0.6], fill=black)
+    wing = (int(rng.integers(200, 240)),) * 3 + (int(rng.integers(90, 160)),)
+    wings = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    wing_draw = ImageDraw.Draw(wings)
+    for sign in (-1, 1):
+        y0 = c + sign * w * 0.4
+        y1 = c + sign * (w * 0.4 + L * rng.uniform(0.32, 0.42))
+        wing_draw.ellipse([c - 0.15 * L, min(y0, y1), c + 0.15 * L, max(y0, y1)], fill=wing)
+    canvas.alpha_composite(wings)
+    return _finish(canvas, rng, s)
+
+
+def _leaf_sprite(rng: np.random.Generator, length: float) -> Image.Image:
+    s = 3
+    canvas, draw, c = _canvas(length, s)
+    L = length * s
+    green = (int(rng.integers(30, 90)), int(rng.integers(90, 160)), int(rng.integers(20, 70)), 255)
+    draw.ellipse([c - 0.5 * L, c - 0.2 * L, c + 0.5 * L, c + 0.2 * L], fill=green)
+    draw.line([(c - 0.5 * L, c), (c + 0.5 * L, c)], fill=tuple(v // 2 for v in green[:3]) + (255,), width=s)
+    return _finish(canvas, rng, s)
+
+
+def _clutter_sprite(rng: np.random.Generator) -> Image.Image:
+    """Distractors common to both classes: twigs (dark, elongated), pebbles, leaves, yellow-centred flowers."""
+    kind = int(rng.integers(4))
+    if kind == 2:
+        return _leaf_sprite(rng, rng.uniform(14, 34))
+    s = 3
+    length = rng.uniform(12, 40)
+    canvas, draw, c = _canvas(length, s)
+    L = length * s
+    if kind == 0:
+        brown = (int(rng.integers(50, 100)), int(rng.integers(35, 70)), int(rng.integers(20, 45)), 255)
+        draw.line([(c - 0.5 * L, c), (c + 0.5 * L, c + rng.normal(0, 0.05) * L)], fill=brown, width=int(L * 0.06) + 1)
+        draw.line([(c, c), (c + 0.2 * L, c - 0.2 * L)], fill=brown, width=int(L * 0.04) + 1)
+    elif kind == 1:
+        grey = (int(rng.integers(90, 190)),) * 3 + (255,)
+        draw.ellipse([c - 0.3 * L, c - 0.2 * L, c + 0.3 * L, c + 0.2 * L], fill=grey)
+    else:
+        petal = [(255, 255, 255), (240, 170, 200), (200, 160, 230)][int(rng.integers(3))]
+        n_petals = int(rng.integers(5, 9))
+        for k in range(n_petals):
+            angle = 2 * math.pi * k / n_petals
+            px, py = c + 0.28 * L * math.cos(angle), c + 0.28 * L * math.sin(angle)
+            draw.ellipse([px - 0.13 * L, py - 0.13 * L, px + 0.13 * L, py + 0.13 * L], fill=petal + (255,))
+        draw.ellipse([c - 0.14 * L, c - 0.14 * L, c + 0.14 * L, c + 0.14 * L], fill=(240, 200, 30, 255))
+    return _finish(canvas, rng, s)
+
+
+def _paste(
+    image: Image.Image, sprite: Image.Image, rng: np.random.Generator, centre: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """Alpha-composite ``sprite`` at a random (or given) centre; sprites may extend past the border."""
+    if centre is None:
+        centre = tuple(rng.uniform(0.1, 0.9, 2) * image.width)
+        offset = (0.0, 0.0)
+    else:
+        offset = tuple(rng.normal(0, 6, 2))
+    x = int(round(centre[0] + offset[0] - sprite.width / 2))
+    y = int(round(centre[1] + offset[1] - sprite.height / 2))
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    layer.paste(sprite, (x, y))
+    image.alpha_composite(layer)
+    return centre
