@@ -1,0 +1,269 @@
+"""Plots of a comparison run, each written as one PNG (matplotlib ``Figure`` + Agg canvas, no pyplot state).
+
+Every function returns the path written, or ``None`` (with a log message) when the input holds nothing to plot;
+degenerate inputs (one backbone, one cut, one train size, NaN values) still give a plot.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from reports.stats import config_label, summarize
+from reports.tables import cut_order_for
+
+logger = logging.getLogger(__name__)
+
+_FAMILY_STYLE = {"frozen": "-", "finetune": "--", "scratch": ":", "pixels": "-."}
+_MIN_COST_S = 1e-3
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _errors(summary: pd.DataFrame) -> np.ndarray:
+    """Asymmetric error-bar lengths (2, n) from ``ci_low``/``ci_high``; 0 where the CI is undefined."""
+    low = (summary["accuracy"] - summary["ci_low"]).clip(lower=0).fillna(0).to_numpy(float)
+    high = (summary["ci_high"] - summary["accuracy"]).clip(lower=0).fillna(0).to_numpy(float)
+    return np.vstack([low, high])
+
+
+def _text(value) -> str:
+    """A cell as text, missing values as ``""``."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _blankless(column: pd.Series) -> pd.Series:
+    return column.map(_text)
+
+
+def _usable(results: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    if results is None or results.empty or any(c not in results.columns for c in columns):
+        return pd.DataFrame()
+    return results[results["accuracy"].notna()]
+
+
+def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: int | None = None) -> Path | None:
+    """Accuracy (mean, 95% CI error bars) versus cut point, one panel per backbone, one line per head.
+
+    Parameters
+    ----------
+    results : DataFrame
+        The long results table; rows without a cut (fine-tuning, pixels) are left out.
+    path : str or Path
+        PNG to write.
+    train_size : int, optional
+        Images per class shown; default the largest.
+
+    Returns
+    -------
+    Path or None
+    """
+    data = _usable(results, ("backbone", "cut", "method", "train_size"))
+    if data.empty:
+        logger.info("accuracy-by-cut plot skipped: no results")
+        return None
+    data = data[_blankless(data["cut"]) != ""]
+    if data.empty:
+        logger.info("accuracy-by-cut plot skipped: no method with a cut point")
+        return None
+    size = data["train_size"].max() if train_size is None else train_size
+    summary = summarize(data[data["train_size"] == size])
+    backbones = sorted(summary["backbone"].astype(str).unique())
+    if not backbones:
+        return None
+    fig = _figure(max(5.0, 4.5 * len(backbones)), 4.0)
+    axes = fig.subplots(1, len(backbones), squeeze=False, sharey=True)[0]
+    for ax, backbone in zip(axes, backbones):
+        sub = summary[summary["backbone"] == backbone]
+        order = cut_order_for(backbone, sub["cut"].unique())
+        position = {c: i for i, c in enumerate(order)}
+        for method, group in sub.groupby("method", sort=True):
+            group = group.assign(_x=group["cut"].map(position)).sort_values("_x")
+            ax.errorbar(group["_x"], group["accuracy"], yerr=_errors(group), marker="o", capsize=3, label=method)
+        ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
+        ax.set_title(f"{backbone} ({int(size)} img/class)")
+        ax.set_xlabel("cut point (shallow → deep)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (mean, 95% CI)")
+    axes[-1].legend(fontsize="small", loc="best")
+    return _save(fig, path)
+
+
+def plot_learning_curves(results: pd.DataFrame, path: str | Path) -> Path | None:
+    """Accuracy versus images per class (log x) with 95% CI bands, one line per method.
+
+    For each method the configuration (backbone, cut) shown is the best one at the largest train size; line style
+    encodes the family (solid frozen, dashed fine-tuning, dotted from scratch).
+
+    Parameters
+    ----------
+    results : DataFrame
+        The long results table.
+    path : str or Path
+        PNG to write.
+
+    Returns
+    -------
+    Path or None
+    """
+    data = _usable(results, ("backbone", "cut", "method", "train_size"))
+    data = data[data["train_size"] > 0] if not data.empty else data
+    if data.empty:
+        logger.info("learning-curve plot skipped: no results")
+        return None
+    summary = summarize(data)
+    largest = summary["train_size"].max()
+    fig = _figure(6.5, 4.5)
+    ax = fig.subplots()
+    for method, group in summary.groupby("method", sort=True):
+        at_max = group[group["train_size"] == group["train_size"].max()]
+        if at_max["accuracy"].isna().all():
+            continue
+        best = at_max.loc[at_max["accuracy"].idxmax()]
+        curve = group[(group["backbone"] == best["backbone"]) & (_blankless(group["cut"]) == _text(best["cut"]))]
+        curve = curve.sort_values("train_size")
+        family = str(best.get("family", "frozen"))
+        label = config_label(best, ("method", "backbone", "cut"))
+        line = ax.plot(curve["train_size"], curve["accuracy"], marker="o", linestyle=_FAMILY_STYLE.get(family, "-"),
+                       label=label)[0]
+        ax.fill_between(curve["train_size"], curve["ci_low"].fillna(curve["accuracy"]),
+                        curve["ci_high"].fillna(curve["accuracy"]), color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log")
+    sizes = sorted(summary["train_size"].unique())
+    ax.set_xticks(sizes, [str(int(s)) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training images per class (log scale)")
+    ax.set_ylabel("accuracy (mean, 95% CI)")
+    ax.set_title(f"Learning curves (best configuration per method at {int(largest)} img/class)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: dict | None = None) -> Path | None:
+    """Confusion matrix of one configuration, counts summed over its splits.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        ``backbone, cut, method, train_size, split, index, y_true, y_pred``.
+    path : str or Path
+        PNG to write.
+    config : dict, optional
+        Values selecting the configuration, e.g. ``{"backbone": "resnet18", "cut": "avgpool", "method":
+        "logistic", "train_size": 120}`` (keys absent from ``predictions`` are ignored). Default: the configuration
+        with the most correct predictions at the largest train size.
+
+    Returns
+    -------
+    Path or None
+        None when no prediction matches.
+    """
+    if predictions is None or predictions.empty or not {"y_true", "y_pred"} <= set(predictions.columns):
+        logger.info("confusion-matrix plot skipped: no predictions")
+        return None
+    preds = predictions.dropna(subset=["y_true", "y_pred"])
+    keys = [k for k in ("backbone", "cut", "method", "train_size") if k in preds.columns]
+    if config is None and keys:
+        if "train_size" in preds:
+            preds = preds[preds["train_size"] == preds["train_size"].max()]
+        score = preds.assign(_ok=preds["y_true"] == preds["y_pred"]).groupby(keys, dropna=False)["_ok"].mean()
+        if score.empty:
+            return None
+        best = score.idxmax()
+        config = dict(zip(keys, best if isinstance(best, tuple) else (best,)))
+    for key, value in (config or {}).items():
+        if key in preds.columns:
+            blank = _text(value) == ""
+            preds = preds[_blankless(preds[key]) == "" if blank else preds[key] == value]
+    if preds.empty:
+        logger.info("confusion-matrix plot skipped: no predictions for %s", config)
+        return None
+    labels = sorted(set(preds["y_true"].astype(str)) | set(preds["y_pred"].astype(str)))
+    matrix = pd.crosstab(preds["y_true"].astype(str), preds["y_pred"].astype(str)).reindex(
+        index=labels, columns=labels, fill_value=0).to_numpy()
+    side = max(3.5, 0.6 * len(labels) + 2.5)
+    fig = _figure(side + 1.0, side)
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > threshold else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    n_splits = preds["split"].nunique() if "split" in preds else 1
+    size = (config or {}).get("train_size")
+    title = config_label(config or {}, [k for k in keys if k != "train_size"])
+    title += f", {size} img/class" if size is not None else ""
+    ax.set_title(f"{title}\n(n={len(preds)} predictions over {n_splits} split(s))", fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: int | None = None) -> Path | None:
+    """Accuracy (95% CI) versus cost per split (fit + feature-extraction seconds, log x), one point per
+    configuration, coloured by family. Costs below 1 ms (or missing) are drawn at 1 ms.
+
+    Parameters
+    ----------
+    results : DataFrame
+        The long results table.
+    path : str or Path
+        PNG to write.
+    train_size : int, optional
+        Images per class shown; default the largest.
+
+    Returns
+    -------
+    Path or None
+    """
+    data = _usable(results, ("backbone", "cut", "method", "train_size"))
+    if data.empty:
+        logger.info("accuracy-vs-cost plot skipped: no results")
+        return None
+    size = data["train_size"].max() if train_size is None else train_size
+    summary = summarize(data[data["train_size"] == size])
+    if summary.empty:
+        return None
+    cost = summary["fit_time_s"].fillna(0) + summary["extract_time_s"].fillna(0)
+    summary = summary.assign(_cost=cost.clip(lower=_MIN_COST_S))
+    if "family" not in summary:
+        summary["family"] = "frozen"
+    fig = _figure(7.0, 4.8)
+    ax = fig.subplots()
+    for family, group in summary.groupby("family", sort=True):
+        ax.errorbar(group["_cost"], group["accuracy"], yerr=_errors(group), fmt="o", capsize=2, label=str(family),
+                    alpha=0.8)
+    top = summary.nlargest(min(8, len(summary)), "accuracy")
+    for _, row in top.iterrows():
+        if not math.isnan(row["accuracy"]):
+            ax.annotate(config_label(row, ("backbone", "cut", "method")), (row["_cost"], row["accuracy"]),
+                        fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("fit + extraction time per split (s, log scale)")
+    ax.set_ylabel("accuracy (mean, 95% CI)")
+    ax.set_title(f"Accuracy vs cost ({int(size)} img/class)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return _save(fig, path)

@@ -1,0 +1,205 @@
+"""Tables: DataFrames rendered as markdown, CSV and escaped HTML; accuracy strings; method × cut pivots."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reports.stats import summarize
+
+
+def _cell(value, floatfmt: str) -> str:
+    """One value as text: floats with ``floatfmt``, NaN/None as empty, booleans as yes/no."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return ""
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return format(float(value), floatfmt)
+    if value is pd.NA or value is pd.NaT:
+        return ""
+    return str(value)
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) -> str:
+    """Render a DataFrame as a GitHub-flavoured markdown table.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Table to render; an empty frame renders as ``*(no rows)*``.
+    floatfmt : str, default=".3f"
+        Format spec applied to float cells (NaN renders empty).
+    index : bool, default=False
+        Whether to include the index as the first column.
+
+    Returns
+    -------
+    str
+        The table, newline-terminated; ``|`` in cells is escaped and newlines become spaces.
+    """
+    if index:
+        df = df.reset_index()
+    if df.empty and len(df.columns) == 0:
+        return "*(no rows)*\n"
+    header = [str(c) for c in df.columns]
+    rows = [[_cell(v, floatfmt) for v in record] for record in df.itertuples(index=False, name=None)]
+
+    def esc(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    if not rows:
+        lines.append("| " + " | ".join("" for _ in header) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_html_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False, caption: str | None = None,
+                  css_class: str = "table") -> str:
+    """Render a DataFrame as an HTML ``<table>``, every header and cell escaped.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Table to render.
+    floatfmt : str, default=".3f"
+        Format spec applied to float cells (NaN renders empty).
+    index : bool, default=False
+        Whether to include the index as the first column.
+    caption : str, optional
+        Table caption (escaped).
+    css_class : str, default="table"
+        ``class`` attribute of the table.
+
+    Returns
+    -------
+    str
+    """
+    if index:
+        df = df.reset_index()
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    parts = [f'<table class="{html.escape(css_class)}">']
+    if caption:
+        parts.append(f"<caption>{html.escape(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns) + "</tr></thead>")
+    parts.append("<tbody>")
+    for record in df.itertuples(index=False, name=None):
+        cells = "".join(
+            ('<td class="num">' if num else "<td>") + html.escape(_cell(v, floatfmt)) + "</td>"
+            for v, num in zip(record, numeric)
+        )
+        parts.append(f"<tr>{cells}</tr>")
+    parts.append("</tbody></table>")
+    return "\n".join(parts)
+
+
+def to_csv(df: pd.DataFrame, path: str | Path | None = None) -> str:
+    """CSV text of a DataFrame (no index); also written to ``path`` when given."""
+    text = df.to_csv(index=False)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_splits: int | None = None,
+                    digits: int = 3) -> str:
+    """``"0.912 [0.871, 0.944] (n=153×10)"``: a mean accuracy with its 95% CI and test size.
+
+    Parameters
+    ----------
+    mean, lo, hi : float
+        Mean accuracy and CI bounds (NaN bounds print ``[CI n/a]``; a NaN mean prints ``n/a``).
+    n : int, optional
+        Test images per split.
+    n_splits : int, optional
+        Number of splits; shown as ``n=153×10`` when greater than 1.
+    digits : int, default=3
+        Decimals.
+
+    Returns
+    -------
+    str
+    """
+    def missing(x) -> bool:
+        return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+    if missing(mean):
+        return "n/a"
+    text = f"{mean:.{digits}f}"
+    text += " [CI n/a]" if missing(lo) or missing(hi) else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    if n is not None and not missing(n):
+        text += f" (n={int(n)}×{int(n_splits)})" if n_splits and n_splits > 1 else f" (n={int(n)})"
+    return text
+
+
+def with_accuracy_text(summary: pd.DataFrame, column: str = "accuracy_95ci") -> pd.DataFrame:
+    """Copy of a :func:`reports.stats.summarize` table with a formatted ``accuracy [CI] (n)`` column added."""
+    out = summary.copy()
+    out[column] = [
+        format_accuracy(r.accuracy, r.ci_low, r.ci_high, r.n_test, r.n_splits) for r in summary.itertuples()
+    ]
+    return out
+
+
+def method_by_cut(results: pd.DataFrame, train_size: int | None = None,
+                  cut_order: dict[str, Sequence[str]] | None = None) -> dict[str, pd.DataFrame]:
+    """Per backbone, a method × cut point table of formatted mean accuracy with 95% CI.
+
+    Parameters
+    ----------
+    results : DataFrame
+        The long results table.
+    train_size : int, optional
+        Images per class to tabulate; default the largest in ``results``.
+    cut_order : dict, optional
+        Backbone → cut names, shallow to deep; default from :func:`cut_order_for`.
+
+    Returns
+    -------
+    dict of str to DataFrame
+        Backbone → table whose first column is ``method`` and whose other columns are cut points (methods without a
+        cut, e.g. fine-tuning, appear under ``(no cut)``); empty cells mean "not run".
+    """
+    if results.empty or "train_size" not in results:
+        return {}
+    size = results["train_size"].max() if train_size is None else train_size
+    subset = results[results["train_size"] == size]
+    summary = summarize(subset, by=("backbone", "cut", "method", "train_size"))
+    tables: dict[str, pd.DataFrame] = {}
+    for backbone, group in summary.groupby("backbone", sort=True):
+        group = with_accuracy_text(group)
+        group = group.assign(cut=group["cut"].fillna("").replace("", "(no cut)"))
+        order = list((cut_order or {}).get(backbone) or cut_order_for(backbone, group["cut"].unique()))
+        cuts = [c for c in order if c in set(group["cut"])] + sorted(set(group["cut"]) - set(order))
+        pivot = group.pivot_table(index="method", columns="cut", values="accuracy_95ci", aggfunc="first")
+        pivot = pivot.reindex(columns=cuts).fillna("")
+        pivot.columns.name = None
+        tables[str(backbone)] = pivot.reset_index()
+    return tables
+
+
+def cut_order_for(backbone: str, cuts: Sequence[str]) -> list[str]:
+    """Cut names of ``backbone`` shallow to deep (registry order), unknown ones last; ``(no cut)`` first."""
+    try:
+        from featurize.backbones import get_backbone_spec
+
+        registry = list(get_backbone_spec(backbone).cut_names)
+    except (ImportError, ValueError):
+        registry = []
+    cuts = list(dict.fromkeys(str(c) for c in cuts))
+    known = [c for c in registry if c in cuts]
+    rest = [c for c in cuts if c not in registry]
+    head = [c for c in rest if c in ("", "(no cut)")]
+    return head + known + [c for c in rest if c not in head]
