@@ -1,0 +1,237 @@
+"""FineTunedCNN: sklearn contract, freezing, BatchNorm, determinism, precomputed head, persistence, errors."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+
+from classifiers import finetune
+from classifiers.finetune import FineTunedCNN, build_adapted
+from featurize.backbones import get_backbone_spec
+from featurize.weights import load_model, resolve_weights
+
+FAST = dict(weights=None, epochs=1, batch_size=32, device="cpu", validation_fraction=None, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def small(two_class_arrays):
+    """8 images per class (16) with string labels."""
+    images, labels = two_class_arrays
+    keep = np.r_[0:8, 12:20]
+    return images[keep], np.array(["ants", "bees"])[labels[keep]]
+
+
+@pytest.fixture(scope="module")
+def fitted(small):
+    X, y = small
+    return FineTunedCNN(backbone="resnet18", image_size=32, **FAST).fit(X, y)
+
+
+def test_clone_get_params_pickle(fitted, small):
+    X, _ = small
+    params = fitted.get_params()
+    assert clone(fitted).get_params() == params
+    assert not hasattr(clone(fitted), "model_")
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.predict_proba(X), fitted.predict_proba(X))
+
+
+def test_fitted_attributes_and_shapes(fitted, small, image_folder):
+    X, y = small
+    proba = fitted.predict_proba(X)
+    assert proba.shape == (16, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert set(fitted.predict(X)) <= {"ants", "bees"}
+    assert list(fitted.classes_) == ["ants", "bees"]
+    assert 0.0 <= fitted.score(X, y) <= 1.0
+    assert fitted.training_path_ == "precomputed"
+    assert fitted.n_epochs_ == fitted.best_epoch_ == 1 == len(fitted.history_)
+    columns = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "time_s", "lr"}
+    assert columns <= set(fitted.history_[0])
+    assert fitted.weights_.pretrained is False and "RANDOM" in fitted.weights_.label
+    assert next(fitted.model_.parameters()).device.type == "cpu"
+    _, paths, _ = image_folder
+    assert fitted.predict_proba(paths[:3]).shape == (3, 2)
+
+
+# (backbone, strategy, cut, extra params, prefixes of the state-dict entries that must change; None = all)
+FREEZE_CASES = [
+    ("resnet18", "head", None, {}, ()),
+    ("resnet18", "head", None, {"precompute": False}, ()),
+    ("resnet18", "last_block", None, {}, ("layer4.",)),
+    ("resnet18", "last:2", None, {}, ("layer3.", "layer4.")),
+    ("resnet18", "full", None, {}, None),
+    ("vgg11", "last_block", None, {}, ("classifier.0.", "classifier.3.")),
+    ("vgg11_bn", "last_block", "pool4", {}, ("features.15.", "features.16.", "features.18.", "features.19.")),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _initial_state(backbone: str) -> dict[str, torch.Tensor]:
+    spec = get_backbone_spec(backbone)
+    return load_model(spec, resolve_weights(spec, None, random_state=0)).state_dict()
+
+
+@pytest.mark.parametrize("backbone, strategy, cut, extra, trainable", FREEZE_CASES)
+def test_frozen_parts_unchanged(small, backbone, strategy, cut, extra, trainable):
+    """Frozen parameters and BatchNorm statistics stay bit-equal; trainable ones (incl. running stats) move."""
+    X, y = small
+    params = {**FAST, "image_size": 32, "optimizer": "sgd", "lr": 0.05, **extra}
+    clf = FineTunedCNN(backbone=backbone, strategy=strategy, cut=cut, **params).fit(X, y)
+    before = _initial_state(backbone)
+    after = clf.model_.state_dict()
+    head = clf.adaptation_.head + "."
+    compared = [k for k in after if k in before and not k.startswith(head) and before[k].shape == after[k].shape]
+    assert compared
+    for key in compared:
+        moves = trainable is None or key.startswith(trainable)
+        assert torch.equal(before[key], after[key]) != moves, f"{key} {'did not change' if moves else 'changed'}"
+    assert all(not p.requires_grad for p in clf.model_.parameters())
+
+
+def test_deterministic_with_random_state(small):
+    X, y = small
+    params = dict(backbone="resnet18", strategy="last_block", augment="flip_crop", image_size=32, **FAST)
+    params["batch_size"] = 8
+    a = FineTunedCNN(**params).fit(X, y).predict_proba(X)
+    b = FineTunedCNN(**params).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backbone, size", [("resnet18", 32), ("vgg11", 32)])
+def test_precomputed_head_equals_forward(small, backbone, size):
+    """Training the head on precomputed activations = training it through the frozen network."""
+    X, y = small
+    params = dict(backbone=backbone, strategy="head", image_size=size, optimizer="sgd", lr=0.05, **FAST)
+    cached = FineTunedCNN(precompute=True, **params).fit(X, y)
+    forward = FineTunedCNN(precompute=False, **params).fit(X, y)
+    assert (cached.training_path_, forward.training_path_) == ("precomputed", "forward")
+    head = cached.adaptation_.head
+    for name in ("weight", "bias"):
+        np.testing.assert_allclose(
+            cached.model_.get_submodule(head).get_parameter(name).numpy(),
+            forward.model_.get_submodule(head).get_parameter(name).numpy(),
+            rtol=1e-4, atol=1e-6,
+        )
+    np.testing.assert_allclose(cached.predict_proba(X), forward.predict_proba(X), atol=1e-5)
+    assert cached.history_[0]["train_loss"] == pytest.approx(forward.history_[0]["train_loss"], rel=1e-4)
+
+
+def test_cache_directory_uses_featurizer(small, tmp_path):
+    """With ``cache``, head inputs come from CNNFeaturizer (stored on disk) and give the in-memory result."""
+    X, y = small
+    params = dict(backbone="resnet18", image_size=32, optimizer="sgd", lr=0.05, **FAST)
+    on_disk = FineTunedCNN(cache=tmp_path, **params).fit(X, y)
+    in_memory = FineTunedCNN(**params).fit(X, y)
+    assert list(tmp_path.glob("*.h5"))
+    np.testing.assert_allclose(on_disk.predict_proba(X), in_memory.predict_proba(X), atol=1e-5)
+
+
+def test_freeze_epochs_mixup_and_discriminative_lr(small):
+    X, y = small
+    clf = FineTunedCNN(
+        backbone="resnet18", strategy="last_block", freeze_epochs=1, augment="flip_crop+mixup", image_size=32,
+        lr=1e-3, lr_ratio=0.1, schedule="constant", **{**FAST, "batch_size": 8},
+    ).fit(X, y)
+    assert [h["phase"] for h in clf.history_] == ["frozen", "last_block"]
+    assert np.isnan(clf.history_[0]["lr_backbone"])
+    assert clf.history_[1]["lr_backbone"] == pytest.approx(1e-4)
+
+
+def test_early_stopping_restores_best(small):
+    X, y = small
+    clf = FineTunedCNN(
+        backbone="resnet18", image_size=32, lr=0.5, epochs=30, patience=2, validation_fraction=0.25,
+        **{k: v for k, v in FAST.items() if k not in ("epochs", "validation_fraction")},
+    ).fit(X, y)
+    val = [h["val_loss"] for h in clf.history_]
+    assert len(val) == clf.n_epochs_ <= 30
+    assert val[clf.best_epoch_ - 1] == min(val)
+    assert clf.n_epochs_ == 30 or clf.n_epochs_ - clf.best_epoch_ == 2
+
+
+@pytest.mark.parametrize("backbone, cut, size", [("resnet18", "layer3", 32), ("vgg11", "conv4_2", 32)])
+def test_save_load_round_trip(small, tmp_path, backbone, cut, size):
+    X, y = small
+    clf = FineTunedCNN(backbone=backbone, cut=cut, strategy="last_block", image_size=size, **FAST).fit(X, y)
+    path = tmp_path / "model.pt"
+    clf.save(path)
+    loaded = FineTunedCNN.load(path)
+    assert loaded.get_params() == clf.get_params()
+    np.testing.assert_array_equal(loaded.classes_, clf.classes_)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    pd.testing.assert_frame_equal(pd.DataFrame(loaded.history_), pd.DataFrame(clf.history_))
+    assert loaded.weights_ == clf.weights_ and loaded.best_epoch_ == clf.best_epoch_
+
+
+@pytest.mark.parametrize(
+    "backbone, cut, head, in_features, n_stages",
+    [
+        ("resnet18", None, "fc", 512, 5),
+        ("resnet18", "avgpool", "fc", 512, 5),
+        ("resnet18", "layer2", "fc", 128, 3),
+        ("resnet18", "conv1", "fc", 64, 1),
+        ("vgg11", None, "classifier.6", 4096, 6),
+        ("vgg11", "fc6", "classifier.3", 4096, 6),
+        ("vgg11", "conv4_2", "classifier.0", 512, 4),
+        ("vgg11", "pool5", "classifier.0", 512, 5),
+    ],
+)
+def test_cut_points(backbone, cut, head, in_features, n_stages):
+    spec = get_backbone_spec(backbone)
+    with torch.device("meta"):
+        model = spec.builder(weights=None)
+        adaptation = build_adapted(spec, model, cut, 3)
+        out = model(torch.empty(2, 3, 64, 64))
+    assert out.shape == (2, 3)
+    assert adaptation.head == head and model.get_submodule(head).in_features == in_features
+    assert len(adaptation.stages) == n_stages
+
+
+def test_nan_loss_names_epoch_and_learning_rate(small, monkeypatch):
+    X, y = small
+    monkeypatch.setattr(finetune, "_loss", lambda logits, target: (logits * float("nan")).sum())
+    with pytest.raises(FloatingPointError, match=r"epoch 1 .*[Ll]ower the learning rate"):
+        FineTunedCNN(backbone="resnet18", strategy="last_block", image_size=32, **FAST).fit(X, y)
+
+
+def test_huge_learning_rate_diverges(small):
+    X, y = small
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        FineTunedCNN(
+            backbone="resnet18", strategy="full", image_size=32, lr=1e9, optimizer="sgd",
+            **{**FAST, "epochs": 3, "batch_size": 4},
+        ).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params, fit_y, match",
+    [
+        ({}, "short", "16 images but y has 15"),
+        ({}, "single", "single class"),
+        ({"strategy": "partial"}, None, "strategy"),
+        ({"strategy": "last:0"}, None, "strategy"),
+        ({"strategy": "last:9"}, None, r"strategy.*\(5\)"),
+        ({"augment": "cutmix"}, None, "flip_crop"),
+        ({"cut": "layer9"}, None, "layer3"),
+        ({"cut": "fc"}, None, "cut="),
+        ({"schedule": "linear"}, None, "cosine"),
+        ({"image_size": 8}, None, "image_size"),
+        ({"backbone": "alexnet"}, None, "resnet18"),
+        ({"validation_fraction": 0.95}, None, "validation_fraction"),
+    ],
+)
+def test_bad_input(small, params, fit_y, match):
+    X, y = small
+    if fit_y == "short":
+        y = y[:-1]
+    elif fit_y == "single":
+        y = np.full(len(y), "ants")
+    with pytest.raises(ValueError, match=match):
+        FineTunedCNN(**{**FAST, "image_size": 32, **params}).fit(X, y)
