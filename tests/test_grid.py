@@ -1,0 +1,111 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import featurize.transformer as transformer_module
+from conftest import write_image_folder
+from pipelines.grid import GridResult, grid_report, main, run_grid
+
+KW = dict(backbone="resnet18", weights=None, image_size=32, cv=3, verbose=False)
+C_GRID = {"clf__C": [0.1, 1.0]}
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Record the image indices sent through the backbone and the number of models built."""
+    forwarded, models = [], []
+    real_iter, real_load = transformer_module.iter_features, transformer_module.load_model
+
+    def iter_features(items, *args, **kwargs):
+        forwarded.extend(kwargs["indices"])
+        return real_iter(items, *args, **kwargs)
+
+    def load_model(*args, **kwargs):
+        models.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(transformer_module, "iter_features", iter_features)
+    monkeypatch.setattr(transformer_module, "load_model", load_model)
+    return forwarded, models
+
+
+@pytest.fixture(scope="module")
+def small_grid(tmp_path_factory, image_folder) -> GridResult:
+    _, paths, labels = image_folder
+    return run_grid(paths, labels, cuts=("layer2", "layer4"), head_grid=C_GRID,
+                    cache_dir=tmp_path_factory.mktemp("cache"), **KW)
+
+
+def test_grid_forwards_each_image_once(tmp_path, image_folder, counted):
+    _, paths, labels = image_folder
+    forwarded, models = counted
+    result = run_grid(paths, labels, cuts=("layer3", "layer4"), head_grid=C_GRID, cache_dir=tmp_path, **KW)
+    assert sorted(forwarded) == list(range(len(paths))), "each image goes through the backbone exactly once"
+    assert len(models) == 1, "the model is built once; every fit and score of the search is a cache lookup"
+    assert len(result.search.cv_results_["params"]) == 4
+
+
+def test_table_has_one_row_per_candidate_with_ci(small_grid):
+    table = small_grid.table
+    assert len(table) == 4
+    assert set(zip(table["cut"], table["C"])) == {(c, v) for c in ("layer2", "layer4") for v in C_GRID["clf__C"]}
+    assert list(table["rank"]) == sorted(table["rank"])
+    for column in ("pooling", "accuracy", "ci_low", "ci_high", "accuracy_95ci", "n_per_fold", "n_test", "fit_time_s"):
+        assert column in table
+    assert (table["ci_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci_high"]).all()
+    assert (table["n_test"] == 24).all() and (table["n_folds"] == 3).all()
+    assert table["accuracy_95ci"].str.contains(r"\(n=8×3\)").all()
+    assert not small_grid.pretrained and "RANDOM-INIT" in small_grid.weights_label
+
+
+def test_grid_report_writes_markdown_and_html(small_grid, tmp_path):
+    paths = grid_report(small_grid, tmp_path / "g.md", tmp_path / "g.html")
+    md, page = paths["markdown"].read_text(), paths["html"].read_text()
+    assert "RANDOM-INIT" in md and 'class="banner"' in page
+    assert md.count("| layer") == 4 and "accuracy_95ci" in page
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(cuts=("layer9",)), "layer9"),
+        (dict(poolings=("median",)), "median"),
+        (dict(head="knn"), "valid heads"),
+        (dict(cv=20), "cv must be"),
+        (dict(head_grid={"clf__C": 1.0}), "head_grid"),
+    ],
+)
+def test_bad_arguments_raise_before_any_forward(kwargs, match, tmp_path, two_class_arrays, counted):
+    images, labels = two_class_arrays
+    with pytest.raises(ValueError, match=match):
+        run_grid(images, labels, cache_dir=tmp_path, **{**KW, **kwargs})
+    assert counted[0] == []
+
+
+def test_cli_writes_csv_markdown_html(tmp_path, two_class_arrays, capsys):
+    images, labels = two_class_arrays
+    write_image_folder(tmp_path / "data", images, labels)
+    out = tmp_path / "out"
+    argv = ["--dataset", str(tmp_path / "data"), "--cuts", "layer3", "layer4", "--cv", "3", "--weights", "none",
+            "--image-size", "32", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--seed", "1"]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "grid.csv")
+    assert len(table) == 2 * 12 and set(table["cut"]) == {"layer3", "layer4"}
+    assert "RANDOM-INIT" in (out / "grid.md").read_text()
+    assert "RANDOM-INIT" in (out / "grid.html").read_text()
+    printed = capsys.readouterr().out
+    assert "RANDOM-INIT" in printed and "(n=8×3)" in printed
+
+
+def test_cli_missing_pretrained_weights_exits_2(tmp_path, two_class_arrays, capsys):
+    images, labels = two_class_arrays
+    write_image_folder(tmp_path / "data", images[::3], labels[::3])
+    argv = ["--dataset", str(tmp_path / "data"), "--cv", "2", "--image-size", "32", "--quiet",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "not cached" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_scores_are_finite(small_grid):
+    assert np.isfinite(small_grid.table["accuracy"]).all()
