@@ -1,0 +1,91 @@
+"""featurize.benchmark: table layout, cache-hit path without a model, CLI output.  No timing assertions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import featurize.transformer
+from featurize import benchmark
+
+TINY = dict(backbone="resnet18", image_size=32, n_images=8, batch_size=4, device="cpu")
+
+
+@pytest.fixture()
+def model_builds(monkeypatch) -> list[str]:
+    """Count models built by CNNFeaturizer (each entry: backbone name)."""
+    calls: list[str] = []
+    real = featurize.transformer.load_model
+
+    def counting(spec, resolved):
+        calls.append(spec.name)
+        return real(spec, resolved)
+
+    monkeypatch.setattr(featurize.transformer, "load_model", counting)
+    return calls
+
+
+def test_make_images_seeded():
+    a, b = benchmark.make_images(3, 32, seed=5), benchmark.make_images(3, 32, seed=5)
+    assert a.shape == (3, 64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, benchmark.make_images(3, 32, seed=6))
+
+
+def test_run_benchmark_columns_and_cache_hit_builds_no_model(model_builds, tmp_path):
+    df = benchmark.run_benchmark(**TINY, cache_dir=tmp_path, compare_cpu=True)
+    assert list(df.columns) == benchmark.COLUMNS
+    # compare_cpu is ignored on a CPU device: no cpu_cold row
+    assert df["phase"].tolist() == ["cold", "cache_hit", "uncached"]
+    assert (df["images_per_s"] > 0).all() and (df["seconds"] > 0).all()
+    assert (df["peak_memory_mb"] > 0).all() and set(df["peak_memory_kind"]) == {"process_max_rss"}
+    assert df.set_index("phase").loc["cache_hit", "cache_hits"] == 8
+    assert (df["n_images"] == 8).all() and (df["image_size"] == 32).all() and (df["precision"] == "fp32").all()
+    assert not df["pretrained"].any() and df["weights"].str.startswith("random-init").all()
+    # one build each for the warm-up, the cold pass and the uncached pass; none for the cache hit
+    assert model_builds == ["resnet18"] * 3
+    # the fresh cache subdirectory is removed afterwards
+    assert list(tmp_path.iterdir()) == []
+
+    ratios = benchmark.benchmark_ratios(df)
+    assert set(ratios) == {"cache_hit/cold", "cold/uncached"}
+    assert all(v > 0 for v in ratios.values())
+    text = benchmark.format_report(df)
+    assert "random-init weights (speed only; features meaningless)" in text
+    assert "ratio cache_hit/cold" in text
+
+
+def test_gpu_cpu_ratio_from_rows():
+    rows = [("cold", 100.0), ("cache_hit", 1000.0), ("uncached", 120.0), ("cpu_cold", 10.0)]
+    df = pd.DataFrame(rows, columns=["phase", "images_per_s"])
+    assert benchmark.benchmark_ratios(df) == pytest.approx({"cache_hit/cold": 10.0, "cold/uncached": 100 / 120, "gpu/cpu": 10.0})
+
+
+def test_cli_prints_ratios_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--image-size", "32", "--n-images", "8", "--batch-size", "4", "--device", "cpu", "--json", str(out)]
+    assert benchmark.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "ratio cache_hit/cold" in printed and "ratio cold/uncached" in printed
+    assert "random-init weights (speed only; features meaningless)" in printed
+    assert "torch " in printed and "CPU thread(s)" in printed
+    payload = json.loads(out.read_text())
+    assert [r["phase"] for r in payload["rows"]] == ["cold", "cache_hit", "uncached"]
+    assert payload["ratios"]["cache_hit/cold"] > 0
+    assert "random-init" in payload["note"]
+
+
+def test_cli_help_says_default_weights_none(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--help"])
+    assert "speed does not depend on the weight values" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_bad_arguments(capsys):
+    assert benchmark.main(["--device", "nonsense", "--image-size", "32", "--n-images", "2"]) == 2
+    assert "device" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="n_images"):
+        benchmark.run_benchmark(**{**TINY, "n_images": 0})
