@@ -18,7 +18,7 @@ from featurize.cache import FeatureCache
 from featurize.devices import precision_of, resolve_device
 from featurize.extract import iter_features, parse_pooling, pooled_dim, pooling_label
 from featurize.images import as_items, content_key, describe
-from featurize.weights import load_model, resolve_weights
+from featurize.weights import load_model, resolve_weights, warn_if_random
 
 __all__ = ["CNNFeaturizer"]
 
@@ -158,8 +158,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         sizes = spatial_sizes(spec.name, self.preprocessing_.crop or 224)
         self.feature_dims_ = {name: pooled_dim(spec.cut(name), self.pooling, sizes[name]) for name in self.layers_}
         self.skipped_ = []
-        if not self.weights_.pretrained:
-            log.warning("CNNFeaturizer(%s): %s", spec.name, self.weights_.label)
+        warn_if_random(spec.name, self.weights_)
         return self
 
     def _stored_cuts(self) -> list[str]:

@@ -23,7 +23,7 @@ from torchvision.transforms import functional as F
 
 from featurize.backbones import BackboneSpec
 
-__all__ = ["Preprocessing", "ResolvedWeights", "resolve_weights", "load_model", "file_sha256", "OFFLINE_ENV"]
+__all__ = ["Preprocessing", "ResolvedWeights", "resolve_weights", "load_model", "weights_file", "warn_if_random", "file_sha256", "OFFLINE_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,16 @@ class ResolvedWeights:
         if not self.pretrained:
             return f"RANDOM-INIT weights (seed {self.seed}; not pretrained, results are not meaningful for transfer)"
         return self.identity
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def warn_if_random(name: str, resolved: ResolvedWeights) -> None:
+    """Log (once per process and backbone/identity) that a model runs with random-init weights."""
+    if not resolved.pretrained and (name, resolved.identity) not in _ANNOUNCED:
+        _ANNOUNCED.add((name, resolved.identity))
+        log.warning("%s: %s", name, resolved.label)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -227,24 +237,48 @@ def _cached_file(enum: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
 
 
-def _state_dict_of(resolved: ResolvedWeights) -> dict[str, torch.Tensor]:
+def weights_file(resolved: ResolvedWeights, download: bool = True) -> Path:
+    """The local file holding pretrained weights: the given file, or torchvision's cached one (fetched if needed).
+
+    Parameters
+    ----------
+    resolved : ResolvedWeights
+        Pretrained weights (``kind`` ``"file"`` or ``"torchvision"``).
+    download : bool, default=True
+        Try to download a torchvision file that is not cached (never when ``FEATURIZE_OFFLINE`` is set).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is neither cached nor downloadable; the message names the file and where to put it.
+    ValueError
+        For random-init weights, or a cached file whose sha256 does not match its name.
+    """
+    if resolved.kind == "random":
+        raise ValueError("random-init weights have no file")
     if resolved.kind == "file":
-        return torch.load(resolved.path, map_location="cpu", weights_only=True)
+        return resolved.path
     enum = resolved.enum
     cached = _cached_file(enum)
-    if cached.is_file():
-        _check_hash_prefix(cached, file_sha256(cached))
-        return torch.load(cached, map_location="cpu", weights_only=True)
-    where = (
-        f"Put {cached.name} (from {enum.url}) into {cached.parent} (TORCH_HOME={os.environ.get('TORCH_HOME', '')!r}), "
-        f"or pass weights='/path/to/{cached.name}', or weights=None for a random-init run."
-    )
-    if os.environ.get(OFFLINE_ENV):
-        raise FileNotFoundError(f"Pretrained weights file {cached.name} is not cached and {OFFLINE_ENV} is set. {where}")
-    try:
-        return enum.get_state_dict(progress=True, check_hash=True)
-    except OSError as exc:
-        raise FileNotFoundError(f"Could not download pretrained weights file {cached.name} ({exc}). {where}") from exc
+    if not cached.is_file():
+        where = (
+            f"Put {cached.name} (from {enum.url}) into {cached.parent} (TORCH_HOME="
+            f"{os.environ.get('TORCH_HOME', '')!r}), or pass weights='/path/to/{cached.name}', or weights=None for "
+            "a random-init run."
+        )
+        if not download or os.environ.get(OFFLINE_ENV):
+            raise FileNotFoundError(f"Pretrained weights file {cached.name} is not cached and downloads are off. {where}")
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(enum.url, str(cached), hash_prefix=None, progress=True)
+        except OSError as exc:
+            raise FileNotFoundError(f"Could not download pretrained weights file {cached.name} ({exc}). {where}") from exc
+    _check_hash_prefix(cached, file_sha256(cached))
+    return cached
 
 
 def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
@@ -270,10 +304,10 @@ def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(resolved.seed)
             model = spec.builder(weights=None)
-        log.warning("%s: %s", spec.name, resolved.label)
+        warn_if_random(spec.name, resolved)
         return model.eval()
     model = spec.builder(weights=None)
-    state = _state_dict_of(resolved)
+    state = torch.load(weights_file(resolved), map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -304,7 +304,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         y_train = imageset.labels[split.train_idx]
         if pixels is not None:
             y_pred, fit_t, pred_t = _fit_predict(make_head("logistic"), pixels[split.train_idx], y_train, pixels[split.test_idx])
-            runner.record(split, y_pred, backbone="", weights="", pretrained=True, cut="", pooling="",
+            runner.record(split, y_pred, backbone="none (raw pixels)", weights="none", pretrained=None, cut="", pooling="",
                           method="pixels", family="pixels", augment="none", fit_time=fit_t, predict_time=pred_t,
                           extract_time=0.0)
             bar.update()

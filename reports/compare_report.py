@@ -62,6 +62,8 @@ def random_init_backbones(results: pd.DataFrame, meta: dict | None = None) -> li
         found |= names or {"(all)"}
     if "pretrained" in results and not results.empty:
         mask = ~results["pretrained"].fillna(True).astype(bool)
+        if "family" in results:
+            mask &= results["family"] != "scratch"  # from-scratch training is random-init by design
         if mask.any():
             found |= set(results.loc[mask, "backbone"].astype(str)) if "backbone" in results else {"(all)"}
     return sorted(found)
@@ -169,7 +171,7 @@ def _setup(results: pd.DataFrame, meta: dict) -> list[Block]:
     def values(column: str) -> str:
         if column not in results:
             return ""
-        unique = list(results[column].dropna().unique())
+        unique = [v for v in results[column].dropna().unique() if v != ""]
         try:
             unique = sorted(unique)
         except TypeError:
@@ -187,7 +189,9 @@ def _setup(results: pd.DataFrame, meta: dict) -> list[Block]:
         add("Test images per split", values("n_test"))
     add("Seeds", meta.get("seeds") or values("seed"))
     if {"backbone", "weights"} <= set(results.columns):
-        pairs = results[["backbone", "weights"]].drop_duplicates().sort_values("backbone")
+        frozen = results[results["family"] != "scratch"] if "family" in results else results
+        pairs = frozen[["backbone", "weights"]].drop_duplicates().sort_values("backbone")
+        pairs = pairs[pairs["backbone"] != ""]
         add("Weights", "; ".join(f"{b}: `{w}`" for b, w in pairs.itertuples(index=False)))
     add("Command", f"`{meta['command']}`" if meta.get("command") else None)
     lines.append("")

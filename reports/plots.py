@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -37,6 +38,16 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def _finish_accuracy_plot(fig: Figure, ax: Axes, xlabel: str, title: str, path: str | Path) -> Path:
+    """Label a single-panel accuracy plot (y: mean accuracy with 95% CI), add grid and legend, and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (mean, 95% CI)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return _save(fig, path)
+
+
 def _errors(summary: pd.DataFrame) -> np.ndarray:
     """Asymmetric error-bar lengths (2, n) from ``ci_low``/``ci_high``; 0 where the CI is undefined."""
     low = (summary["accuracy"] - summary["ci_low"]).clip(lower=0).fillna(0).to_numpy(float)
@@ -53,10 +64,24 @@ def _blankless(column: pd.Series) -> pd.Series:
     return column.map(_text)
 
 
-def _usable(results: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    if results is None or results.empty or any(c not in results.columns for c in columns):
-        return pd.DataFrame()
-    return results[results["accuracy"].notna()]
+def _plottable(results: pd.DataFrame | None, plot: str, positive_sizes: bool = False) -> pd.DataFrame | None:
+    """Rows of ``results`` with an accuracy (and, if asked, a train size above 0); None, logged, when there are none."""
+    columns = ("backbone", "cut", "method", "train_size")
+    data = pd.DataFrame()
+    if results is not None and not results.empty and all(c in results.columns for c in columns):
+        data = results[results["accuracy"].notna()]
+    if positive_sizes and not data.empty:
+        data = data[data["train_size"] > 0]
+    if data.empty:
+        logger.info("%s plot skipped: no results", plot)
+        return None
+    return data
+
+
+def _summary_at(data: pd.DataFrame, train_size: int | None) -> tuple[int, pd.DataFrame]:
+    """The train size shown (``train_size``, default the largest) and the summary of ``data`` at that size."""
+    size = data["train_size"].max() if train_size is None else train_size
+    return size, summarize(data[data["train_size"] == size])
 
 
 def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: int | None = None) -> Path | None:
@@ -75,16 +100,14 @@ def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: in
     -------
     Path or None
     """
-    data = _usable(results, ("backbone", "cut", "method", "train_size"))
-    if data.empty:
-        logger.info("accuracy-by-cut plot skipped: no results")
+    data = _plottable(results, "accuracy-by-cut")
+    if data is None:
         return None
     data = data[_blankless(data["cut"]) != ""]
     if data.empty:
         logger.info("accuracy-by-cut plot skipped: no method with a cut point")
         return None
-    size = data["train_size"].max() if train_size is None else train_size
-    summary = summarize(data[data["train_size"] == size])
+    size, summary = _summary_at(data, train_size)
     backbones = sorted(summary["backbone"].astype(str).unique())
     if not backbones:
         return None
@@ -123,10 +146,8 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path) -> Path | None
     -------
     Path or None
     """
-    data = _usable(results, ("backbone", "cut", "method", "train_size"))
-    data = data[data["train_size"] > 0] if not data.empty else data
-    if data.empty:
-        logger.info("learning-curve plot skipped: no results")
+    data = _plottable(results, "learning-curve", positive_sizes=True)
+    if data is None:
         return None
     summary = summarize(data)
     largest = summary["train_size"].max()
@@ -149,12 +170,8 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path) -> Path | None
     sizes = sorted(summary["train_size"].unique())
     ax.set_xticks(sizes, [str(int(s)) for s in sizes])
     ax.minorticks_off()
-    ax.set_xlabel("training images per class (log scale)")
-    ax.set_ylabel("accuracy (mean, 95% CI)")
-    ax.set_title(f"Learning curves (best configuration per method at {int(largest)} img/class)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
-    return _save(fig, path)
+    return _finish_accuracy_plot(fig, ax, "training images per class (log scale)",
+                                 f"Learning curves (best configuration per method at {int(largest)} img/class)", path)
 
 
 def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: dict | None = None) -> Path | None:
@@ -238,12 +255,10 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
     -------
     Path or None
     """
-    data = _usable(results, ("backbone", "cut", "method", "train_size"))
-    if data.empty:
-        logger.info("accuracy-vs-cost plot skipped: no results")
+    data = _plottable(results, "accuracy-vs-cost")
+    if data is None:
         return None
-    size = data["train_size"].max() if train_size is None else train_size
-    summary = summarize(data[data["train_size"] == size])
+    size, summary = _summary_at(data, train_size)
     if summary.empty:
         return None
     cost = summary["fit_time_s"].fillna(0) + summary["extract_time_s"].fillna(0)
@@ -261,9 +276,5 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
             ax.annotate(config_label(row, ("backbone", "cut", "method")), (row["_cost"], row["accuracy"]),
                         fontsize="x-small", xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("fit + extraction time per split (s, log scale)")
-    ax.set_ylabel("accuracy (mean, 95% CI)")
-    ax.set_title(f"Accuracy vs cost ({int(size)} img/class)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
-    return _save(fig, path)
+    return _finish_accuracy_plot(fig, ax, "fit + extraction time per split (s, log scale)",
+                                 f"Accuracy vs cost ({int(size)} img/class)", path)

@@ -335,3 +335,15 @@ def test_summary_table(results):
     assert table["accuracy"].iloc[0] == table.query("train_size == 80")["accuracy"].max()
     assert table["accuracy_95ci"].str.endswith("(n=60×5)").all()
     assert {"backbone", "cut", "method", "pretrained", "ci_low", "ci_high", "n_test", "n_splits"} <= set(table)
+
+
+def test_from_scratch_rows_do_not_flag_a_pretrained_backbone():
+    from reports.compare_report import random_init_backbones
+
+    rows = pd.DataFrame({
+        "backbone": ["resnet18", "resnet18", "vgg16"],
+        "family": ["frozen", "scratch", "frozen"],
+        "pretrained": [True, False, False],
+    })
+    assert random_init_backbones(rows) == ["vgg16"]
+    assert random_init_backbones(rows.iloc[:2]) == []
