@@ -403,6 +403,17 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _forward(
+        self, model: nn.Module, loader: DataLoader, device: torch.device
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run ``model`` over every batch of ``loader`` under autocast: the batches' indices and float CPU outputs."""
+        idx, out = [], []
+        for indices, images in self._images(loader):
+            with autocast(device):
+                out.append(model(self._to_device(images, device)).float().cpu())
+            idx.append(indices)
+        return idx, out
+
     @torch.no_grad()
     def _head_inputs(
         self, model: nn.Module, head: str, loader: DataLoader, device: torch.device
@@ -412,11 +423,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         _set_module(model, head, nn.Identity())
         model.eval()
         try:
-            idx, out = [], []
-            for indices, images in self._images(loader):
-                with autocast(device):
-                    out.append(model(self._to_device(images, device)).float().cpu())
-                idx.append(indices)
+            idx, out = self._forward(model, loader, device)
         finally:
             _set_module(model, head, original)
         return torch.cat(idx), torch.cat(out)
@@ -655,11 +662,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         loader = self._loader(items, self.weights_.preprocessing.with_size(size).transform(), range(len(items)), device)
         model = self.model_.to(device).eval()
         try:
-            idx, out = [], []
-            for indices, images in self._images(loader):
-                with autocast(device):
-                    out.append(model(self._to_device(images, device)).float().cpu())
-                idx.append(indices)
+            idx, out = self._forward(model, loader, device)
         finally:
             self.model_.to("cpu")
         if not out:

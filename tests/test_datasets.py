@@ -9,7 +9,8 @@ import pytest
 from conftest import make_two_class_images, write_image_folder
 from PIL import Image
 
-from pipelines.datasets import DEMO_PER_CLASS, ImageSet, generate_demo, load_dataset
+from pipelines.datasets import ImageSet, generate_demo, load_dataset
+from pipelines.demo import DEMO_PER_CLASS
 
 
 @pytest.fixture(scope="module")
