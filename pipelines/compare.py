@@ -393,14 +393,14 @@ def _run_finetuning(config, imageset, splits, methods, weights, identities, pret
             patience=3,
             cache=cache_dir,
             device=device,
-            random_state=config.seed + split.split,
+            random_state=config.seed,
         )
         y_pred, fit_t, pred_t = _fit_predict(
             estimator, items[split.train_idx], imageset.labels[split.train_idx], items[split.test_idx]
         )
         runner.record(
             split, y_pred, backbone=backbone,
-            weights=resolve_weights(get_backbone_spec(backbone), None, config.seed + split.split).identity if scratch else identities[backbone],
+            weights=resolve_weights(get_backbone_spec(backbone), None, config.seed).identity if scratch else identities[backbone],
             pretrained=False if scratch else pretrained[backbone], cut="", pooling="", method=method,
             family="scratch" if scratch else "finetune", augment=augment, fit_time=fit_t, predict_time=pred_t,
             extract_time=0.0,

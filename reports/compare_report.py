@@ -25,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 RANDOM_INIT_BANNER = "RANDOM-INIT WEIGHTS: these numbers say nothing about transfer from ImageNet"
 _CONFIG = ("backbone", "cut", "method")
-CI_NOTE = ("Accuracies are means over splits with a 95% CI (Student-t over splits; Wilson interval of the pooled "
-           "counts when there is a single split) and n = test images per split × splits.")
+CI_NOTE = ("Accuracies are means over splits with a 95% CI and n = test images per split × splits. Repeated splits "
+           "share images, so the t-interval uses the corrected resampled variance of Nadeau & Bengio (2003), "
+           "sd² · (1/splits + n_test/n_train), rather than sd²/splits; with a single split it is the Wilson interval "
+           "of the counts. Significance uses the same correction in a paired t-test, Holm-adjusted.")
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def _build(results: pd.DataFrame, predictions: pd.DataFrame, meta: dict, out_dir
         blocks.append(Block("text", (
             f"Each configuration versus the best one at {size} images/class, paired on the same splits: mean "
             "difference with its 95% CI, paired t-test and Wilcoxon signed-rank p-values, Holm-corrected t-test "
-            "p-value; *significant* means Holm p < 0.05. Splits share images, so p-values are optimistic.")))
+            "p-value; *significant* means Holm p < 0.05. The t-test uses the Nadeau–Bengio corrected variance because splits share images.")))
         blocks.append(Block("table", table, f"Paired comparison with the best configuration ({size} images/class)"))
 
     cross = crossover(results)

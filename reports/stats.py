@@ -69,8 +69,14 @@ def mean_ci(
     *,
     n_correct: Sequence[int] | None = None,
     n_test: Sequence[int] | None = None,
+    overlap: float = 0.0,
 ) -> tuple[float, float, float]:
     """Mean over splits with a Student-t confidence interval.
+
+    Repeated splits of one dataset share images, so their accuracies are positively correlated and the naive
+    ``sd / sqrt(J)`` is too small.  With ``overlap = n_test / n_train`` the variance of the mean is the corrected
+    resampled one of Nadeau & Bengio (2003), ``sd² · (1/J + n_test/n_train)``; ``overlap=0`` gives the plain
+    t-interval.
 
     With a single split (or several identical values) the t-interval is undefined or of zero width; if the
     per-split counts ``n_correct`` / ``n_test`` are given, the Wilson interval of the pooled counts is returned
@@ -85,6 +91,8 @@ def mean_ci(
         Confidence level.
     n_correct, n_test : sequence of int, optional
         Per-split counts, aligned with ``values``, for the Wilson fallback.
+    overlap : float, default=0.0
+        ``n_test / n_train`` of the splits, for the Nadeau–Bengio correction.
 
     Returns
     -------
@@ -99,7 +107,7 @@ def mean_ci(
     mean = float(v.mean())
     sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
     if v.size > 1 and sd > 0:
-        half = float(sps.t.ppf(0.5 + level / 2, v.size - 1)) * sd / math.sqrt(v.size)
+        half = float(sps.t.ppf(0.5 + level / 2, v.size - 1)) * sd * math.sqrt(1 / v.size + overlap)
         return (mean, mean - half, mean + half)
     if n_correct is not None and n_test is not None:
         k = np.asarray(n_correct, dtype=float)[keep]
@@ -147,7 +155,8 @@ def summarize(
         key = key if isinstance(key, tuple) else (key,)
         n_test = group["n_test"] if "n_test" in group else None
         n_correct = group["n_correct"] if "n_correct" in group else None
-        mean, low, high = mean_ci(group["accuracy"], level, n_correct=n_correct, n_test=n_test)
+        mean, low, high = mean_ci(group["accuracy"], level, n_correct=n_correct, n_test=n_test,
+                                  overlap=resampling_overlap(group))
         row = dict(zip(by, key))
         row.update({c: group[c].iloc[0] for c in extra})
         row.update(
@@ -162,6 +171,13 @@ def summarize(
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=columns).reset_index(drop=True)
+
+
+def resampling_overlap(rows: pd.DataFrame) -> float:
+    """``mean(n_test) / mean(n_train)`` of a group of splits (0 when unknown), for the Nadeau–Bengio correction."""
+    if {"n_test", "n_train"} - set(rows.columns) or rows["n_train"].astype(float).mean() <= 0:
+        return 0.0
+    return float(rows["n_test"].astype(float).mean() / rows["n_train"].astype(float).mean())
 
 
 def _nanmean(frame: pd.DataFrame, column: str) -> float:
@@ -196,8 +212,11 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _paired_tests(diff: np.ndarray, level: float) -> dict[str, float]:
-    """Mean difference, its t-interval, paired t-test and Wilcoxon p-values for one vector of differences."""
+def _paired_tests(diff: np.ndarray, level: float, overlap: float = 0.0) -> dict[str, float]:
+    """Mean difference, its t-interval, paired (corrected resampled) t-test and Wilcoxon p-values.
+
+    ``overlap = n_test / n_train`` applies the Nadeau–Bengio variance correction to the interval and the t-test.
+    """
     n = diff.size
     out = {"diff": float(diff.mean()) if n else math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
            "t_p": math.nan, "wilcoxon_p": math.nan}
@@ -210,8 +229,9 @@ def _paired_tests(diff: np.ndarray, level: float) -> dict[str, float]:
         else:
             out.update(t_p=0.0, wilcoxon_p=float(sps.wilcoxon(diff).pvalue))
         return out
-    _, low, high = mean_ci(diff, level)
-    out.update(diff_ci_low=low, diff_ci_high=high, t_p=float(sps.ttest_1samp(diff, 0.0).pvalue))
+    _, low, high = mean_ci(diff, level, overlap=overlap)
+    t = float(diff.mean()) / (float(diff.std(ddof=1)) * math.sqrt(1 / n + overlap))
+    out.update(diff_ci_low=low, diff_ci_high=high, t_p=float(2 * sps.t.sf(abs(t), n - 1)))
     nonzero = diff[~np.isclose(diff, 0.0)]
     out["wilcoxon_p"] = float(sps.wilcoxon(nonzero).pvalue) if nonzero.size else 1.0
     return out
@@ -252,8 +272,8 @@ def paired_comparison(
         ``accuracy`` and ``reference_accuracy`` (means over the paired splits), ``n_pairs``, ``diff``
         (configuration − reference), ``diff_ci_low``, ``diff_ci_high``, ``t_p`` (paired t-test), ``wilcoxon_p``
         (signed-rank test; 1.0 when all differences are zero), ``p_holm`` (Holm correction of ``t_p`` within each
-        train size) and ``significant`` (``p_holm < alpha``). Splits overlap, so p-values are optimistic; they rank
-        evidence rather than certify it.
+        train size) and ``significant`` (``p_holm < alpha``). The t-test and interval use the Nadeau–Bengio
+        corrected variance (splits share images); the Wilcoxon test is uncorrected and only indicative.
     """
     _check_level(level)
     by = list(by)
@@ -302,7 +322,7 @@ def paired_comparison(
                        accuracy=float(values[both].mean()) if both.any() else math.nan,
                        reference_accuracy=float(ref_values[both].mean()) if both.any() else math.nan,
                        n_pairs=int(both.sum()))
-            tests = _paired_tests(diff, level)
+            tests = _paired_tests(diff, level, resampling_overlap(stratum))
             if i == ref_idx:
                 tests.update(t_p=math.nan, wilcoxon_p=math.nan)
             row.update(tests)

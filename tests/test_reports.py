@@ -347,3 +347,12 @@ def test_from_scratch_rows_do_not_flag_a_pretrained_backbone():
     })
     assert random_init_backbones(rows) == ["vgg16"]
     assert random_init_backbones(rows.iloc[:2]) == []
+
+
+def test_overlap_correction_widens_the_interval_by_the_nadeau_bengio_factor():
+    values = [0.80, 0.85, 0.90, 0.82, 0.88]
+    mean, low, high = mean_ci(values)
+    _, low_c, high_c = mean_ci(values, overlap=0.5)
+    factor = np.sqrt(1 / 5 + 0.5) / np.sqrt(1 / 5)
+    assert (high_c - low_c) == pytest.approx((high - low) * factor)
+    assert low_c < low < mean < high < high_c
