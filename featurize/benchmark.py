@@ -290,12 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s")
     weights = None if args.weights.lower() == "none" else args.weights
-    # with random weights, the per-model warnings would repeat what the report's random-init note says once
-    quieted = {name: logging.getLogger(name) for name in ("featurize.transformer", "featurize.weights")}
-    levels = {name: logger.level for name, logger in quieted.items()}
-    if weights is None:
-        for logger in quieted.values():
-            logger.setLevel(logging.ERROR)
     try:
         df = run_benchmark(
             backbone=args.backbone, image_size=args.image_size, n_images=args.n_images, batch_size=args.batch_size,
@@ -305,9 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        for name, logger in quieted.items():
-            logger.setLevel(levels[name])
     if args.json:
         payload = {"rows": df.to_dict(orient="records"), "ratios": benchmark_ratios(df)}
         if not bool(df["pretrained"].iloc[0]):

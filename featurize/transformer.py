@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from featurize.backbones import BackboneSpec, get_backbone_spec, list_backbones, spatial_sizes
+from featurize.backbones import get_backbone_spec, list_backbones, spatial_sizes
 from featurize.cache import FeatureCache
 from featurize.devices import precision_of, resolve_device
 from featurize.extract import iter_features, parse_pooling, pooled_dim, pooling_label

@@ -15,11 +15,10 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,18 +97,6 @@ def _short_names(params: Sequence[str]) -> dict[str, str]:
     """``head__clf__C`` → ``C``; the full step path (without ``head__``) where last parts collide."""
     last = [p.split("__")[-1] for p in params]
     return {p: (s if last.count(s) == 1 else p.removeprefix("head__")) for p, s in zip(params, last)}
-
-
-@contextlib.contextmanager
-def _featurizer_warnings_once() -> Iterator[None]:
-    """Silence the per-fit random-init warning of ``featurize.transformer`` (already logged when warming)."""
-    logger = logging.getLogger("featurize.transformer")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _warm_cache(X, featurizer: CNNFeaturizer, cuts: Sequence, poolings: Sequence[str]) -> None:
@@ -245,8 +232,7 @@ def run_grid(
     search = GridSearchCV(pipe, grid, scoring="accuracy", cv=folds, n_jobs=n_jobs, error_score="raise")
     n_candidates = len(cuts) * len(poolings) * int(np.prod([len(v) for v in head_params.values()]))
     log.info("grid search: %d candidates × %d folds = %d classifier fits", n_candidates, cv, n_candidates * cv)
-    with _featurizer_warnings_once():
-        search.fit(X, y)
+    search.fit(X, y)
     return GridResult(search=search, table=_table(search, fold_sizes, list(head_params)))
 
 
