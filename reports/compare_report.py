@@ -235,7 +235,8 @@ def _build(results: pd.DataFrame, predictions: pd.DataFrame, meta: dict, out_dir
         blocks.append(Block("text", (
             f"Each configuration versus the best one at {size} images/class, paired on the same splits: mean "
             "difference with its 95% CI, paired t-test and Wilcoxon signed-rank p-values, Holm-corrected t-test "
-            "p-value; *significant* means Holm p < 0.05. The t-test uses the Nadeau–Bengio corrected variance because splits share images.")))
+            "p-value; 'significant' means Holm p < 0.05. The t-test uses the Nadeau–Bengio corrected variance "
+            "because splits share images.")))
         blocks.append(Block("table", table, f"Paired comparison with the best configuration ({size} images/class)"))
 
     cross = crossover(results)
