@@ -219,7 +219,7 @@ def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: d
     side = max(3.5, 0.6 * len(labels) + 2.5)
     fig = _figure(side + 1.0, side)
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, shrink=0.8)
     threshold = matrix.max() / 2 if matrix.size else 0
     for i in range(len(labels)):
