@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -42,8 +43,25 @@ def precision_of(device: torch.device, amp: bool = True) -> str:
     return "bf16-amp" if amp and device.type == "cuda" else "fp32"
 
 
+@contextlib.contextmanager
+def _strict_fp32() -> Iterator[None]:
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def autocast(device: torch.device, amp: bool = True) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA when ``amp``; a no-op context elsewhere."""
+    """The arithmetic :func:`precision_of` names, as a context.
+
+    bfloat16 autocast on CUDA when ``amp``; on CUDA without it, TF32 is switched off for the duration (PyTorch
+    enables it for cuDNN convolutions by default), so ``"fp32"`` means the same arithmetic on every device.
+    A no-op on CPU.
+    """
     if precision_of(device, amp) == "bf16-amp":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda":
+        return _strict_fp32()
     return contextlib.nullcontext()
