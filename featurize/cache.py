@@ -7,17 +7,24 @@ Layout::
     /paths           (n,) str      where each row came from (informative only)
     /features/<cut>  (n, D) float32, chunked, resizable, uncompressed
 
-Rows are appended per batch under a file lock (``<file>.lock``); the file is opened, extended, flushed and closed
-for every batch, and ``n_complete`` is raised last.  After a crash, rows beyond ``n_complete`` are ignored and
-overwritten, so a resumed run yields the same rows as an uninterrupted one.  No h5py handle outlives a call, so
-nothing is shared across fork.
+Every open, for reading or writing, happens under a file lock (``<file>.lock``), so readers never meet a file in
+the middle of an append (HDF5's own locking would refuse them).  Rows are appended per batch; the file is opened,
+extended, flushed and closed for every batch, and ``n_complete`` is raised last.  After a crash, rows beyond
+``n_complete`` are ignored and overwritten, so a resumed run yields the same rows as an uninterrupted one.  HDF5 is
+not crash-safe: a SIGKILL in the middle of a flush can leave metadata past the complete rows unwritable.  When an
+append then fails, the complete rows are copied into a fresh file that atomically replaces the damaged one, and the
+append is retried.  No h5py handle outlives a call, so nothing is shared across fork.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 _CHUNK_BYTES = 4 << 20
+_COPY_ROWS = 4096
 
 
 class CacheKeyError(ValueError):
@@ -64,7 +72,7 @@ class FeatureCache:
         self.hash = key_hash(self.key)
         self.lock = FileLock(str(self.path) + ".lock")
         if self.path.exists():
-            with self._open("r") as f:
+            with self._reading() as f:
                 self._check_key(f)
 
     @classmethod
@@ -74,13 +82,38 @@ class FeatureCache:
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / f"{stem}-{key_hash(key)}.h5", key)
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The writers' lock; readers of a cache in a read-only place go without (nobody can write there)."""
+        try:
+            self.lock.acquire()
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            yield
+            return
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    @contextmanager
+    def _reading(self) -> Iterator[h5py.File]:
+        with self._locked(), self._open("r") as f:
+            yield f
+
     def _open(self, mode: str) -> h5py.File:
         try:
             return h5py.File(self.path, mode)
         except OSError as exc:
+            if "lock" in str(exc).lower():
+                raise OSError(
+                    f"cache file {str(self.path)!r} is held open by a program that does not use this library's lock "
+                    f"({exc}); close it there and retry."
+                ) from exc
             raise OSError(
-                f"cache file {str(self.path)!r} cannot be opened ({exc}). It was left untouched; move it away to "
-                "start a fresh cache."
+                f"cache file {str(self.path)!r} cannot be read as HDF5 ({exc}). It was left untouched; move it away "
+                "(or pass another cache path) to start a fresh cache."
             ) from exc
 
     def _check_key(self, f: h5py.File) -> None:
@@ -100,14 +133,14 @@ class FeatureCache:
         """Rows recorded complete."""
         if not self.path.exists():
             return 0
-        with self._open("r") as f:
+        with self._reading() as f:
             return int(f.attrs.get("n_complete", 0))
 
     def index(self) -> dict[str, int]:
         """Map image key → row, over complete rows only."""
         if not self.path.exists():
             return {}
-        with self._open("r") as f:
+        with self._reading() as f:
             n = int(f.attrs.get("n_complete", 0))
             keys = f["keys"][:n] if "keys" in f else []
         return {k.decode(): i for i, k in enumerate(keys)}
@@ -121,7 +154,7 @@ class FeatureCache:
         """Cut points stored in the file."""
         if not self.path.exists():
             return []
-        with self._open("r") as f:
+        with self._reading() as f:
             return list(f["features"]) if "features" in f else []
 
     def read(self, rows: np.ndarray, cuts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -129,7 +162,7 @@ class FeatureCache:
         rows = np.asarray(rows, dtype=np.int64)
         uniq, inverse = np.unique(rows, return_inverse=True)
         out = {}
-        with self._open("r") as f:
+        with self._reading() as f:
             n = int(f.attrs.get("n_complete", 0))
             if len(uniq) and (uniq[0] < 0 or uniq[-1] >= n):
                 raise IndexError(f"rows out of range for {self.path} (complete rows: {n})")
@@ -157,7 +190,23 @@ class FeatureCache:
         """
         if not len(keys):
             return
-        with self.lock, h5py.File(self.path, "a") as f:
+        with self.lock:
+            try:
+                self._append(keys, paths, features, meta)
+            except (OSError, RuntimeError) as exc:
+                if not self.path.exists() or "n_complete" not in self._attrs():
+                    raise
+                log.warning("appending to %s failed (%s); rebuilding it from its %d complete rows", self.path, exc,
+                            self.n_complete)
+                self._rebuild()
+                self._append(keys, paths, features, meta)
+
+    def _attrs(self) -> dict[str, object]:
+        with self._reading() as f:
+            return dict(f.attrs)
+
+    def _append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray], meta: Mapping[str, object] | None) -> None:
+        with self._open("a") as f:
             if "key" not in f.attrs:
                 f.attrs["key"] = json.dumps(self.key, sort_keys=True)
                 f.attrs["key_hash"] = self.hash
@@ -184,6 +233,45 @@ class FeatureCache:
             f.flush()
             f.attrs["n_complete"] = m
             f.flush()
+
+    def _rebuild(self) -> None:
+        """Copy the complete rows into a fresh file and atomically put it in place of this one (lock held).
+
+        Raises
+        ------
+        OSError
+            When the complete rows themselves cannot be read; the file is then left as it is.
+        """
+        tmp = self.path.with_name(self.path.name + ".rebuild")
+        try:
+            with self._open("r") as src, h5py.File(tmp, "w") as dst:
+                for name, value in src.attrs.items():
+                    dst.attrs[name] = value
+                n = int(src.attrs["n_complete"])
+                dst.attrs["n_complete"] = 0
+                names = ["keys", *(f"features/{cut}" for cut in src.get("features", {}))] if n else []
+                for start in range(0, n, _COPY_ROWS):
+                    stop = min(n, start + _COPY_ROWS)
+                    for name in names:
+                        self._write(dst, name, src[name][start:stop], start, stop)
+                    self._write(dst, "paths", self._read_paths(src, start, stop), start, stop)
+                dst.attrs["n_complete"] = n
+        except (OSError, RuntimeError, KeyError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise OSError(
+                f"cache file {str(self.path)!r} could not be appended to, and copying its complete rows into a fresh "
+                f"file failed too ({exc}). It was left untouched; check free disk space, or move it away (or pass "
+                "another cache path) to start a fresh cache."
+            ) from exc
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def _read_paths(src: h5py.File, start: int, stop: int) -> np.ndarray:
+        """Recorded paths of rows ``start:stop``; ``""`` where a crash left them unreadable (they are informative)."""
+        try:
+            return np.array([p.decode() if isinstance(p, bytes) else p for p in src["paths"][start:stop]], dtype=object)
+        except (OSError, KeyError):
+            return np.array([""] * (stop - start), dtype=object)
 
     @staticmethod
     def _write(f: h5py.File, name: str, data: np.ndarray, start: int, stop: int) -> None:

@@ -1,0 +1,102 @@
+"""FeatureCache file handling: readers beside a writer, a file a SIGKILL left damaged, read-only places, non-HDF5 files."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import multiprocessing as mp
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from featurize.cache import FeatureCache
+
+DAMAGED = Path(__file__).parent / "data" / "damaged_cache.h5"
+KEY = {"a": 1}
+
+
+def _batch(b: int, n: int = 4) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    keys = [hashlib.sha1(f"{b}-{i}".encode()).hexdigest() for i in range(n)]
+    return keys, [f"/data/img_{b}_{i}.png" for i in range(n)], {
+        "x": np.full((n, 6), b, np.float32), "y": np.full((n, 3), -b, np.float32)}
+
+
+def _writer(path: str, n_batches: int) -> None:
+    cache = FeatureCache(path, KEY)
+    for b in range(1, n_batches + 1):
+        cache.append(*_batch(b))
+
+
+def test_readers_beside_a_writer_never_fail(tmp_path):
+    """Without the lock on reads, HDF5's own file locking refuses a reader while an append is in flight."""
+    path = tmp_path / "c.h5"
+    FeatureCache(path, KEY).append(*_batch(0))
+    writer = mp.get_context("spawn").Process(target=_writer, args=(str(path), 150))
+    writer.start()
+    seen = []
+    try:
+        while writer.is_alive() or len(seen) < 3:
+            cache = FeatureCache(path, KEY)
+            n = cache.n_complete
+            rows = cache.read(np.arange(n), ["x", "y"])
+            np.testing.assert_array_equal(rows["x"][:, 0], np.arange(n) // 4)
+            np.testing.assert_array_equal(rows["y"][:, 0], -(np.arange(n) // 4))
+            assert len(cache.index()) >= n
+            seen.append(n)
+    finally:
+        writer.join(timeout=120)
+    assert writer.exitcode == 0
+    assert seen == sorted(seen) and seen[-1] == 151 * 4
+
+
+def test_append_after_a_sigkill_damaged_the_file_keeps_every_complete_row(tmp_path, caplog):
+    """The fixture is a real file from a writer SIGKILLed mid-flush (4 rows per append; row i holds x=i//4,
+    y=-(i//4)): its complete rows read fine, but HDF5 refuses to write past them ("len not positive after adjustment
+    for EOA").  The append must rebuild the file from the complete rows and go on."""
+    path = tmp_path / "damaged.h5"
+    shutil.copy(DAMAGED, path)
+    cache = FeatureCache(path, KEY)
+    n = cache.n_complete
+    assert n == 156
+    before = cache.read(np.arange(n), ["x", "y"])
+    np.testing.assert_array_equal(before["x"][:, 0], np.arange(n) // 4)
+
+    with caplog.at_level(logging.WARNING, logger="featurize.cache"):
+        cache.append(*_batch(1000))
+    assert "rebuilding it from its 156 complete rows" in caplog.text
+
+    after = cache.read(np.arange(n + 4), ["x", "y"])
+    for cut in ("x", "y"):
+        np.testing.assert_array_equal(after[cut][:n], before[cut])
+    np.testing.assert_array_equal(after["x"][n:, 0], 1000)
+    assert list(cache.index())[:n] == [hashlib.sha1(f"{i // 4}-{i % 4}".encode()).hexdigest() for i in range(n)]
+    cache.append(*_batch(1001))
+    assert cache.n_complete == n + 8
+    with h5py.File(path) as f:
+        assert f["paths"][0].decode() == "/data/img_0_0.png"
+    assert not path.with_name(path.name + ".rebuild").exists()
+
+
+def test_reads_in_a_read_only_place_go_without_the_lock(tmp_path, monkeypatch):
+    path = tmp_path / "c.h5"
+    FeatureCache(path, KEY).append(*_batch(0))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path) + ".lock")
+
+    monkeypatch.setattr("filelock.FileLock.acquire", refuse)
+    cache = FeatureCache(path, KEY)
+    assert cache.n_complete == 4
+    np.testing.assert_array_equal(cache.read(np.array([3, 0]), ["y"])["y"][:, 0], [0, 0])
+
+
+def test_a_file_that_is_not_hdf5_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("not a cache")
+    with pytest.raises(OSError, match="cannot be read as HDF5.*left untouched"):
+        FeatureCache(path, KEY)
+    assert path.read_text() == "not a cache"
