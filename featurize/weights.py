@@ -7,6 +7,7 @@ so a cache key can be computed without any forward or download.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 from PIL import Image
@@ -208,8 +210,11 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
             path=path.resolve(),
         )
     elif isinstance(weights, str):
-        name = weights.split(".")[-1]
+        owner, _, name = weights.rpartition(".")
         names = ["DEFAULT", *enum_cls.__members__]
+        if owner and owner != enum_cls.__name__:
+            raise ValueError(f"weights={weights!r} belong to another model; {spec.name} takes {enum_cls.__name__}.<name>, "
+                             f"with name one of {', '.join(names)}")
         if name not in names:
             raise ValueError(f"Unknown weights {weights!r} for {spec.name}; valid: {', '.join(names)}, a .pth path or None")
         member = enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT
@@ -224,9 +229,22 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
     )
 
 
+@functools.cache
+def _torchvision_file_names() -> frozenset[str]:
+    return frozenset(
+        os.path.basename(member.url) for model in torchvision.models.list_models() for member in torchvision.models.get_model_weights(model)
+    )
+
+
 def _check_hash_prefix(path: Path, digest: str) -> None:
+    """Verify the sha256 prefix of a file named the torchvision way (``<arch>-<hex>.pth``).
+
+    A suffix of decimal digits only (a date, a run number) counts as a hash only on torchvision's own file names.
+    """
     match = _HASH_PREFIX.search(path.name)
-    if match and not digest.startswith(match.group(1)):
+    if not match or (match.group(1).isdigit() and path.name not in _torchvision_file_names()):
+        return
+    if not digest.startswith(match.group(1)):
         raise ValueError(
             f"weights file {str(path)!r} is corrupt or not what its name says: its sha256 starts with "
             f"{digest[:len(match.group(1))]}, the name promises {match.group(1)}. Delete it and fetch it again."

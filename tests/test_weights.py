@@ -92,3 +92,23 @@ def test_corrupt_file_in_torch_cache_is_refused(spec, tmp_path, monkeypatch):
 def test_missing_local_file_is_a_clear_error(spec, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         resolve_weights(spec, str(tmp_path / "nope.pth"))
+
+
+def test_a_date_in_the_file_name_is_not_taken_for_a_hash(spec, tmp_path):
+    path = tmp_path / "resnet18-finetuned-20240131.pth"
+    _save_random_state(path, spec)
+    assert resolve_weights(spec, path).kind == "file"
+
+
+def test_an_all_digit_hash_of_a_torchvision_file_is_still_checked(tmp_path):
+    vgg13 = get_backbone_spec("vgg13")
+    path = tmp_path / "vgg13-19584684.pth"
+    torch.save({"not": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="19584684"):
+        resolve_weights(vgg13, path)
+
+
+def test_qualified_enum_name_of_another_model_is_refused(spec):
+    assert resolve_weights(spec, "ResNet18_Weights.IMAGENET1K_V1").identity == "ResNet18_Weights.IMAGENET1K_V1"
+    with pytest.raises(ValueError, match="another model.*ResNet18_Weights"):
+        resolve_weights(spec, "VGG16_Weights.IMAGENET1K_V1")
