@@ -193,10 +193,11 @@ def _row(config, imageset, split: Split, y_pred, *, backbone, weights, pretraine
     }
 
 
-def _predictions(imageset: ImageSet, split: Split, y_pred, backbone: str, cut: str, method: str) -> pd.DataFrame:
+def _predictions(imageset: ImageSet, split: Split, y_pred, fields: dict) -> pd.DataFrame:
     classes = np.asarray(imageset.classes)
     return pd.DataFrame({
-        "backbone": backbone, "cut": cut, "method": method, "train_size": split.train_size, "split": split.split,
+        **{k: fields[k] for k in ("backbone", "cut", "pooling", "method", "augment")},
+        "train_size": split.train_size, "split": split.split,
         "index": split.test_idx, "y_true": classes[imageset.labels[split.test_idx]], "y_pred": classes[y_pred],
     })
 
@@ -221,9 +222,7 @@ class _Runner:
 
     def record(self, split: Split, y_pred: np.ndarray, **fields) -> None:
         self.rows.append(_row(self.config, self.imageset, split, y_pred, **fields))
-        self.predictions.append(
-            _predictions(self.imageset, split, y_pred, fields["backbone"], fields["cut"], fields["method"])
-        )
+        self.predictions.append(_predictions(self.imageset, split, y_pred, fields))
 
 
 def _extract(config, imageset, backbone, weights, cache_dir, device) -> tuple[pd.DataFrame, float, CNNFeaturizer]:

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from reports.stats import config_label, crossover, paired_comparison, summarize
+from reports.stats import (CONFIG_COLUMNS, VARIANT_COLUMNS, config_columns, config_label, crossover, mean_ci,
+                           paired_comparison, resampling_overlap, summarize)
 from reports.tables import cut_order_for, format_accuracy
 
 NOT_MEASURED = "not measured in this run"
-_CONFIG = ("backbone", "cut", "method")
 
 
 def _acc(row: pd.Series) -> str:
@@ -23,7 +23,7 @@ def _acc(row: pd.Series) -> str:
 
 
 def _name(row: pd.Series) -> str:
-    return f"**{config_label(row, _CONFIG)}**"
+    return f"**{config_label(row, [c for c in (*CONFIG_COLUMNS, *VARIANT_COLUMNS) if c in row.index])}**"
 
 
 def _family(summary: pd.DataFrame, family: str) -> pd.DataFrame:
@@ -48,11 +48,8 @@ class _Context:
             self.random_init |= set(results.loc[flagged, "backbone"].astype(str))
         self.size = int(results["train_size"].max())
         self.at_size = results[results["train_size"] == self.size]
-        by = [c for c in ("backbone", "cut", "method", "train_size", "augment") if c in results.columns]
-        if "augment" in by and results["augment"].nunique(dropna=False) <= 1:
-            by.remove("augment")
-        self.by = by
-        self.summary = summarize(self.at_size, by=by)
+        self.config = config_columns(results)
+        self.summary = summarize(self.at_size, by=[*self.config, "train_size"])
         self.best = _best(self.summary)
         self.crossover = crossover_result if crossover_result is not None else crossover(results)
 
@@ -93,7 +90,7 @@ def _q11(ctx: _Context) -> str:
         return text + f"The effect of augmentation was {NOT_MEASURED}."
     augment = results["augment"].fillna("none").astype(str)
     base = results.assign(augment=augment)
-    keys = [c for c in ("backbone", "cut", "method", "train_size", "split") if c in base]
+    keys = [c for c in (*ctx.config, "train_size", "split") if c in base and c != "augment"]
     plain = base[base["augment"] == "none"].set_index(keys)["accuracy"]
     lines = [text + f"Measured effect at {ctx.size} images/class (augmented − none, paired over splits):"]
     for policy, group in base[base["augment"] != "none"].groupby("augment"):
@@ -101,7 +98,9 @@ def _q11(ctx: _Context) -> str:
         if diff.empty:
             lines.append(f"- {policy}: no matching run without augmentation")
             continue
-        lines.append(f"- {policy}: mean difference {diff.mean():+.3f} over {len(diff)} paired runs")
+        _, low, high = mean_ci(diff.to_numpy(), overlap=resampling_overlap(group))
+        interval = "" if math.isnan(low) else f" (95% CI {low:+.3f} to {high:+.3f})"
+        lines.append(f"- {policy}: mean difference {diff.mean():+.3f}{interval} over {len(diff)} paired runs")
     return "\n".join(lines)
 
 
@@ -115,10 +114,10 @@ def _q12(ctx: _Context) -> str:
              f"Best fine-tuning method: {_name(tuned)} {_acc(tuned)}." if tuned is not None
              else f"Fine-tuning: {NOT_MEASURED}."]
     if frozen is not None and tuned is not None:
-        subset = ctx.at_size[ctx.at_size.set_index(list(_CONFIG)).index.isin(
-            [tuple(frozen[c] for c in _CONFIG), tuple(tuned[c] for c in _CONFIG)])]
-        paired = paired_comparison(subset, by=(*_CONFIG, "train_size"),
-                                   reference={c: frozen[c] for c in _CONFIG})
+        subset = ctx.at_size[ctx.at_size.set_index(ctx.config).index.isin(
+            [tuple(frozen[c] for c in ctx.config), tuple(tuned[c] for c in ctx.config)])]
+        paired = paired_comparison(subset, by=(*ctx.config, "train_size"),
+                                   reference={c: frozen[c] for c in ctx.config})
         other = paired[~paired["is_reference"]]
         if not other.empty and other["n_pairs"].iloc[0] >= 2:
             row = other.iloc[0]

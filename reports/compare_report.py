@@ -18,13 +18,12 @@ import pandas as pd
 from reports import html as h
 from reports import plots
 from reports.answers import course_answers
-from reports.stats import config_label, crossover, paired_comparison, summarize
+from reports.stats import config_columns, config_label, crossover, paired_comparison, summarize
 from reports.tables import format_accuracy, method_by_cut, to_csv, to_html_table, to_markdown
 
 logger = logging.getLogger(__name__)
 
 RANDOM_INIT_BANNER = "RANDOM-INIT WEIGHTS: these numbers say nothing about transfer from ImageNet"
-_CONFIG = ("backbone", "cut", "method")
 CI_NOTE = ("Accuracies are means over splits with a 95% CI and n = test images per split × splits. Repeated splits "
            "share images, so the t-interval uses the corrected resampled variance of Nadeau & Bengio (2003), "
            "sd² · (1/splits + n_test/n_train), rather than sd²/splits; with a single split it is the Wilson interval "
@@ -82,15 +81,15 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        ``train_size, backbone, cut, method, family, pretrained, accuracy_95ci`` (``"0.912 [0.871, 0.944]
-        (n=153×10)"``), ``accuracy, ci_low, ci_high, n_test, n_splits, fit_time_s, extract_time_s`` — sorted by
+        ``train_size, backbone, cut, method`` (plus ``pooling``/``augment`` where they vary), ``family,
+        pretrained, accuracy_95ci`` (``"0.912 [0.871, 0.944] (n=153×10)"``), ``accuracy, ci_low, ci_high, n_test, n_splits, fit_time_s, extract_time_s`` — sorted by
         train size (largest first) then accuracy. ``family``/``pretrained`` appear when present in ``results``.
     """
     summary = summarize(results)
     summary["accuracy_95ci"] = [
         format_accuracy(r.accuracy, r.ci_low, r.ci_high, r.n_test, r.n_splits) for r in summary.itertuples()
     ]
-    columns = ["train_size", "backbone", "cut", "method", "family", "pretrained", "accuracy_95ci", "accuracy",
+    columns = ["train_size", *config_columns(results), "family", "pretrained", "accuracy_95ci", "accuracy",
                "ci_low", "ci_high", "n_test", "n_splits", "fit_time_s", "extract_time_s"]
     columns = [c for c in columns if c in summary.columns]
     return (summary.sort_values(["train_size", "accuracy"], ascending=[False, False], na_position="last")
@@ -106,7 +105,7 @@ def _p_text(p: float) -> str:
 def _accuracy_texts(results: pd.DataFrame) -> dict[tuple[str, int], str]:
     """(configuration label, train size) → ``"0.912 [0.871, 0.944] (n=153×10)"``."""
     return {
-        (config_label(row, _CONFIG), int(row["train_size"])): format_accuracy(
+        (config_label(row, config_columns(results)), int(row["train_size"])): format_accuracy(
             row["accuracy"], row["ci_low"], row["ci_high"], row["n_test"], row["n_splits"])
         for _, row in summarize(results).iterrows()
     }
@@ -136,7 +135,7 @@ def _significance(results: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
     if paired.empty:
         return pd.DataFrame(), size
     paired = paired.sort_values("accuracy", ascending=False)
-    labels = [config_label(r, _CONFIG) for _, r in paired.iterrows()]
+    labels = [config_label(r, config_columns(results)) for _, r in paired.iterrows()]
     accuracy = _accuracy_texts(results)
     table = pd.DataFrame({
         "configuration": labels,

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reports.stats import config_label, summarize
+from reports.stats import VARIANT_COLUMNS, config_columns, config_label, summarize
 from reports.tables import cut_order_for
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,11 @@ def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: in
         sub = summary[summary["backbone"] == backbone]
         order = cut_order_for(backbone, sub["cut"].unique())
         position = {c: i for i, c in enumerate(order)}
-        for method, group in sub.groupby("method", sort=True):
+        lines = ["method", *(c for c in VARIANT_COLUMNS if c in sub.columns)]
+        for key, group in sub.groupby(lines, sort=True):
             group = group.assign(_x=group["cut"].map(position)).sort_values("_x")
-            ax.errorbar(group["_x"], group["accuracy"], yerr=_errors(group), marker="o", capsize=3, label=method)
+            ax.errorbar(group["_x"], group["accuracy"], yerr=_errors(group), marker="o", capsize=3,
+                        label=config_label(dict(zip(lines, key)), lines))
         ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
         ax.set_title(f"{backbone} ({int(size)} img/class)")
         ax.set_xlabel("cut point (shallow → deep)")
@@ -158,10 +160,11 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path) -> Path | None
         if at_max["accuracy"].isna().all():
             continue
         best = at_max.loc[at_max["accuracy"].idxmax()]
-        curve = group[(group["backbone"] == best["backbone"]) & (_blankless(group["cut"]) == _text(best["cut"]))]
-        curve = curve.sort_values("train_size")
+        variants = [c for c in VARIANT_COLUMNS if c in group.columns]
+        same = np.logical_and.reduce([_blankless(group[c]) == _text(best[c]) for c in ("backbone", "cut", *variants)])
+        curve = group[same].sort_values("train_size")
         family = str(best.get("family", "frozen"))
-        label = config_label(best, ("method", "backbone", "cut"))
+        label = config_label(best, ("method", "backbone", "cut", *variants))
         line = ax.plot(curve["train_size"], curve["accuracy"], marker="o", linestyle=_FAMILY_STYLE.get(family, "-"),
                        label=label)[0]
         ax.fill_between(curve["train_size"], curve["ci_low"].fillna(curve["accuracy"]),
@@ -197,7 +200,7 @@ def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: d
         logger.info("confusion-matrix plot skipped: no predictions")
         return None
     preds = predictions.dropna(subset=["y_true", "y_pred"])
-    keys = [k for k in ("backbone", "cut", "method", "train_size") if k in preds.columns]
+    keys = [*config_columns(preds), "train_size"] if "train_size" in preds.columns else config_columns(preds)
     if config is None and keys:
         if "train_size" in preds:
             preds = preds[preds["train_size"] == preds["train_size"].max()]
@@ -273,8 +276,8 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
     top = summary.nlargest(min(8, len(summary)), "accuracy")
     for _, row in top.iterrows():
         if not math.isnan(row["accuracy"]):
-            ax.annotate(config_label(row, ("backbone", "cut", "method")), (row["_cost"], row["accuracy"]),
-                        fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+            label = config_label(row, ("backbone", "cut", "method", *(c for c in VARIANT_COLUMNS if c in row.index)))
+            ax.annotate(label, (row["_cost"], row["accuracy"]), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     return _finish_accuracy_plot(fig, ax, "fit + extraction time per split (s, log scale)",
                                  f"Accuracy vs cost ({int(size)} img/class)", path)

@@ -17,9 +17,28 @@ from scipy import stats as sps
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BY: tuple[str, ...] = ("backbone", "cut", "method", "train_size")
+CONFIG_COLUMNS: tuple[str, ...] = ("backbone", "cut", "method")
+VARIANT_COLUMNS: tuple[str, ...] = ("pooling", "augment")
 PAIR_KEYS: tuple[str, ...] = ("train_size", "split")
 _TIME_COLUMNS = ("fit_time_s", "predict_time_s", "extract_time_s")
+
+
+def config_columns(results: pd.DataFrame) -> list[str]:
+    """Columns that identify a configuration: backbone, cut and method, plus pooling and augmentation policy where
+    they take more than one non-blank value in ``results`` (so runs that differ only there are never merged)."""
+    fixed = [c for c in CONFIG_COLUMNS if c in results.columns]
+
+    def varies(column: str) -> bool:
+        values = results[column].dropna()
+        return values[values.astype(str) != ""].nunique() > 1
+
+    return fixed + [c for c in VARIANT_COLUMNS if c in results.columns and varies(c)]
+
+
+def _default_by(results: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
+    if by is not None:
+        return list(by)
+    return config_columns(results) + (["train_size"] if "train_size" in results.columns else [])
 
 
 def _check_level(level: float) -> None:
@@ -121,7 +140,7 @@ def mean_ci(
 
 
 def summarize(
-    results: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, level: float = 0.95
+    results: pd.DataFrame, by: Sequence[str] | None = None, level: float = 0.95
 ) -> pd.DataFrame:
     """Mean accuracy with a confidence interval per configuration.
 
@@ -129,8 +148,8 @@ def summarize(
     ----------
     results : DataFrame
         The long results table (one row per split).
-    by : sequence of str, default=("backbone", "cut", "method", "train_size")
-        Columns identifying a configuration.
+    by : sequence of str, optional
+        Columns identifying a configuration; default :func:`config_columns` and ``train_size``.
     level : float, default=0.95
         Confidence level of :func:`mean_ci` (t-interval over splits; Wilson of the pooled counts for one split).
 
@@ -143,7 +162,7 @@ def summarize(
         ``n_test_total``, ``balanced_accuracy`` and the mean ``fit_time_s``, ``predict_time_s``,
         ``extract_time_s``.
     """
-    by = list(by)
+    by = _default_by(results, by)
     _check_columns(results, by + ["accuracy"])
     extra = [c for c in ("family", "pretrained") if c in results.columns and c not in by]
     columns = by + extra + ["accuracy", "ci_low", "ci_high", "n_splits", "n_test", "n_test_total",
@@ -216,6 +235,8 @@ def _paired_tests(diff: np.ndarray, level: float, overlap: float = 0.0) -> dict[
     """Mean difference, its t-interval, paired (corrected resampled) t-test and Wilcoxon p-values.
 
     ``overlap = n_test / n_train`` applies the Nadeau–Bengio variance correction to the interval and the t-test.
+    The same non-zero difference on every split has no variance estimate: interval and t-test are then NaN (not
+    testable), not a certainty.
     """
     n = diff.size
     out = {"diff": float(diff.mean()) if n else math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
@@ -223,11 +244,10 @@ def _paired_tests(diff: np.ndarray, level: float, overlap: float = 0.0) -> dict[
     if n < 2:
         return out
     if np.allclose(diff, diff[0]):
-        out.update(diff_ci_low=out["diff"], diff_ci_high=out["diff"])
         if np.allclose(diff, 0.0):
-            out.update(t_p=1.0, wilcoxon_p=1.0)
+            out.update(diff_ci_low=0.0, diff_ci_high=0.0, t_p=1.0, wilcoxon_p=1.0)
         else:
-            out.update(t_p=0.0, wilcoxon_p=float(sps.wilcoxon(diff).pvalue))
+            out["wilcoxon_p"] = float(sps.wilcoxon(diff).pvalue)
         return out
     _, low, high = mean_ci(diff, level, overlap=overlap)
     t = float(diff.mean()) / (float(diff.std(ddof=1)) * math.sqrt(1 / n + overlap))
@@ -239,7 +259,7 @@ def _paired_tests(diff: np.ndarray, level: float, overlap: float = 0.0) -> dict[
 
 def paired_comparison(
     results: pd.DataFrame,
-    by: Sequence[str] = DEFAULT_BY,
+    by: Sequence[str] | None = None,
     reference: dict | None = None,
     level: float = 0.95,
     alpha: float = 0.05,
@@ -254,8 +274,8 @@ def paired_comparison(
     ----------
     results : DataFrame
         The long results table.
-    by : sequence of str, default=("backbone", "cut", "method", "train_size")
-        Columns identifying a configuration.
+    by : sequence of str, optional
+        Columns identifying a configuration; default :func:`config_columns` and ``train_size``.
     reference : dict, optional
         Values of the configuration columns (``by`` without ``train_size``) of the reference, e.g.
         ``{"backbone": "resnet18", "cut": "avgpool", "method": "logistic"}``. Default: the configuration with the
@@ -276,7 +296,7 @@ def paired_comparison(
         corrected variance (splits share images); the Wilcoxon test is uncorrected and only indicative.
     """
     _check_level(level)
-    by = list(by)
+    by = _default_by(results, by)
     pair_keys = [k for k in PAIR_KEYS if k in results.columns]
     _check_columns(results, by + ["accuracy", "split"])
     strata = [c for c in by if c == "train_size"]
@@ -379,7 +399,7 @@ def crossover(
     results: pd.DataFrame,
     frozen_family: str = "frozen",
     finetune_family: str = "finetune",
-    config: Sequence[str] = ("backbone", "cut", "method"),
+    config: Sequence[str] | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
     random_state: int = 0,
@@ -400,8 +420,8 @@ def crossover(
         names when absent).
     frozen_family, finetune_family : str
         Family values of the two groups compared.
-    config : sequence of str, default=("backbone", "cut", "method")
-        Columns identifying a configuration within a family.
+    config : sequence of str, optional
+        Columns identifying a configuration within a family; default :func:`config_columns`.
     n_boot : int, default=1000
         Bootstrap resamples.
     level : float, default=0.95
@@ -426,7 +446,7 @@ def crossover(
         out["statement"] = "Crossover not measured in this run (no results)."
         return out
     _check_columns(results, ["train_size", "split", "accuracy"])
-    config = [c for c in config if c in results.columns]
+    config = config_columns(results) if config is None else [c for c in config if c in results.columns]
     family = _family_column(results)
     present = set(family)
     absent = [f for f in (frozen_family, finetune_family) if f not in present]

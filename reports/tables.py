@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports.stats import summarize
+from reports.stats import VARIANT_COLUMNS, config_label, summarize
 
 
 def _cell(value, floatfmt: str) -> str:
@@ -169,14 +169,18 @@ def method_by_cut(results: pd.DataFrame, train_size: int | None = None,
     Returns
     -------
     dict of str to DataFrame
-        Backbone → table whose first column is ``method`` and whose other columns are cut points (methods without a
+        Backbone → table whose first column is ``method`` (``"logistic / max"`` where pooling or augmentation
+        vary) and whose other columns are cut points (methods without a
         cut, e.g. fine-tuning, appear under ``(no cut)``); empty cells mean "not run".
     """
     if results.empty or "train_size" not in results:
         return {}
     size = results["train_size"].max() if train_size is None else train_size
     subset = results[results["train_size"] == size]
-    summary = summarize(subset, by=("backbone", "cut", "method", "train_size"))
+    summary = summarize(subset)
+    variants = [c for c in VARIANT_COLUMNS if c in summary.columns]
+    if variants:
+        summary = summary.assign(method=[config_label(r, ["method", *variants]) for _, r in summary.iterrows()])
     tables: dict[str, pd.DataFrame] = {}
     for backbone, group in summary.groupby("backbone", sort=True):
         group = with_accuracy_text(group)

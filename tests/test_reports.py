@@ -180,6 +180,43 @@ def test_paired_comparison_null_and_identical():
     assert same["diff"] == 0 and same["t_p"] == 1.0 and same["wilcoxon_p"] == 1.0 and not same["significant"]
 
 
+def test_a_constant_nonzero_difference_is_not_testable_not_certain():
+    """Every split 0.05 worse: no variance estimate, so no t-test p-value (it used to say p = 0)."""
+    row = paired_comparison(_two_configs(delta=-0.05, noise=0.0)).query("~is_reference").iloc[0]
+    assert row["diff"] == pytest.approx(-0.05)
+    assert math.isnan(row["t_p"]) and math.isnan(row["diff_ci_low"]) and not row["significant"]
+    assert 0 < row["wilcoxon_p"] < 0.01
+
+
+def test_runs_that_differ_only_in_augmentation_or_pooling_are_never_merged(results):
+    flip = results[results["family"] == "finetune"].assign(augment="flip_crop")
+    flip["accuracy"] = (flip["accuracy"] + 0.2).clip(upper=1.0)
+    maxpool = results[results["family"] == "frozen"].assign(pooling="max", accuracy=0.5)
+    both = pd.concat([results, flip, maxpool], ignore_index=True)
+
+    summary = summarize(both)
+    assert {"pooling", "augment"} <= set(summary.columns)
+    assert len(summary) == len(summarize(results)) + len(summarize(flip)) + len(summarize(maxpool))
+    tuned = summary[(summary["method"] == "finetune_full") & (summary["train_size"] == 5)
+                    & (summary["backbone"] == "resnet18")].set_index("augment")["accuracy"]
+    assert tuned["flip_crop"] > tuned["none"] + 0.15
+
+    paired = paired_comparison(both[both["train_size"] == 5])
+    assert paired["reference"].iloc[0].endswith("flip_crop")
+    assert "flip_crop" in crossover(both)["curves"]["finetune_best"].iloc[0]
+    assert "flip_crop" in " ".join(summary_table(both).astype(str).agg(" ".join, axis=1))
+    assert any("max" in m for m in method_by_cut(both)["resnet18"]["method"])
+    assert set(summarize(results).columns).isdisjoint({"pooling", "augment"})
+
+
+def test_report_with_augmentation_variants_names_them(results, tmp_path):
+    flip = results[results["family"] == "finetune"].assign(augment="flip_crop")
+    both = pd.concat([results, flip], ignore_index=True)
+    written = write_report(both, make_predictions(both[both["train_size"] == 80]), None, tmp_path)
+    text = written["summary_md"].read_text()
+    assert "finetune_full / flip_crop" in text and "finetune_full / none" in text
+
+
 def test_paired_comparison_reference_and_train_sizes(results):
     reference = {"backbone": "resnet18", "cut": "layer3", "method": "random_forest"}
     paired = paired_comparison(results, reference=reference)
