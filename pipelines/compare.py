@@ -30,6 +30,7 @@ from classifiers.finetune import FineTunedCNN
 from classifiers.heads import list_heads, make_head, pixels_baseline
 from featurize import CNNFeaturizer, get_backbone_spec, list_backbones, resolve_weights
 from featurize.devices import resolve_device
+from featurize.images import load_image
 from featurize.weights import weights_file
 from pipelines.datasets import ImageSet, default_data_dir, load_dataset
 from pipelines.splits import Split, parse_train_sizes, repeated_splits
@@ -70,7 +71,7 @@ class CompareConfig:
     train_sizes: Sequence[int | str] = (5, 10, "all")
     splits: int = 10
     finetune_splits: int = 3
-    finetune_backbones: Sequence[str] | None = ("resnet18",)
+    finetune_backbones: Sequence[str] | None = None
     weights: str = "auto"
     weights_dir: str | None = None
     pooling: str = "avg"
@@ -105,11 +106,22 @@ def _validate(config: CompareConfig) -> None:
     if bad:
         raise ValueError(f"--methods: unknown {bad}; valid methods: {', '.join(all_methods())}")
     for backbone, cuts in (config.cuts or {}).items():
+        if backbone not in config.backbones:
+            raise ValueError(f"--cuts: {backbone}:{cuts[0]} names a backbone not in --backbones {list(config.backbones)}")
         spec = get_backbone_spec(backbone)
         for cut in cuts:
             spec.cut(cut)
+    stray = [b for b in _finetune_backbones(config) if b not in config.backbones]
+    if stray:
+        raise ValueError(f"--finetune-backbones: {stray} not in --backbones {list(config.backbones)}; fine-tuned "
+                         "backbones must be compared too (or pass 'all')")
     if config.splits < 1 or config.finetune_splits < 0:
         raise ValueError("--splits must be ≥ 1 and --finetune-splits ≥ 0")
+
+
+def _finetune_backbones(config: CompareConfig) -> list[str]:
+    """The backbones fine-tuned: ``finetune_backbones``, or the first of ``backbones`` when it is None."""
+    return list(config.backbones[:1] if config.finetune_backbones is None else config.finetune_backbones)
 
 
 def _cuts_for(config: CompareConfig, backbone: str) -> list[str]:
@@ -228,11 +240,22 @@ class _Runner:
 def _extract(config, imageset, backbone, weights, cache_dir, device) -> tuple[pd.DataFrame, float, CNNFeaturizer]:
     featurizer = CNNFeaturizer(
         backbone, layers="all", pooling=config.pooling, weights=weights, image_size=config.image_size,
-        cache=cache_dir, device=device, on_error="skip", verbose=not config.quiet,
+        cache=cache_dir, device=device, verbose=not config.quiet,
     ).set_output(transform="pandas")
     start = time.perf_counter()
     features = featurizer.fit().transform(imageset.items)
     return features, (time.perf_counter() - start) / max(len(imageset.items), 1), featurizer
+
+
+def _unreadable(items: Sequence) -> np.ndarray:
+    """True where an image cannot be decoded; such images are left out of every method, not only the frozen ones."""
+    bad = np.zeros(len(items), dtype=bool)
+    for i, item in enumerate(items):
+        try:
+            load_image(item)
+        except Exception:  # noqa: BLE001 - any decode failure (truncated, not an image, unsupported) drops the image
+            bad[i] = True
+    return bad
 
 
 def _drop_unreadable(imageset: ImageSet, bad: np.ndarray) -> ImageSet:
@@ -267,6 +290,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     from reports.compare_report import summary_table, write_report
 
     _validate(config)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     wall = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +298,9 @@ def run_compare(config: CompareConfig) -> CompareResult:
     cache_dir = Path(config.cache_dir) if config.cache_dir else data_dir / "features"
     device = str(resolve_device(config.device))
     imageset = load_dataset(config.dataset, data_dir=data_dir, verbose=not config.quiet)
+    bad = _unreadable(imageset.items)
+    unreadable = [str(imageset.items[i]) for i in np.flatnonzero(bad)]
+    imageset = _drop_unreadable(imageset, bad)
     methods = list(config.methods)
     frozen_heads = [m for m in methods if m in list_heads()]
     finetunes = [m for m in methods if m in FINETUNE_METHODS or m == "scratch"]
@@ -285,12 +312,6 @@ def run_compare(config: CompareConfig) -> CompareResult:
             features[backbone], per_image[backbone], featurizers[backbone] = _extract(
                 config, imageset, backbone, weights[backbone], cache_dir, device
             )
-    bad = np.zeros(len(imageset.items), dtype=bool)
-    for frame in features.values():
-        bad |= frame.isna().any(axis=1).to_numpy()
-    keep = ~bad
-    imageset = _drop_unreadable(imageset, bad)
-    features = {b: f[keep].reset_index(drop=True) for b, f in features.items()}
     identities = {b: resolve_weights(get_backbone_spec(b), w).identity for b, w in weights.items()}
     pretrained = {b: w is not None for b, w in weights.items()}
 
@@ -339,7 +360,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         "n_classes": len(imageset.classes),
         "classes": imageset.classes,
         "class_counts": {k: int(v) for k, v in imageset.class_counts().items()},
-        "unreadable_images": int(bad.sum()),
+        "unreadable_images": unreadable,
         "seeds": {"base": config.seed, "splits": config.splits, "finetune_splits": config.finetune_splits},
         "weights": identities,
         "weights_labels": {b: featurizers[b].weights_.label for b in featurizers},
@@ -348,11 +369,12 @@ def run_compare(config: CompareConfig) -> CompareResult:
         "command": config.command,
         "config": {k: v for k, v in asdict(config).items() if k != "command"},
         "environment": _environment(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": started,
     }
     results.to_csv(out / "results.csv", index=False)
     predictions.to_csv(out / "predictions.csv", index=False)
     meta["wall_time_s"] = round(time.perf_counter() - wall, 1)
+    meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     paths = {"results_csv": out / "results.csv", "predictions_csv": out / "predictions.csv"}
     paths.update(write_report(results, predictions, meta, out))
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -372,7 +394,7 @@ def _take(X, idx):
 
 
 def _run_finetuning(config, imageset, splits, methods, weights, identities, pretrained, cache_dir, device, runner):
-    backbones = [b for b in config.backbones if config.finetune_backbones is None or b in config.finetune_backbones]
+    backbones = [b for b in config.backbones if b in _finetune_backbones(config)]
     chosen = [s for s in splits if s.split < config.finetune_splits]
     jobs = [(s, b, m, a) for s in chosen for b in backbones for m in methods for a in config.augment
             if not (m == "scratch" and a != config.augment[0])]
@@ -406,6 +428,13 @@ def _run_finetuning(config, imageset, splits, methods, weights, identities, pret
         )
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except ``None`` ones (their help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m pipelines.compare`` argument parser."""
     d = CompareConfig()
@@ -414,9 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Compare pretrained-CNN features + classical heads with end-to-end fine-tuning on an image dataset, over "
             "repeated paired splits; write results.csv, predictions.csv, summary.md, report.html, plots and "
-            "manifest.json into --out. Every accuracy is reported with n and a 95%% CI."
+            "manifest.json into --out. Every accuracy is reported with n and a 95% CI."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--dataset", default=d.dataset,
                    help="'demo' (embedded, generated on first use), 'hymenoptera' (downloaded once), an ImageFolder "
@@ -436,8 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "when the dataset has a fixed val folder)")
     p.add_argument("--finetune-splits", type=int, default=d.finetune_splits,
                    help="how many of those splits the (costly) fine-tuning methods run on; 0 skips fine-tuning")
-    p.add_argument("--finetune-backbones", nargs="+", default=list(d.finetune_backbones),
-                   help="backbones that are fine-tuned ('all' for every --backbones entry)")
+    p.add_argument("--finetune-backbones", nargs="+", default=None,
+                   help="backbones that are fine-tuned ('all' for every --backbones entry; default: the first "
+                        "--backbones entry)")
     p.add_argument("--weights", default=d.weights,
                    help="'auto' (ImageNet weights when cached or downloadable, else random init, flagged in every "
                         "output), 'DEFAULT' or an enum name (required), 'none' (random init) or a .pth path")
@@ -466,11 +496,12 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
     cuts = None
     if args.cuts:
         cuts = {}
-        for backbone in args.backbones:
-            cuts[backbone] = [c.split(":", 1)[1] for c in args.cuts if c.startswith(f"{backbone}:")] or [
-                c for c in args.cuts if ":" not in c
-            ]
-    finetune_backbones = None if args.finetune_backbones == ["all"] else args.finetune_backbones
+        plain = [c for c in args.cuts if ":" not in c]
+        for backbone in dict.fromkeys([*args.backbones, *(c.split(":", 1)[0] for c in args.cuts if ":" in c)]):
+            named = [c.split(":", 1)[1] for c in args.cuts if c.startswith(f"{backbone}:")] or plain
+            if named:
+                cuts[backbone] = named
+    finetune_backbones = list(args.backbones) if args.finetune_backbones == ["all"] else args.finetune_backbones
     return CompareConfig(
         dataset=args.dataset, backbones=args.backbones, cuts=cuts, methods=args.methods, augment=args.augment,
         train_sizes=parse_train_sizes(args.train_sizes), splits=args.splits, finetune_splits=args.finetune_splits,

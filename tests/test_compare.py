@@ -87,3 +87,58 @@ def test_help_documents_the_options():
     for option in ("--dataset", "--backbones", "--cuts", "--methods", "--augment", "--train-sizes", "--splits",
                    "--weights", "--weights-dir", "--device", "--out", "--quiet", "--seed"):
         assert option in text
+
+
+def _parse(*argv):
+    from pipelines.compare import config_from_args
+
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def test_cut_options_qualified_for_one_backbone_keep_the_defaults_of_the_others():
+    from pipelines.compare import DEFAULT_CUTS, _cuts_for, _validate
+
+    config = _parse("--backbones", "resnet18", "vgg16", "--cuts", "vgg16:fc7")
+    assert _cuts_for(config, "vgg16") == ["fc7"]
+    assert _cuts_for(config, "resnet18") == list(DEFAULT_CUTS["resnet"])
+    with pytest.raises(ValueError, match="vgg19.*not in --backbones"):
+        _validate(_parse("--backbones", "resnet18", "--cuts", "vgg19:fc7"))
+
+
+def test_fine_tuning_follows_the_backbones_asked_for():
+    from pipelines.compare import _finetune_backbones, _validate
+
+    assert _finetune_backbones(_parse("--backbones", "vgg11", "resnet34")) == ["vgg11"]
+    assert _finetune_backbones(_parse("--backbones", "vgg11", "resnet34", "--finetune-backbones", "all")) == [
+        "vgg11", "resnet34"]
+    with pytest.raises(ValueError, match="--finetune-backbones"):
+        _validate(_parse("--backbones", "vgg11", "--finetune-backbones", "resnet18"))
+
+
+def test_help_is_plain_text():
+    text = build_parser().format_help()
+    assert "95%%" not in text and "default: None" not in text
+
+
+def test_unreadable_images_are_dropped_for_every_method(tiny_dataset, tmp_path, caplog):
+    """Only fine-tuning and pixels run here (no frozen head): a broken file must still be left out, and recorded."""
+    import shutil
+
+    root = tmp_path / "data_with_broken"
+    shutil.copytree(tiny_dataset, root)
+    broken = root / "train" / "ants" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    argv = ["--dataset", str(root), "--backbones", "resnet18", "--methods", "pixels", "finetune_head",
+            "--train-sizes", "3", "--splits", "1", "--finetune-splits", "1", "--weights", "none",
+            "--finetune-image-size", "32", "--epochs", "1", "--quiet", "--data-dir", str(tmp_path / "d"),
+            "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["unreadable_images"] == [str(broken)]
+    from datetime import datetime
+
+    elapsed = datetime.fromisoformat(manifest["finished"]) - datetime.fromisoformat(manifest["started"])
+    assert abs(elapsed.total_seconds() - manifest["wall_time_s"]) <= 1.5
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["method"]) == {"pixels", "finetune_head"} and (results["n_test"] == 12).all()
