@@ -23,9 +23,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -205,7 +204,8 @@ class FeatureCache:
         with self._reading() as f:
             return dict(f.attrs)
 
-    def _append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray], meta: Mapping[str, object] | None) -> None:
+    def _append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray],
+                meta: Mapping[str, object] | None) -> None:
         with self._open("a") as f:
             if "key" not in f.attrs:
                 f.attrs["key"] = json.dumps(self.key, sort_keys=True)

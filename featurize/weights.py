@@ -213,8 +213,8 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
         owner, _, name = weights.rpartition(".")
         names = ["DEFAULT", *enum_cls.__members__]
         if owner and owner != enum_cls.__name__:
-            raise ValueError(f"weights={weights!r} belong to another model; {spec.name} takes {enum_cls.__name__}.<name>, "
-                             f"with name one of {', '.join(names)}")
+            raise ValueError(f"weights={weights!r} belong to another model; {spec.name} takes "
+                             f"{enum_cls.__name__}.<name>, with name one of {', '.join(names)}")
         if name not in names:
             raise ValueError(f"Unknown weights {weights!r} for {spec.name}; valid: {', '.join(names)}, a .pth path or None")
         member = enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT
@@ -231,9 +231,8 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
 
 @functools.cache
 def _torchvision_file_names() -> frozenset[str]:
-    return frozenset(
-        os.path.basename(member.url) for model in torchvision.models.list_models() for member in torchvision.models.get_model_weights(model)
-    )
+    models = torchvision.models
+    return frozenset(os.path.basename(w.url) for name in models.list_models() for w in models.get_model_weights(name))
 
 
 def _check_hash_prefix(path: Path, digest: str) -> None:

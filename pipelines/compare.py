@@ -107,7 +107,8 @@ def _validate(config: CompareConfig) -> None:
         raise ValueError(f"--methods: unknown {bad}; valid methods: {', '.join(all_methods())}")
     for backbone, cuts in (config.cuts or {}).items():
         if backbone not in config.backbones:
-            raise ValueError(f"--cuts: {backbone}:{cuts[0]} names a backbone not in --backbones {list(config.backbones)}")
+            raise ValueError(f"--cuts: {backbone}:{cuts[0]} names a backbone not in --backbones "
+                             f"{list(config.backbones)}")
         spec = get_backbone_spec(backbone)
         for cut in cuts:
             spec.cut(cut)

@@ -82,8 +82,9 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         ``train_size, backbone, cut, method`` (plus ``pooling``/``augment`` where they vary), ``family,
-        pretrained, accuracy_95ci`` (``"0.912 [0.871, 0.944] (n=153×10)"``), ``accuracy, ci_low, ci_high, n_test, n_splits, fit_time_s, extract_time_s`` — sorted by
-        train size (largest first) then accuracy. ``family``/``pretrained`` appear when present in ``results``.
+        pretrained, accuracy_95ci`` (``"0.912 [0.871, 0.944] (n=153×10)"``), ``accuracy, ci_low, ci_high, n_test,
+        n_splits, fit_time_s, extract_time_s`` — sorted by train size (largest first) then accuracy.
+        ``family``/``pretrained`` appear when present in ``results``.
     """
     summary = summarize(results)
     summary["accuracy_95ci"] = [

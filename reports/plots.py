@@ -277,7 +277,8 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
     for _, row in top.iterrows():
         if not math.isnan(row["accuracy"]):
             label = config_label(row, ("backbone", "cut", "method", *(c for c in VARIANT_COLUMNS if c in row.index)))
-            ax.annotate(label, (row["_cost"], row["accuracy"]), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+            ax.annotate(label, (row["_cost"], row["accuracy"]), fontsize="x-small", xytext=(3, 3),
+                        textcoords="offset points")
     ax.set_xscale("log")
     return _finish_accuracy_plot(fig, ax, "fit + extraction time per split (s, log scale)",
                                  f"Accuracy vs cost ({int(size)} img/class)", path)

@@ -1,4 +1,5 @@
-"""FeatureCache file handling: readers beside a writer, a file a SIGKILL left damaged, read-only places, non-HDF5 files."""
+"""FeatureCache file handling: readers beside a writer, a file a SIGKILL left damaged, read-only places, non-HDF5
+files."""
 
 from __future__ import annotations
 
