@@ -132,7 +132,7 @@ def _significance(results: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
     if results.empty:
         return pd.DataFrame(), None
     size = int(results["train_size"].max())
-    paired = paired_comparison(results[results["train_size"] == size])
+    paired = paired_comparison(results[results["train_size"] == size], by=[*config_columns(results), "train_size"])
     if paired.empty:
         return pd.DataFrame(), size
     paired = paired.sort_values("accuracy", ascending=False)
