@@ -43,14 +43,29 @@ def precision_of(device: torch.device, amp: bool = True) -> str:
     return "bf16-amp" if amp and device.type == "cuda" else "fp32"
 
 
+def _tf32_switches() -> list[tuple[object, str, object]]:
+    """(owner, attribute, strict value) of the cuDNN-convolution and cuBLAS-matmul TF32 settings.
+
+    PyTorch ≥ 2.9 has ``fp32_precision`` settings and refuses to read the legacy ``allow_tf32`` flags once they are
+    used, so the new ones are preferred where they exist.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return [(conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    return [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+
+
 @contextlib.contextmanager
 def _strict_fp32() -> Iterator[None]:
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    switches = _tf32_switches()
+    saved = [getattr(owner, name) for owner, name, _ in switches]
+    for owner, name, strict in switches:
+        setattr(owner, name, strict)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        for (owner, name, _), value in zip(switches, saved):
+            setattr(owner, name, value)
 
 
 def autocast(device: torch.device, amp: bool = True) -> contextlib.AbstractContextManager:

@@ -7,6 +7,8 @@ import torch
 
 from featurize.devices import autocast, precision_of, resolve_device
 
+NEW_API = hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
+
 
 def test_auto_device_and_bad_strings():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -15,18 +17,32 @@ def test_auto_device_and_bad_strings():
         resolve_device("gpu0")
 
 
-def test_cuda_without_amp_runs_strict_fp32_and_restores_the_global_flags():
-    """PyTorch enables TF32 cuDNN convolutions by default; "fp32" must not silently mean TF32 on CUDA."""
-    cuda = torch.device("cuda")
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    try:
+@pytest.fixture()
+def tf32_on():
+    """TF32 enabled the way a user would (PyTorch's default for cuDNN convolutions), restored afterwards."""
+    if NEW_API:
+        owners = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+        saved = [o.fp32_precision for o in owners]
+        for o in owners:
+            o.fp32_precision = "tf32"
+        yield lambda: [o.fp32_precision for o in owners]
+        for o, value in zip(owners, saved):
+            o.fp32_precision = value
+    else:
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-        assert precision_of(cuda, amp=False) == "fp32"
-        with autocast(cuda, amp=False):
-            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-    finally:
+        yield lambda: [torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32]
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_cuda_without_amp_runs_strict_fp32_and_restores_the_settings(tf32_on):
+    """"fp32" must not silently mean TF32 on CUDA, whichever TF32 API the user set."""
+    cuda = torch.device("cuda")
+    before = tf32_on()
+    assert precision_of(cuda, amp=False) == "fp32"
+    with autocast(cuda, amp=False):
+        assert tf32_on() == (["ieee", "ieee"] if NEW_API else [False, False])
+    assert tf32_on() == before
 
 
 def test_amp_only_changes_cuda():

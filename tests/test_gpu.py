@@ -31,8 +31,7 @@ def _featurizer(backbone: str, layers, device: str, amp: bool = False, cache=Non
 
 @pytest.mark.parametrize("backbone", ["resnet18", "vgg11"])
 def test_cuda_fp32_matches_cpu(backbone, images):
-    """With PyTorch's default TF32 convolutions on, the featurizer must still compute strict fp32 (its cache key)."""
-    torch.backends.cudnn.allow_tf32 = True
+    """PyTorch's default runs cuDNN convolutions in TF32; the featurizer must still compute strict fp32 (its key)."""
     cpu = _featurizer(backbone, CUTS[backbone], "cpu").transform(images)
     cuda = _featurizer(backbone, CUTS[backbone], "cuda").transform(images)
     assert cuda.dtype == np.float32 and cuda.shape == cpu.shape
