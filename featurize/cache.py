@@ -13,7 +13,10 @@ extended, flushed and closed for every batch, and ``n_complete`` is raised last.
 ``n_complete`` are ignored and overwritten, so a resumed run yields the same rows as an uninterrupted one.  HDF5 is
 not crash-safe: a SIGKILL in the middle of a flush can leave metadata past the complete rows unwritable.  When an
 append then fails, the complete rows are copied into a fresh file that atomically replaces the damaged one, and the
-append is retried.  No h5py handle outlives a call, so nothing is shared across fork.
+append is retried.  A write that fails for lack of space can leave a file shorter than HDF5's recorded end; when no
+complete row lies in the missing tail, the file is extended back (zeros) so it opens again.  A file held open by
+another program, or unreadable otherwise, is reported and left as it is.  No h5py handle outlives a call, so
+nothing is shared across fork.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 _CHUNK_BYTES = 4 << 20
 _COPY_ROWS = 4096
+_CUT_SHORT = re.compile(r"truncated file: eof = (?P<eof>\d+),.*stored_eof = (?P<stored>\d+)")
 
 
 class CacheKeyError(ValueError):
@@ -105,7 +110,9 @@ class FeatureCache:
         try:
             return h5py.File(self.path, mode)
         except OSError as exc:
-            if "lock" in str(exc).lower():
+            if self._extend_cut_short(exc):
+                return self._open(mode)
+            if "unable to lock file" in str(exc).lower():
                 raise OSError(
                     f"cache file {str(self.path)!r} is held open by a program that does not use this library's lock "
                     f"({exc}); close it there and retry."
@@ -114,6 +121,43 @@ class FeatureCache:
                 f"cache file {str(self.path)!r} cannot be read as HDF5 ({exc}). It was left untouched; move it away "
                 "(or pass another cache path) to start a fresh cache."
             ) from exc
+
+    def _extend_cut_short(self, exc: OSError) -> bool:
+        """Give a file that a failed write left shorter than its recorded end (disk full) its missing tail back.
+
+        HDF5 then opens it again: the rows already complete were written before and are intact, and the next append
+        rebuilds the file if its tail is unusable.  Extending only adds zero bytes (sparse), so nothing is lost.
+        Returns whether the file was extended.
+        """
+        match = _CUT_SHORT.search(str(exc))
+        eof, stored = (int(match["eof"]), int(match["stored"])) if match else (0, 0)
+        if stored <= eof or os.path.getsize(self.path) != eof:
+            return False
+        try:
+            os.truncate(self.path, stored)
+        except OSError:
+            return False
+        if not self._complete_rows_before(eof):
+            os.truncate(self.path, eof)
+            return False
+        log.warning("cache file %s was cut short by a failed write (disk full?); extended it from %s to its recorded "
+                    "%s bytes to recover its complete rows", self.path, match["eof"], match["stored"])
+        return True
+
+    def _complete_rows_before(self, eof: int) -> bool:
+        """Whether every stored chunk holding complete rows lies before byte ``eof`` (so none of them was lost)."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                n = int(f.attrs.get("n_complete", 0))
+                names = ["keys", *(f"features/{cut}" for cut in f.get("features", {}))]
+                for ds in (f[name] for name in names if name in f):
+                    for i in range(ds.id.get_num_chunks()):
+                        info = ds.id.get_chunk_info(i)
+                        if info.chunk_offset[0] < n and info.byte_offset + info.size > eof:
+                            return False
+        except (OSError, RuntimeError, KeyError):
+            return False
+        return True
 
     def _check_key(self, f: h5py.File) -> None:
         stored = f.attrs.get("key")
@@ -190,49 +234,50 @@ class FeatureCache:
         if not len(keys):
             return
         with self.lock:
+            f = self._open("a")
+            complete = 0
             try:
-                self._append(keys, paths, features, meta)
+                with f:
+                    complete = int(f.attrs.get("n_complete", 0))
+                    self._append_to(f, keys, paths, features, meta)
+                return
             except (OSError, RuntimeError) as exc:
-                if not self.path.exists() or "n_complete" not in self._attrs():
+                if not complete:
                     raise
                 log.warning("appending to %s failed (%s); rebuilding it from its %d complete rows", self.path, exc,
-                            self.n_complete)
-                self._rebuild()
-                self._append(keys, paths, features, meta)
+                            complete)
+            self._rebuild()
+            with self._open("a") as f:
+                self._append_to(f, keys, paths, features, meta)
 
-    def _attrs(self) -> dict[str, object]:
-        with self._reading() as f:
-            return dict(f.attrs)
-
-    def _append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray],
-                meta: Mapping[str, object] | None) -> None:
-        with self._open("a") as f:
-            if "key" not in f.attrs:
-                f.attrs["key"] = json.dumps(self.key, sort_keys=True)
-                f.attrs["key_hash"] = self.hash
-                f.attrs["format"] = FORMAT
-                f.attrs["n_complete"] = 0
-                for name, value in (meta or {}).items():
-                    f.attrs[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
-            else:
-                self._check_key(f)
-            n = int(f.attrs["n_complete"])
-            seen = {k.decode() for k in f["keys"][:n]} if "keys" in f else set()
-            keep = []
-            for i, k in enumerate(keys):
-                if k not in seen:
-                    seen.add(k)
-                    keep.append(i)
-            if not keep:
-                return
-            m = n + len(keep)
-            self._write(f, "keys", np.array([keys[i] for i in keep], dtype="S40"), n, m)
-            self._write(f, "paths", np.array([str(paths[i]) for i in keep], dtype=object), n, m)
-            for cut, arr in features.items():
-                self._write(f, f"features/{cut}", np.asarray(arr, dtype=np.float32)[keep], n, m)
-            f.flush()
-            f.attrs["n_complete"] = m
-            f.flush()
+    def _append_to(self, f: h5py.File, keys: Sequence[str], paths: Sequence[str],
+                   features: Mapping[str, np.ndarray], meta: Mapping[str, object] | None) -> None:
+        if "key" not in f.attrs:
+            f.attrs["key"] = json.dumps(self.key, sort_keys=True)
+            f.attrs["key_hash"] = self.hash
+            f.attrs["format"] = FORMAT
+            f.attrs["n_complete"] = 0
+            for name, value in (meta or {}).items():
+                f.attrs[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+        else:
+            self._check_key(f)
+        n = int(f.attrs["n_complete"])
+        seen = {k.decode() for k in f["keys"][:n]} if "keys" in f else set()
+        keep = []
+        for i, k in enumerate(keys):
+            if k not in seen:
+                seen.add(k)
+                keep.append(i)
+        if not keep:
+            return
+        m = n + len(keep)
+        self._write(f, "keys", np.array([keys[i] for i in keep], dtype="S40"), n, m)
+        self._write(f, "paths", np.array([str(paths[i]) for i in keep], dtype=object), n, m)
+        for cut, arr in features.items():
+            self._write(f, f"features/{cut}", np.asarray(arr, dtype=np.float32)[keep], n, m)
+        f.flush()
+        f.attrs["n_complete"] = m
+        f.flush()
 
     def _rebuild(self) -> None:
         """Copy the complete rows into a fresh file and atomically put it in place of this one (lock held).
@@ -250,20 +295,24 @@ class FeatureCache:
                 n = int(src.attrs["n_complete"])
                 dst.attrs["n_complete"] = 0
                 names = ["keys", *(f"features/{cut}" for cut in src.get("features", {}))] if n else []
+                short = {name: len(src[name]) for name in names if len(src[name]) < n}
+                if short:
+                    raise RuntimeError(f"datasets with fewer rows than the {n} recorded complete: {short}")
                 for start in range(0, n, _COPY_ROWS):
                     stop = min(n, start + _COPY_ROWS)
                     for name in names:
                         self._write(dst, name, src[name][start:stop], start, stop)
                     self._write(dst, "paths", self._read_paths(src, start, stop), start, stop)
                 dst.attrs["n_complete"] = n
+            os.replace(tmp, self.path)
         except (OSError, RuntimeError, KeyError) as exc:
-            tmp.unlink(missing_ok=True)
             raise OSError(
                 f"cache file {str(self.path)!r} could not be appended to, and copying its complete rows into a fresh "
                 f"file failed too ({exc}). It was left untouched; check free disk space, or move it away (or pass "
                 "another cache path) to start a fresh cache."
             ) from exc
-        os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _read_paths(src: h5py.File, start: int, stop: int) -> np.ndarray:
