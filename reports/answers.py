@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from reports.stats import (CONFIG_COLUMNS, VARIANT_COLUMNS, config_columns, config_label, crossover, mean_ci,
@@ -24,6 +25,13 @@ def _acc(row: pd.Series) -> str:
 
 def _name(row: pd.Series) -> str:
     return f"**{config_label(row, [c for c in (*CONFIG_COLUMNS, *VARIANT_COLUMNS) if c in row.index])}**"
+
+
+def _interval(low: float, high: float) -> str:
+    """`` (95% CI …)`` of a paired difference, or why there is none (the same difference on every split)."""
+    if math.isnan(low):
+        return " (the same on every split: no variance, not testable)"
+    return f" (95% CI {low:+.3f} to {high:+.3f})"
 
 
 def _family(summary: pd.DataFrame, family: str) -> pd.DataFrame:
@@ -98,9 +106,10 @@ def _q11(ctx: _Context) -> str:
         if diff.empty:
             lines.append(f"- {policy}: no matching run without augmentation")
             continue
-        _, low, high = mean_ci(diff.to_numpy(), overlap=resampling_overlap(group))
-        interval = "" if math.isnan(low) else f" (95% CI {low:+.3f} to {high:+.3f})"
-        lines.append(f"- {policy}: mean difference {diff.mean():+.3f}{interval} over {len(diff)} paired runs")
+        _, low, high = (math.nan,) * 3 if np.ptp(diff) == 0 else mean_ci(diff.to_numpy(),
+                                                                         overlap=resampling_overlap(group))
+        lines.append(f"- {policy}: mean difference {diff.mean():+.3f}{_interval(low, high)} over {len(diff)} "
+                     "paired runs")
     return "\n".join(lines)
 
 
@@ -121,8 +130,9 @@ def _q12(ctx: _Context) -> str:
         other = paired[~paired["is_reference"]]
         if not other.empty and other["n_pairs"].iloc[0] >= 2:
             row = other.iloc[0]
-            parts.append(f"Fine-tuning − frozen: {row['diff']:+.3f} (95% CI {row['diff_ci_low']:+.3f} to "
-                         f"{row['diff_ci_high']:+.3f}, paired t-test p={row['t_p']:.3g}, {row['n_pairs']} splits).")
+            test = "" if math.isnan(row["t_p"]) else f", paired t-test p={row['t_p']:.3g}"
+            parts.append(f"Fine-tuning − frozen: {row['diff']:+.3f}{_interval(row['diff_ci_low'], row['diff_ci_high'])}"
+                         f"{test} over {row['n_pairs']} splits.")
     return text + " ".join(parts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -393,3 +394,18 @@ def test_overlap_correction_widens_the_interval_by_the_nadeau_bengio_factor():
     factor = np.sqrt(1 / 5 + 0.5) / np.sqrt(1 / 5)
     assert (high_c - low_c) == pytest.approx((high - low) * factor)
     assert low_c < low < mean < high < high_c
+
+
+def test_answers_call_a_constant_difference_untestable_not_certain():
+    rows = []
+    for split, acc in enumerate([0.70, 0.75, 0.72, 0.78, 0.74]):
+        for cut, method, family, value, augment in [("layer4", "logistic", "frozen", acc, "none"),
+                                                    ("", "finetune_full", "finetune", acc + 0.1, "none"),
+                                                    ("", "finetune_full", "finetune", acc + 0.05, "flip_crop")]:
+            rows.append(dict(backbone="resnet18", cut=cut, pooling="avg" if cut else "", method=method, family=family,
+                             augment=augment, train_size=10, split=split, n_train=20, n_test=100,
+                             n_correct=round(value * 100), accuracy=value, pretrained=True))
+    text = course_answers(pd.DataFrame(rows))
+    assert "Fine-tuning − frozen: +0.100 (the same on every split: no variance, not testable)" in text
+    assert "flip_crop: mean difference -0.050 (the same on every split: no variance, not testable)" in text
+    assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
