@@ -211,8 +211,8 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
         )
     elif isinstance(weights, str):
         owner, _, name = weights.rpartition(".")
-        names = ["DEFAULT", *enum_cls.__members__]
-        if owner and owner != enum_cls.__name__:
+        names = list(dict.fromkeys(["DEFAULT", *enum_cls.__members__]))
+        if owner and owner.rpartition(".")[2] != enum_cls.__name__:
             raise ValueError(f"weights={weights!r} belong to another model; {spec.name} takes "
                              f"{enum_cls.__name__}.<name>, with name one of {', '.join(names)}")
         if name not in names:

@@ -61,7 +61,11 @@ def all_methods() -> list[str]:
 
 @dataclass
 class CompareConfig:
-    """Settings of one comparison (the CLI's options; see ``python -m pipelines.compare --help``)."""
+    """Settings of one comparison (the CLI's options; see ``python -m pipelines.compare --help``).
+
+    ``cuts`` maps a backbone to its cut points (default per family); ``finetune_backbones`` None fine-tunes the first
+    of ``backbones``, ``["all"]`` every one.
+    """
 
     dataset: str = "demo"
     backbones: Sequence[str] = ("resnet18", "vgg16")
@@ -115,14 +119,17 @@ def _validate(config: CompareConfig) -> None:
     stray = [b for b in _finetune_backbones(config) if b not in config.backbones]
     if stray:
         raise ValueError(f"--finetune-backbones: {stray} not in --backbones {list(config.backbones)}; fine-tuned "
-                         "backbones must be compared too (or pass 'all')")
+                         "backbones must be compared too ('all' fine-tunes every one)")
     if config.splits < 1 or config.finetune_splits < 0:
         raise ValueError("--splits must be ≥ 1 and --finetune-splits ≥ 0")
 
 
 def _finetune_backbones(config: CompareConfig) -> list[str]:
-    """The backbones fine-tuned: ``finetune_backbones``, or the first of ``backbones`` when it is None."""
-    return list(config.backbones[:1] if config.finetune_backbones is None else config.finetune_backbones)
+    """The backbones fine-tuned: ``finetune_backbones`` (``["all"]``: every one), default the first of ``backbones``."""
+    if config.finetune_backbones is None:
+        return list(config.backbones[:1])
+    chosen = [config.finetune_backbones] if isinstance(config.finetune_backbones, str) else config.finetune_backbones
+    return list(config.backbones) if list(chosen) == ["all"] else list(chosen)
 
 
 def _cuts_for(config: CompareConfig, backbone: str) -> list[str]:
@@ -499,14 +506,14 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         cuts = {}
         plain = [c for c in args.cuts if ":" not in c]
         for backbone in dict.fromkeys([*args.backbones, *(c.split(":", 1)[0] for c in args.cuts if ":" in c)]):
-            named = [c.split(":", 1)[1] for c in args.cuts if c.startswith(f"{backbone}:")] or plain
-            if named:
-                cuts[backbone] = named
-    finetune_backbones = list(args.backbones) if args.finetune_backbones == ["all"] else args.finetune_backbones
+            named = [c.split(":", 1)[1] for c in args.cuts if c.startswith(f"{backbone}:")]
+            chosen = list(dict.fromkeys([*named, *plain]))
+            if chosen:
+                cuts[backbone] = chosen
     return CompareConfig(
         dataset=args.dataset, backbones=args.backbones, cuts=cuts, methods=args.methods, augment=args.augment,
         train_sizes=parse_train_sizes(args.train_sizes), splits=args.splits, finetune_splits=args.finetune_splits,
-        finetune_backbones=finetune_backbones, weights=args.weights, weights_dir=args.weights_dir,
+        finetune_backbones=args.finetune_backbones, weights=args.weights, weights_dir=args.weights_dir,
         pooling=args.pooling, image_size=_size(args.image_size), finetune_image_size=_size(args.finetune_image_size),
         epochs=args.epochs, device=args.device, data_dir=args.data_dir, cache_dir=args.cache_dir, out=args.out,
         seed=args.seed, quiet=args.quiet,

@@ -109,6 +109,8 @@ def test_an_all_digit_hash_of_a_torchvision_file_is_still_checked(tmp_path):
 
 
 def test_qualified_enum_name_of_another_model_is_refused(spec):
-    assert resolve_weights(spec, "ResNet18_Weights.IMAGENET1K_V1").identity == "ResNet18_Weights.IMAGENET1K_V1"
-    with pytest.raises(ValueError, match="another model.*ResNet18_Weights"):
+    for name in ("ResNet18_Weights.IMAGENET1K_V1", "torchvision.models.ResNet18_Weights.IMAGENET1K_V1"):
+        assert resolve_weights(spec, name).identity == "ResNet18_Weights.IMAGENET1K_V1"
+    with pytest.raises(ValueError, match="another model.*ResNet18_Weights") as err:
         resolve_weights(spec, "VGG16_Weights.IMAGENET1K_V1")
+    assert str(err.value).count("DEFAULT") == 1
