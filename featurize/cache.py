@@ -45,6 +45,11 @@ _COPY_ROWS = 4096
 _CUT_SHORT = re.compile(r"truncated file: eof = (?P<eof>\d+),.*stored_eof = (?P<stored>\d+)")
 
 
+def _row_datasets(f: h5py.File) -> list[str]:
+    """Names of the datasets that hold one row per image and matter (``/keys`` and every ``/features/<cut>``)."""
+    return ["keys", *(f"features/{cut}" for cut in f.get("features", {}))]
+
+
 class CacheKeyError(ValueError):
     """A cache file was written for another backbone, weights, preprocessing or pooling."""
 
@@ -149,8 +154,7 @@ class FeatureCache:
         try:
             with h5py.File(self.path, "r") as f:
                 n = int(f.attrs.get("n_complete", 0))
-                names = ["keys", *(f"features/{cut}" for cut in f.get("features", {}))]
-                for ds in (f[name] for name in names if name in f):
+                for ds in (f[name] for name in _row_datasets(f) if name in f):
                     for i in range(ds.id.get_num_chunks()):
                         info = ds.id.get_chunk_info(i)
                         if info.chunk_offset[0] < n and info.byte_offset + info.size > eof:
@@ -294,7 +298,7 @@ class FeatureCache:
                     dst.attrs[name] = value
                 n = int(src.attrs["n_complete"])
                 dst.attrs["n_complete"] = 0
-                names = ["keys", *(f"features/{cut}" for cut in src.get("features", {}))] if n else []
+                names = _row_datasets(src) if n else []
                 short = {name: len(src[name]) for name in names if len(src[name]) < n}
                 if short:
                     raise RuntimeError(f"datasets with fewer rows than the {n} recorded complete: {short}")

@@ -402,7 +402,7 @@ def _take(X, idx):
 
 
 def _run_finetuning(config, imageset, splits, methods, weights, identities, pretrained, cache_dir, device, runner):
-    backbones = [b for b in config.backbones if b in _finetune_backbones(config)]
+    backbones = _finetune_backbones(config)
     chosen = [s for s in splits if s.split < config.finetune_splits]
     jobs = [(s, b, m, a) for s in chosen for b in backbones for m in methods for a in config.augment
             if not (m == "scratch" and a != config.augment[0])]

@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
-from reports.stats import (CONFIG_COLUMNS, VARIANT_COLUMNS, config_columns, config_label, crossover, mean_ci,
-                           paired_comparison, resampling_overlap, summarize)
+from reports.stats import (CONFIG_COLUMNS, VARIANT_COLUMNS, config_columns, config_label, crossover,
+                           paired_comparison, paired_difference, resampling_overlap, summarize)
 from reports.tables import cut_order_for, format_accuracy
 
 NOT_MEASURED = "not measured in this run"
@@ -106,10 +105,9 @@ def _q11(ctx: _Context) -> str:
         if diff.empty:
             lines.append(f"- {policy}: no matching run without augmentation")
             continue
-        _, low, high = (math.nan,) * 3 if np.ptp(diff) == 0 else mean_ci(diff.to_numpy(),
-                                                                         overlap=resampling_overlap(group))
-        lines.append(f"- {policy}: mean difference {diff.mean():+.3f}{_interval(low, high)} over {len(diff)} "
-                     "paired runs")
+        tests = paired_difference(diff.to_numpy(), overlap=resampling_overlap(group))
+        lines.append(f"- {policy}: mean difference {tests['diff']:+.3f}"
+                     f"{_interval(tests['diff_ci_low'], tests['diff_ci_high'])} over {len(diff)} paired runs")
     return "\n".join(lines)
 
 

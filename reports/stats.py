@@ -231,9 +231,10 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _paired_tests(diff: np.ndarray, level: float, overlap: float = 0.0) -> dict[str, float]:
-    """Mean difference, its t-interval, paired (corrected resampled) t-test and Wilcoxon p-values.
+def paired_difference(diff: np.ndarray, level: float = 0.95, overlap: float = 0.0) -> dict[str, float]:
+    """Mean of paired differences, its t-interval, paired (corrected resampled) t-test and Wilcoxon p-values.
 
+    Returns a dict with ``diff``, ``diff_ci_low``, ``diff_ci_high``, ``t_p`` and ``wilcoxon_p``.
     ``overlap = n_test / n_train`` applies the Nadeau–Bengio variance correction to the interval and the t-test.
     The same non-zero difference on every split has no variance estimate: interval and t-test are then NaN (not
     testable), not a certainty.
@@ -342,7 +343,7 @@ def paired_comparison(
                        accuracy=float(values[both].mean()) if both.any() else math.nan,
                        reference_accuracy=float(ref_values[both].mean()) if both.any() else math.nan,
                        n_pairs=int(both.sum()))
-            tests = _paired_tests(diff, level, resampling_overlap(stratum))
+            tests = paired_difference(diff, level, resampling_overlap(stratum))
             if i == ref_idx:
                 tests.update(t_p=math.nan, wilcoxon_p=math.nan)
             row.update(tests)
