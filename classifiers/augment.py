@@ -69,7 +69,7 @@ def get_augmentation(
     base, mixup = _parse(name)
     prep = preprocessing.with_size(image_size) if image_size is not None else preprocessing
     if base == "none":
-        train = prep.transform()
+        train = prep
     else:
         size = prep.crop or prep.resize
         if size is None:

@@ -46,8 +46,8 @@ from torchvision.models import WeightsEnum
 from tqdm.auto import tqdm
 
 from classifiers.augment import AUGMENTATIONS, get_augmentation
-from featurize.backbones import BackboneSpec, get_backbone_spec
-from featurize.devices import autocast, resolve_device
+from featurize.backbones import BackboneSpec, get_backbone_spec, set_module
+from featurize.devices import autocast, prepare, resolve_device, to_device
 from featurize.images import ImageDataset, as_items, collate_skipping
 from featurize.weights import Preprocessing, ResolvedWeights, load_model, resolve_weights
 
@@ -70,16 +70,11 @@ class _Adaptation:
     feature_cut: str
 
 
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, module)
-
-
 def _adapt_resnet(model: nn.Module, spec: BackboneSpec, cut: str | None, n_classes: int) -> _Adaptation:
     name = "avgpool" if cut is None else spec.cut(cut).name
     depth = 4 if name == "avgpool" else 0 if name == "conv1" else int(name.removeprefix("layer"))
     for k in range(depth + 1, 5):
-        _set_module(model, f"layer{k}", nn.Identity())
+        set_module(model, f"layer{k}", nn.Identity())
     if depth == 0:
         model.maxpool = nn.Identity()
     model.fc = nn.Linear(spec.cut(name).channels, n_classes)
@@ -396,13 +391,6 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"could not read {len(errors)} image(s), e.g. {errors[0][1]}")
             yield torch.as_tensor(indices), images
 
-    @staticmethod
-    def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        if x.ndim == 4 and device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
     def _forward(
         self, model: nn.Module, loader: DataLoader, device: torch.device
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -410,7 +398,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         idx, out = [], []
         for indices, images in self._images(loader):
             with autocast(device):
-                out.append(model(self._to_device(images, device)).float().cpu())
+                out.append(model(to_device(images, device)).float().cpu())
             idx.append(indices)
         return idx, out
 
@@ -420,12 +408,12 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The activations entering the head (eval mode), by running ``model`` with its head replaced by Identity."""
         original = model.get_submodule(head)
-        _set_module(model, head, nn.Identity())
+        set_module(model, head, nn.Identity())
         model.eval()
         try:
             idx, out = self._forward(model, loader, device)
         finally:
-            _set_module(model, head, original)
+            set_module(model, head, original)
         return torch.cat(idx), torch.cat(out)
 
     def _precompute(self, model, adaptation, items, X, eval_transform, seed) -> torch.Tensor:
@@ -443,9 +431,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
                 num_workers=self.num_workers, random_state=seed, verbose=self.verbose,
             )
             return torch.from_numpy(np.asarray(fz.fit_transform(X), dtype=np.float32))
-        model.to(self.device_)
-        if self.device_.type == "cuda":
-            model.to(memory_format=torch.channels_last)
+        prepare(model, self.device_)
         loader = self._loader(items, eval_transform, range(len(items)), self.device_)
         idx, feats = self._head_inputs(model, adaptation.head, loader, self.device_)
         return feats[torch.argsort(idx)]
@@ -470,7 +456,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     def _run_epoch(self, net, opt, batches, y, batch_transform, epoch) -> tuple[float, float]:
         total, correct, n = 0.0, 0, 0
         for step, (indices, x) in enumerate(batches(), 1):
-            x, target = self._to_device(x, self.device_), y[indices].to(self.device_)
+            x, target = to_device(x, self.device_), y[indices].to(self.device_)
             hard = target
             if batch_transform is not None:
                 x, target = batch_transform(x, F.one_hot(target, len(self.classes_)).float())
@@ -496,7 +482,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         for indices, x in batches():
             target = y[indices].to(self.device_)
             with autocast(self.device_):
-                logits = net(self._to_device(x, self.device_))
+                logits = net(to_device(x, self.device_))
             total += _loss(logits, target).item() * len(target)
             correct += int((logits.argmax(1) == target).sum())
             n += len(target)
@@ -574,7 +560,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.spec_ = spec
         self.weights_ = resolve_weights(spec, self.weights, random_state=seed)
         size = self._image_size(self.weights_)
-        eval_transform = self.weights_.preprocessing.with_size(size).transform()
+        eval_transform = self.weights_.preprocessing.with_size(size)
         train_transform, batch_transform = get_augmentation(self.augment, self.weights_.preprocessing, size)
         train_idx, val_idx = self._split(y_enc, seed)
 
@@ -605,9 +591,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
                 else:
                     self.training_path_ = "forward"
                     self.precompute_time_s_ = 0.0
-                    model.to(self.device_)
-                    if self.device_.type == "cuda":
-                        model.to(memory_format=torch.channels_last)
+                    prepare(model, self.device_)
                     train_loader = self._loader(
                         items, train_transform, train_idx, self.device_, shuffle=True, generator=generator
                     )
@@ -659,7 +643,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         items = as_items(X)
         device = resolve_device(self.device)
         size = self._image_size(self.weights_)
-        loader = self._loader(items, self.weights_.preprocessing.with_size(size).transform(), range(len(items)), device)
+        loader = self._loader(items, self.weights_.preprocessing.with_size(size), range(len(items)), device)
         model = self.model_.to(device).eval()
         try:
             idx, out = self._forward(model, loader, device)

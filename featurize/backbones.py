@@ -26,6 +26,7 @@ __all__ = [
     "list_cut_points",
     "cut_point_table",
     "spatial_sizes",
+    "set_module",
 ]
 
 
@@ -109,6 +110,12 @@ class BackboneSpec:
     def index(self, name: str) -> int:
         """Depth rank of a cut point (0 = shallowest)."""
         return self.cut_points.index(self.cut(name))
+
+
+def set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted ``path`` (``layer4``, ``features.30``) by ``module``."""
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
 def _resnet_paths(model: nn.Module) -> list[tuple[str, str]]:

@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from featurize.backbones import CutPoint
-from featurize.devices import autocast
+from featurize.devices import autocast, prepare, to_device
 from featurize.images import ImageDataset, collate_skipping
 
-__all__ = ["POOLINGS", "parse_pooling", "pooling_label", "pooled_dim", "pool", "MultiCutExtractor", "Batch", "iter_features"]
+__all__ = ["StopForward", "POOLINGS", "parse_pooling", "pooling_label", "pooled_dim", "pool", "MultiCutExtractor", "Batch", "iter_features"]
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,12 @@ def pool(x: torch.Tensor, pooling: str, spatial: bool = True) -> torch.Tensor:
     return F.adaptive_avg_pool2d(x, k).flatten(1)
 
 
-class _StopForward(Exception):
-    """Raised by the deepest hook to end the forward pass early."""
+class StopForward(Exception):
+    """Raised by a forward hook to end the forward pass early; ``output`` carries what the hook wants returned."""
+
+    def __init__(self, output: object = None) -> None:
+        super().__init__()
+        self.output = output
 
 
 class MultiCutExtractor:
@@ -141,7 +145,7 @@ class MultiCutExtractor:
                 out[name] = pool(output, self.pooling, spatial)
                 remaining.discard(name)
                 if not remaining:
-                    raise _StopForward
+                    raise StopForward
 
             return fn
 
@@ -150,7 +154,7 @@ class MultiCutExtractor:
         ]
         try:
             self.model(x)
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             for h in handles:
@@ -221,18 +225,14 @@ def iter_features(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = prepare(model, device)
     extractor = MultiCutExtractor(model, cuts, pooling)
     with tqdm(total=len(dataset), unit="img", desc="featurize", disable=not verbose) as bar, torch.inference_mode():
         for idx, images, errors in loader:
             features: dict[str, list[np.ndarray]] = {c.name: [] for c in cuts}
             groups = [images] if isinstance(images, torch.Tensor) else [t[None] for t in images or []]
             for group in groups:
-                group = group.to(device, non_blocking=True)
-                if device.type == "cuda":
-                    group = group.contiguous(memory_format=torch.channels_last)
+                group = to_device(group, device)
                 with autocast(device, amp):
                     pooled = extractor(group)
                 for name, tensor in pooled.items():

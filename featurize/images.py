@@ -12,7 +12,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["as_items", "describe", "content_key", "load_image", "ImageDataset", "collate_skipping"]
+__all__ = ["IMAGE_EXTENSIONS", "as_items", "describe", "content_key", "load_image", "ImageDataset", "collate_skipping"]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+"""File extensions read as images when listing folders."""
 
 
 def as_items(X: object) -> Sequence:

@@ -231,7 +231,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
             model,
             [self.spec_.cut(c) for c in cuts],
             self.pooling,
-            self.preprocessing_.transform(),
+            self.preprocessing_,
             indices=indices,
             batch_size=self.batch_size,
             device=self.device_,

@@ -79,10 +79,6 @@ class Preprocessing:
         image = F.convert_image_dtype(image, torch.float)
         return F.normalize(image, mean=list(self.mean), std=list(self.std))
 
-    def transform(self) -> "Preprocessing":
-        """The callable preprocessing (this object), for use in ``Compose`` or a Dataset."""
-        return self
-
     def identity(self) -> str:
         """A stable string describing this preprocessing (part of cache keys)."""
         mean = ",".join(f"{m:.4f}" for m in self.mean)

@@ -31,7 +31,7 @@ from classifiers.heads import list_heads, make_head, pixels_baseline
 from featurize import CNNFeaturizer, get_backbone_spec, list_backbones, resolve_weights
 from featurize.devices import resolve_device
 from featurize.images import load_image
-from featurize.weights import weights_file
+from pipelines.cli import HelpFormatter, resolve_backbone_weights
 from pipelines.datasets import ImageSet, default_data_dir, load_dataset
 from pipelines.splits import Split, parse_train_sizes, repeated_splits
 
@@ -136,50 +136,6 @@ def _cuts_for(config: CompareConfig, backbone: str) -> list[str]:
     if config.cuts and backbone in config.cuts:
         return list(config.cuts[backbone])
     return list(DEFAULT_CUTS[get_backbone_spec(backbone).family])
-
-
-def resolve_backbone_weights(backbone: str, weights: str, weights_dir: str | None = None) -> object:
-    """The ``weights`` argument to give featurizers and fine-tuners for one backbone.
-
-    Parameters
-    ----------
-    backbone : str
-        Backbone name.
-    weights : str
-        ``"auto"`` (pretrained when obtainable, else random init — flagged in every output), ``"none"``,
-        ``"DEFAULT"``/an enum name (must be obtainable) or a ``.pth`` path.
-    weights_dir : str, optional
-        Folder holding torchvision weight files under their own names (``resnet18-f37072fd.pth``).
-
-    Returns
-    -------
-    str, path or None
-        ``None`` means random init.
-
-    Raises
-    ------
-    FileNotFoundError
-        When explicitly requested pretrained weights cannot be found; the message names the file and the folder.
-    """
-    spec = get_backbone_spec(backbone)
-    if weights.lower() == "none":
-        return None
-    if weights_dir is not None:
-        name = "DEFAULT" if weights.lower() == "auto" else weights
-        enum = resolve_weights(spec, name).enum
-        path = Path(weights_dir).expanduser() / os.path.basename(enum.url)
-        if not path.is_file():
-            raise FileNotFoundError(f"--weights-dir: {path} does not exist (expected {path.name} for {backbone})")
-        return str(path)
-    if weights.lower() != "auto":
-        weights_file(resolve_weights(spec, weights))
-        return weights
-    try:
-        weights_file(resolve_weights(spec, "DEFAULT"))
-    except FileNotFoundError as exc:
-        log.warning("%s: pretrained weights unavailable (%s) — falling back to RANDOM-INIT weights", backbone, exc)
-        return None
-    return "DEFAULT"
 
 
 def _environment() -> dict:
@@ -436,13 +392,6 @@ def _run_finetuning(config, imageset, splits, methods, weights, identities, pret
         )
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except ``None`` ones (their help says what happens)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m pipelines.compare`` argument parser."""
     d = CompareConfig()
@@ -453,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
             "repeated paired splits; write results.csv, predictions.csv, summary.md, report.html, plots and "
             "manifest.json into --out. Every accuracy is reported with n and a 95% CI."
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--dataset", default=d.dataset,
                    help="'demo' (embedded, generated on first use), 'hymenoptera' (downloaded once), an ImageFolder "

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from featurize.images import IMAGE_EXTENSIONS
+from featurize.weights import file_sha256
 from pipelines.demo import generate_demo
-from pipelines.download import ChecksumError, DownloadError, download_file, safe_extract, sha256sum
+from pipelines.download import ChecksumError, DownloadError, download_file, safe_extract
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -30,7 +32,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 HYMENOPTERA_CLASSES = ("ants", "bees")
 HYMENOPTERA_VAL_SIZE = 153
@@ -353,7 +354,7 @@ def fetch_hymenoptera(data_dir: str | Path | None = None, url: str | None = None
                     f"{exc}. It differs from the sha256 recorded in {manifest_path} on first use; "
                     "delete that manifest to accept a new version of the dataset."
                 ) from exc
-        actual = sha256sum(zip_path)
+        actual = file_sha256(zip_path)
         if recorded is not None and actual != recorded:
             raise ChecksumError(
                 f"{zip_path} has sha256 {actual}, but {manifest_path} recorded {recorded} on first use; delete the zip "

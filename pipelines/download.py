@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -16,7 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-__all__ = ["DownloadError", "ChecksumError", "download_file", "safe_extract", "sha256sum"]
+from featurize.weights import file_sha256
+
+__all__ = ["DownloadError", "ChecksumError", "download_file", "safe_extract"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +35,6 @@ class ChecksumError(ValueError):
 
 class _Incomplete(Exception):
     """The server closed the connection before sending every byte it announced."""
-
-
-def sha256sum(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_file(
@@ -104,7 +96,7 @@ def download_file(
                 ) from exc
             logger.warning("connection lost while downloading %s (%s); resuming from byte %d", url, exc, have)
     if expected_sha256 is not None:
-        actual = sha256sum(part)
+        actual = file_sha256(part)
         if actual != expected_sha256.lower():
             part.unlink()
             raise ChecksumError(

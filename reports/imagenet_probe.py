@@ -45,7 +45,7 @@ def views(image: Image.Image, size: int = 224, crop_fraction: float = 0.5) -> di
 
 
 def _to_tensor(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
-    return Preprocessing(None, None, prep.mean, prep.std, prep.interpolation).transform()(image)
+    return Preprocessing(None, None, prep.mean, prep.std, prep.interpolation)(image)
 
 
 def probe_images(

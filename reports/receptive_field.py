@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from featurize.backbones import BackboneSpec, get_backbone_spec
+from featurize.backbones import BackboneSpec, get_backbone_spec, set_module
+from featurize.extract import StopForward
 
 __all__ = [
     "ReceptiveField",
@@ -155,11 +156,6 @@ def receptive_field_table(backbone: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, new)
-
-
 def linearized_copy(model: nn.Module) -> nn.Module:
     """A copy of a CNN whose input gradients cannot cancel: the tool of the receptive-field measurement.
 
@@ -185,29 +181,23 @@ def linearized_copy(model: nn.Module) -> nn.Module:
                 mod.weight.fill_(1.0)
                 mod.bias.zero_()
         elif isinstance(mod, nn.ReLU):
-            _set_module(model, name, nn.Identity())
+            set_module(model, name, nn.Identity())
         elif isinstance(mod, nn.MaxPool2d):
-            _set_module(
+            set_module(
                 model, name, nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode)
             )
     return model
 
 
-class _Stop(Exception):
-    def __init__(self, output: torch.Tensor) -> None:
-        super().__init__()
-        self.output = output
-
-
 def forward_to(model: nn.Module, module: str, x: torch.Tensor) -> torch.Tensor:
     """Run a model up to a module and return that module's output (the rest of the forward is skipped)."""
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
-        raise _Stop(out)
+        raise StopForward(out)
 
     handle = model.get_submodule(module).register_forward_hook(hook)
     try:
         model(x)
-    except _Stop as stop:
+    except StopForward as stop:
         return stop.output
     finally:
         handle.remove()

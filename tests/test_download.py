@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from pipelines import datasets
-from pipelines.download import ChecksumError, DownloadError, download_file, safe_extract, sha256sum
+from pipelines.download import ChecksumError, DownloadError, download_file, safe_extract
+from featurize.weights import file_sha256
 
 
 def _png(seed: int) -> bytes:
@@ -101,7 +102,7 @@ def test_download_file_writes_and_verifies(server, tmp_path):
     dest = download_file(server.url("/f.bin"), tmp_path / "sub" / "f.bin", expected_sha256=None, progress=False)
     assert dest.read_bytes() == payload
     assert not (tmp_path / "sub" / "f.bin.part").exists()
-    digest = sha256sum(dest)
+    digest = file_sha256(dest)
     dest.unlink()
     download_file(server.url("/f.bin"), dest, expected_sha256=digest.upper(), progress=False)
     assert dest.read_bytes() == payload
@@ -206,7 +207,7 @@ def test_hymenoptera_download_extract_and_reuse(server, tmp_path, monkeypatch, h
     assert imageset.class_counts("val") == {"ants": 70, "bees": 83}
     assert imageset.class_counts("train") == {"ants": 3, "bees": 3}
     manifest = json.loads((tmp_path / "hymenoptera" / "manifest.json").read_text())
-    assert manifest["sha256"] == sha256sum(tmp_path / "hymenoptera" / "hymenoptera_data.zip") and manifest["complete"]
+    assert manifest["sha256"] == file_sha256(tmp_path / "hymenoptera" / "hymenoptera_data.zip") and manifest["complete"]
     n_requests = len(server.requests)
     again = datasets.load_dataset("hymenoptera", tmp_path, verbose=False)
     assert again.items == imageset.items and len(server.requests) == n_requests

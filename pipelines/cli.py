@@ -1,0 +1,147 @@
+"""The vocabulary every ``python -m`` command of the project shares: weights, sizes, device, seed, quiet, exit codes.
+
+One meaning for each option everywhere: ``--weights auto`` (the default of every command) uses the pretrained
+ImageNet weights when they are cached or downloadable and otherwise runs with random-init weights, flagged in every
+output; ``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be obtainable; a ``.pth`` path is
+a local file.  Errors a user can fix (bad input, missing weights or data) print ``error: …`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from featurize.backbones import get_backbone_spec
+from featurize.weights import resolve_weights, weights_file
+
+__all__ = [
+    "EXIT_ERROR",
+    "HelpFormatter",
+    "add_common_arguments",
+    "add_weights_arguments",
+    "image_size",
+    "resolve_backbone_weights",
+    "run_cli",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_ERROR = 2
+"""Exit status of a command stopped by an error the user can fix (the message says how)."""
+
+WEIGHTS_HELP = ("'auto' (ImageNet weights when cached or downloadable, else random init, flagged in every output), "
+                "'none' (random init), 'DEFAULT' or an enum name (must be obtainable), or a .pth path")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except ``None`` ones (their help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def image_size(text: str) -> int | str | None:
+    """argparse type of a crop side: a positive integer, ``auto`` (the weights' own) or ``none`` (full image)."""
+    lowered = text.lower()
+    if lowered in ("auto", "none"):
+        return "auto" if lowered == "auto" else None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"image size must be a positive integer, 'auto' or 'none'; got {text!r}")
+    return value
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--weights`` (default ``auto``) and ``--weights-dir``."""
+    parser.add_argument("--weights", default="auto", help=WEIGHTS_HELP)
+    parser.add_argument("--weights-dir", default=None,
+                        help="folder holding torchvision weight files under their own names (resnet18-f37072fd.pth)")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, seed_help: str = "base seed") -> None:
+    """``--device``, ``--seed`` and ``--quiet``."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: str | None = None) -> object:
+    """The ``weights`` argument to give featurizers and fine-tuners for one backbone.
+
+    Parameters
+    ----------
+    backbone : str
+        Backbone name.
+    weights : str or None
+        ``"auto"`` (pretrained when obtainable, else random init — flagged in every output), ``"none"``/None,
+        ``"DEFAULT"``/an enum name (must be obtainable) or a ``.pth`` path.
+    weights_dir : str, optional
+        Folder holding torchvision weight files under their own names (``resnet18-f37072fd.pth``).
+
+    Returns
+    -------
+    str, path or None
+        ``None`` means random init.
+
+    Raises
+    ------
+    FileNotFoundError
+        When explicitly requested pretrained weights cannot be found; the message names the file and the folder.
+    """
+    spec = get_backbone_spec(backbone)
+    if weights is None or weights.lower() == "none":
+        return None
+    if weights_dir is not None:
+        name = "DEFAULT" if weights.lower() == "auto" else weights
+        enum = resolve_weights(spec, name).enum
+        path = Path(weights_dir).expanduser() / os.path.basename(enum.url)
+        if not path.is_file():
+            raise FileNotFoundError(f"--weights-dir: {path} does not exist (expected {path.name} for {backbone})")
+        return str(path)
+    if weights.lower() != "auto":
+        weights_file(resolve_weights(spec, weights))
+        return weights
+    try:
+        weights_file(resolve_weights(spec, "DEFAULT"))
+    except FileNotFoundError as exc:
+        log.warning("%s: pretrained weights unavailable (%s) — falling back to RANDOM-INIT weights", backbone, exc)
+        return None
+    return "DEFAULT"
+
+
+def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],
+            argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, set up logging (``--quiet``: warnings only), run ``body`` and map user errors to status 2.
+
+    Parameters
+    ----------
+    parser : ArgumentParser
+        The command's parser (with ``--quiet``).
+    body : callable
+        Takes the parsed arguments, returns the exit status.
+    argv : sequence of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        ``body``'s status, or :data:`EXIT_ERROR` after printing ``error: <message>`` for a ``ValueError``,
+        ``FileNotFoundError`` or other ``OSError`` (which include download and checksum errors).
+    """
+    args = parser.parse_args(argv)
+    quiet = bool(getattr(args, "quiet", False))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for package in ("featurize", "classifiers", "pipelines", "reports"):
+        logging.getLogger(package).setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        return body(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
