@@ -2,6 +2,8 @@
 
 ``python -m pipelines.compare`` (no arguments) runs the default comparison on the embedded demo set and writes
 ``results.csv``, ``predictions.csv``, ``summary.md``, ``report.html``, plots and ``manifest.json`` into ``--out``.
+Every finished fit is journaled as it completes (``journal.jsonl``): the same command run again after a crash skips
+the finished fits.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -22,41 +24,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
-from classifiers.finetune import FineTunedCNN
-from classifiers.heads import list_heads, make_head, pixels_baseline
-from featurize import CNNFeaturizer, get_backbone_spec, list_backbones, resolve_weights
+from classifiers.heads import pixels_baseline
+from featurize import CNNFeaturizer, ResolvedWeights, get_backbone_spec, list_backbones, resolve_weights
 from featurize.devices import resolve_device
 from featurize.images import load_image
-from pipelines.cli import HelpFormatter, resolve_backbone_weights
+from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
+                           resolve_backbone_weights, run_cli)
 from pipelines.datasets import ImageSet, default_data_dir, load_dataset
+from pipelines.methods import NO_BACKBONE, BuildContext, Method, get_method, list_methods
+from pipelines.results import RESULT_COLUMNS, Fit, FitKey, Journal, tables
 from pipelines.splits import Split, parse_train_sizes, repeated_splits
 
-__all__ = ["CompareConfig", "CompareResult", "FINETUNE_METHODS", "DEFAULT_CUTS", "run_compare", "main"]
+__all__ = ["CompareConfig", "CompareResult", "DEFAULT_CUTS", "RESULT_COLUMNS", "run_compare", "main"]
 
 log = logging.getLogger(__name__)
 
-FINETUNE_METHODS = {"finetune_head": "head", "finetune_last_block": "last_block", "finetune_full": "full"}
-OTHER_METHODS = ("pixels", "scratch")
 DEFAULT_CUTS = {
     "resnet": ("layer2", "layer3", "layer4"),
     "vgg": ("pool3", "pool4", "pool5", "fc7"),
 }
-DEFAULT_METHODS = ("linear_svm", "logistic", "random_forest", "multilayer", "pixels", "finetune_head", "finetune_last_block", "scratch")
+DEFAULT_METHODS = ("linear_svm", "logistic", "random_forest", "multilayer", "pixels", "finetune_head",
+                   "finetune_last_block", "scratch")
 PIXEL_SIZE = 32
-RESULT_COLUMNS = [
-    "dataset", "backbone", "weights", "pretrained", "cut", "pooling", "method", "family", "augment", "train_size",
-    "split", "n_train", "n_test", "n_correct", "accuracy", "balanced_accuracy", "fit_time_s", "predict_time_s",
-    "extract_time_s", "seed",
-]
+_NOT_RESULTS = ("out", "quiet", "command", "restart")
 
 
-def all_methods() -> list[str]:
-    """Every method name ``--methods`` accepts."""
-    return [*list_heads(), *OTHER_METHODS, *FINETUNE_METHODS]
+def _command() -> str:
+    return " ".join([Path(sys.executable).name, "-m", "pipelines.compare", *sys.argv[1:]])
 
 
 @dataclass
@@ -64,7 +60,7 @@ class CompareConfig:
     """Settings of one comparison (the CLI's options; see ``python -m pipelines.compare --help``).
 
     ``cuts`` maps a backbone to its cut points (default per family); ``finetune_backbones`` None fine-tunes the first
-    of ``backbones``, ``["all"]`` every one.
+    of ``backbones``, ``["all"]`` every one.  ``restart`` discards the journal of an earlier run in ``out``.
     """
 
     dataset: str = "demo"
@@ -79,7 +75,7 @@ class CompareConfig:
     weights: str = "auto"
     weights_dir: str | None = None
     pooling: str = "avg"
-    image_size: int | str = "auto"
+    image_size: int | str | None = "auto"
     finetune_image_size: int | str = 160
     epochs: int = 6
     device: str = "auto"
@@ -88,7 +84,8 @@ class CompareConfig:
     out: str = "runs/compare"
     seed: int = 0
     quiet: bool = False
-    command: str = field(default_factory=lambda: " ".join([Path(sys.executable).name, "-m", "pipelines.compare", *sys.argv[1:]]))
+    restart: bool = False
+    command: str = field(default_factory=_command)
 
 
 @dataclass
@@ -102,13 +99,48 @@ class CompareResult:
     paths: dict[str, Path]
 
 
-def _validate(config: CompareConfig) -> None:
+@dataclass
+class BackboneRun:
+    """One backbone of a run: its weights and, when a frozen-feature method needs them, its pooled features."""
+
+    name: str
+    weights: object
+    resolved: ResolvedWeights
+    features: pd.DataFrame | None = None
+    extract_time_per_image: float = 0.0
+
+    def feature_block(self, cut: str) -> pd.DataFrame | np.ndarray:
+        """Features of one cut point (an array), or of all of them (the DataFrame, whose names give the blocks)."""
+        if cut == "all":
+            return self.features
+        return self.features.loc[:, self.features.columns.str.split(".").str[0] == cut].to_numpy()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One fit to run: a method on one split (with a backbone, cut point and augmentation policy where it has them)."""
+
+    method: Method
+    split: Split
+    backbone: str = NO_BACKBONE
+    cut: str = ""
+    augment: str = "none"
+
+    def key(self, pooling: str) -> FitKey:
+        """The journal key of the job."""
+        return FitKey(method=self.method.name, backbone=self.backbone, cut=self.cut,
+                      pooling=pooling if self.method.inputs == "features" else "", augment=self.augment,
+                      train_size=self.split.train_size, split=self.split.split)
+
+
+def validate(config: CompareConfig) -> None:
+    """Check a configuration before any work; errors name the option and the valid values."""
     unknown = [b for b in config.backbones if b not in list_backbones()]
     if unknown:
         raise ValueError(f"--backbones: unknown {unknown}; valid backbones: {', '.join(list_backbones())}")
-    bad = [m for m in config.methods if m not in all_methods()]
+    bad = [m for m in config.methods if m not in list_methods()]
     if bad:
-        raise ValueError(f"--methods: unknown {bad}; valid methods: {', '.join(all_methods())}")
+        raise ValueError(f"--methods: unknown {bad}; valid methods: {', '.join(list_methods())}")
     for backbone, cuts in (config.cuts or {}).items():
         if backbone not in config.backbones:
             raise ValueError(f"--cuts: {backbone}:{cuts[0]} names a backbone not in --backbones "
@@ -116,7 +148,7 @@ def _validate(config: CompareConfig) -> None:
         spec = get_backbone_spec(backbone)
         for cut in cuts:
             spec.cut(cut)
-    stray = [b for b in _finetune_backbones(config) if b not in config.backbones]
+    stray = [b for b in finetune_backbones(config) if b not in config.backbones]
     if stray:
         raise ValueError(f"--finetune-backbones: {stray} not in --backbones {list(config.backbones)}; fine-tuned "
                          "backbones must be compared too ('all' fine-tunes every one)")
@@ -124,7 +156,7 @@ def _validate(config: CompareConfig) -> None:
         raise ValueError("--splits must be ≥ 1 and --finetune-splits ≥ 0")
 
 
-def _finetune_backbones(config: CompareConfig) -> list[str]:
+def finetune_backbones(config: CompareConfig) -> list[str]:
     """The backbones fine-tuned: ``finetune_backbones`` (``["all"]``: every one), default the first of ``backbones``."""
     if config.finetune_backbones is None:
         return list(config.backbones[:1])
@@ -132,10 +164,29 @@ def _finetune_backbones(config: CompareConfig) -> list[str]:
     return list(config.backbones) if list(chosen) == ["all"] else list(chosen)
 
 
-def _cuts_for(config: CompareConfig, backbone: str) -> list[str]:
+def cuts_for(config: CompareConfig, backbone: str) -> list[str]:
+    """Cut points the frozen-feature heads use on ``backbone``: ``config.cuts`` or the family's defaults."""
     if config.cuts and backbone in config.cuts:
         return list(config.cuts[backbone])
     return list(DEFAULT_CUTS[get_backbone_spec(backbone).family])
+
+
+def plan(config: CompareConfig, splits: Sequence[Split]) -> list[Job]:
+    """Every fit of the run, in the order the tables list them: per split, each method's backbones, cuts, policies."""
+    methods = [get_method(m) for m in config.methods]
+    tuned = finetune_backbones(config)
+    jobs = []
+    for split in splits:
+        for method in methods:
+            if method.costly and split.split >= config.finetune_splits:
+                continue
+            backbones = [NO_BACKBONE] if not method.needs_backbone else tuned if method.costly else config.backbones
+            augments = list(config.augment) if method.augments else [config.augment[0] if method.costly else "none"]
+            for backbone in backbones:
+                cuts = {"each": lambda: cuts_for(config, backbone), "all": lambda: ["all"], "none": lambda: [""]}
+                for cut in cuts[method.cuts]():
+                    jobs += [Job(method, split, backbone, cut, augment) for augment in augments]
+    return jobs
 
 
 def _environment() -> dict:
@@ -155,82 +206,104 @@ def _environment() -> dict:
     }
 
 
-def _row(config, imageset, split: Split, y_pred, *, backbone, weights, pretrained, cut, pooling, method, family,
-         augment, fit_time, predict_time, extract_time) -> dict:
-    y_true = imageset.labels[split.test_idx]
-    correct = int((y_pred == y_true).sum())
-    return {
-        "dataset": imageset.name, "backbone": backbone, "weights": weights, "pretrained": pretrained, "cut": cut,
-        "pooling": pooling, "method": method, "family": family, "augment": augment,
-        "train_size": split.train_size, "split": split.split, "n_train": len(split.train_idx),
-        "n_test": len(split.test_idx), "n_correct": correct, "accuracy": correct / len(y_true),
-        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred), "fit_time_s": fit_time,
-        "predict_time_s": predict_time, "extract_time_s": extract_time, "seed": config.seed,
-    }
-
-
-def _predictions(imageset: ImageSet, split: Split, y_pred, fields: dict) -> pd.DataFrame:
-    classes = np.asarray(imageset.classes)
-    return pd.DataFrame({
-        **{k: fields[k] for k in ("backbone", "cut", "pooling", "method", "augment")},
-        "train_size": split.train_size, "split": split.split,
-        "index": split.test_idx, "y_true": classes[imageset.labels[split.test_idx]], "y_pred": classes[y_pred],
-    })
-
-
-def _fit_predict(estimator, X_train, y_train, X_test) -> tuple[np.ndarray, float, float]:
-    start = time.perf_counter()
-    estimator.fit(X_train, y_train)
-    fit_time = time.perf_counter() - start
-    start = time.perf_counter()
-    y_pred = estimator.predict(X_test)
-    return np.asarray(y_pred), fit_time, time.perf_counter() - start
-
-
-class _Runner:
-    """Accumulates result and prediction rows while the comparison runs."""
-
-    def __init__(self, config: CompareConfig, imageset: ImageSet):
-        self.config = config
-        self.imageset = imageset
-        self.rows: list[dict] = []
-        self.predictions: list[pd.DataFrame] = []
-
-    def record(self, split: Split, y_pred: np.ndarray, **fields) -> None:
-        self.rows.append(_row(self.config, self.imageset, split, y_pred, **fields))
-        self.predictions.append(_predictions(self.imageset, split, y_pred, fields))
-
-
-def _extract(config, imageset, backbone, weights, cache_dir, device) -> tuple[pd.DataFrame, float, CNNFeaturizer]:
-    featurizer = CNNFeaturizer(
-        backbone, layers="all", pooling=config.pooling, weights=weights, image_size=config.image_size,
-        cache=cache_dir, device=device, verbose=not config.quiet,
-    ).set_output(transform="pandas")
-    start = time.perf_counter()
-    features = featurizer.fit().transform(imageset.items)
-    return features, (time.perf_counter() - start) / max(len(imageset.items), 1), featurizer
-
-
-def _unreadable(items: Sequence) -> np.ndarray:
-    """True where an image cannot be decoded; such images are left out of every method, not only the frozen ones."""
+def _decode_all(items: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """One decoding pass over the images: which cannot be read (left out of every method), and the raw-pixel
+    baseline's features of the others (``PIXEL_SIZE``², flattened, in [0, 1]; zeros for unreadable ones)."""
     bad = np.zeros(len(items), dtype=bool)
+    small = np.zeros((len(items), PIXEL_SIZE, PIXEL_SIZE, 3), dtype=np.uint8)
     for i, item in enumerate(items):
         try:
-            load_image(item)
+            small[i] = np.asarray(load_image(item).resize((PIXEL_SIZE, PIXEL_SIZE)))
         except Exception:  # noqa: BLE001 - any decode failure (truncated, not an image, unsupported) drops the image
             bad[i] = True
-    return bad
+    return bad, pixels_baseline(PIXEL_SIZE).fit_transform(small)
 
 
-def _drop_unreadable(imageset: ImageSet, bad: np.ndarray) -> ImageSet:
-    if not bad.any():
-        return imageset
+def _drop(imageset: ImageSet, bad: np.ndarray) -> ImageSet:
     log.warning("dropping %d unreadable image(s): %s", int(bad.sum()), [imageset.items[i] for i in np.flatnonzero(bad)])
     keep = ~bad
     return ImageSet(
         name=imageset.name, items=[p for p, k in zip(imageset.items, keep) if k], labels=imageset.labels[keep],
         classes=imageset.classes, subset=None if imageset.subset is None else imageset.subset[keep], root=imageset.root,
     )
+
+
+def _extract(config: CompareConfig, run: BackboneRun, items: Sequence, cache_dir: Path, device: str) -> None:
+    """Pooled features of every standard cut point of one backbone (cached), and the extraction time per image."""
+    featurizer = CNNFeaturizer(
+        run.name, layers="all", pooling=config.pooling, weights=run.weights, image_size=config.image_size,
+        cache=cache_dir, device=device, verbose=not config.quiet,
+    ).set_output(transform="pandas")
+    start = time.perf_counter()
+    run.features = featurizer.fit().transform(items)
+    run.extract_time_per_image = (time.perf_counter() - start) / max(len(items), 1)
+
+
+class _Runner:
+    """Runs the jobs of a comparison, journaling each finished fit."""
+
+    def __init__(self, config: CompareConfig, imageset: ImageSet, runs: dict[str, BackboneRun], pixels: np.ndarray,
+                 cache_dir: Path, device: str):
+        self.config = config
+        self.imageset = imageset
+        self.runs = runs
+        self.pixels = pixels
+        self.settings = {"epochs": config.epochs, "finetune_image_size": config.finetune_image_size,
+                         "cache_dir": cache_dir, "device": device, "seed": config.seed}
+
+    def _inputs(self, job: Job) -> tuple[object, object, float]:
+        """Training and test inputs of a job, and the share of the extraction time its images cost."""
+        split, items = job.split, np.asarray(self.imageset.items, dtype=object)
+        if job.method.inputs == "pixels":
+            return self.pixels[split.train_idx], self.pixels[split.test_idx], 0.0
+        if job.method.inputs == "images":
+            return items[split.train_idx], items[split.test_idx], 0.0
+        run = self.runs[job.backbone]
+        X = run.feature_block(job.cut)
+        take = (lambda idx: X.iloc[idx]) if hasattr(X, "iloc") else (lambda idx: X[idx])
+        n_images = len(split.train_idx) + len(np.unique(split.test_idx))
+        return take(split.train_idx), take(split.test_idx), run.extract_time_per_image * n_images
+
+    def run(self, job: Job) -> Fit:
+        """Fit the job's estimator on its split's training images and predict its test images."""
+        method, split = job.method, job.split
+        run = self.runs.get(job.backbone)
+        if method.random_init:
+            weights, resolved = None, resolve_weights(get_backbone_spec(job.backbone), None, self.config.seed)
+        else:
+            weights, resolved = (run.weights, run.resolved) if run else ("none", None)
+        context = BuildContext(backbone=job.backbone if method.needs_backbone else None, weights=weights, augment=job.augment,
+                               n_per_class=len(split.train_idx) // len(self.imageset.classes), seed=self.config.seed,
+                               settings=self.settings)
+        estimator = method.build(context)
+        X_train, X_test, extract_time = self._inputs(job)
+        start = time.perf_counter()
+        estimator.fit(X_train, self.imageset.labels[split.train_idx])
+        fit_time = time.perf_counter() - start
+        start = time.perf_counter()
+        y_pred = np.asarray(estimator.predict(X_test))
+        return Fit(key=job.key(self.config.pooling), family=method.family,
+                   weights=resolved.identity if resolved else "none",
+                   pretrained=resolved.pretrained if resolved else None, y_pred=y_pred, fit_time_s=fit_time,
+                   predict_time_s=time.perf_counter() - start, extract_time_s=extract_time, seed=self.config.seed)
+
+
+def _results_config(config: CompareConfig) -> dict:
+    """The configuration fields that determine the results (what a journal must match to be resumed)."""
+    return {k: v for k, v in asdict(config).items() if k not in _NOT_RESULTS}
+
+
+def _progress(jobs: list[Job], journal: Journal, pooling: str, quiet: bool) -> Iterator[Job]:
+    """The jobs still to run, with a progress bar that counts the journaled ones as done (and says so)."""
+    todo = [job for job in jobs if job.key(pooling) not in journal]
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log.info("%d of %d fits already finished in an earlier run: skipped", skipped, len(jobs))
+    with tqdm(total=len(jobs), initial=skipped, desc="fits", unit="fit", disable=quiet) as bar:
+        for job in todo:
+            bar.set_postfix_str(f"{job.method.name} {job.backbone} {job.cut}".strip())
+            yield job
+            bar.update()
 
 
 def run_compare(config: CompareConfig) -> CompareResult:
@@ -247,76 +320,42 @@ def run_compare(config: CompareConfig) -> CompareResult:
     Raises
     ------
     ValueError
-        For unknown backbones, cut points or methods, or train sizes the dataset cannot provide.
+        For unknown backbones, cut points or methods, train sizes the dataset cannot provide, or an output folder
+        holding the journal of another configuration (``restart`` discards it).
     FileNotFoundError
         When explicitly requested pretrained weights are missing.
     """
     from reports.compare_report import summary_table, write_report
 
-    _validate(config)
+    validate(config)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     wall = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out, _results_config(config), restart=config.restart)
     data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     cache_dir = Path(config.cache_dir) if config.cache_dir else data_dir / "features"
     device = str(resolve_device(config.device))
     imageset = load_dataset(config.dataset, data_dir=data_dir, verbose=not config.quiet)
-    bad = _unreadable(imageset.items)
+    bad, pixels = _decode_all(imageset.items)
     unreadable = [str(imageset.items[i]) for i in np.flatnonzero(bad)]
-    imageset = _drop_unreadable(imageset, bad)
-    methods = list(config.methods)
-    frozen_heads = [m for m in methods if m in list_heads()]
-    finetunes = [m for m in methods if m in FINETUNE_METHODS or m == "scratch"]
+    if bad.any():
+        imageset, pixels = _drop(imageset, bad), pixels[~bad]
 
-    weights = {b: resolve_backbone_weights(b, config.weights, config.weights_dir) for b in config.backbones}
-    features, per_image, featurizers = {}, {}, {}
-    if frozen_heads:
-        for backbone in config.backbones:
-            features[backbone], per_image[backbone], featurizers[backbone] = _extract(
-                config, imageset, backbone, weights[backbone], cache_dir, device
-            )
-    identities = {b: resolve_weights(get_backbone_spec(b), w).identity for b, w in weights.items()}
-    pretrained = {b: w is not None for b, w in weights.items()}
-
-    runner = _Runner(config, imageset)
+    runs = {}
+    for backbone in config.backbones:
+        weights = resolve_backbone_weights(backbone, config.weights, config.weights_dir)
+        runs[backbone] = BackboneRun(backbone, weights, resolve_weights(get_backbone_spec(backbone), weights))
     splits = list(repeated_splits(imageset, config.train_sizes, config.splits, config.seed))
-    jobs = len(splits) * (len(config.backbones) * len(frozen_heads) + ("pixels" in methods))
-    bar = tqdm(total=jobs, desc="classical heads", unit="fit", disable=config.quiet)
-    pixels = _pixel_features(imageset.items) if "pixels" in methods else None
-    for split in splits:
-        y_train = imageset.labels[split.train_idx]
-        if pixels is not None:
-            y_pred, fit_t, pred_t = _fit_predict(make_head("logistic"), pixels[split.train_idx], y_train, pixels[split.test_idx])
-            runner.record(split, y_pred, backbone="none (raw pixels)", weights="none", pretrained=None, cut="", pooling="",
-                          method="pixels", family="pixels", augment="none", fit_time=fit_t, predict_time=pred_t,
-                          extract_time=0.0)
-            bar.update()
-        for backbone in config.backbones if frozen_heads else ():
-            frame = features[backbone]
-            blocks = frame.columns.str.split(".").str[0]
-            extract_t = per_image[backbone] * (len(split.train_idx) + len(np.unique(split.test_idx)))
-            for method in frozen_heads:
-                cuts = ["all"] if method == "multilayer" else _cuts_for(config, backbone)
-                for cut in cuts:
-                    X = frame if cut == "all" else frame.loc[:, blocks == cut]
-                    X = X if method == "multilayer" else X.to_numpy()
-                    y_pred, fit_t, pred_t = _fit_predict(
-                        make_head(method, random_state=config.seed),
-                        _take(X, split.train_idx), y_train, _take(X, split.test_idx),
-                    )
-                    runner.record(split, y_pred, backbone=backbone, weights=identities[backbone],
-                                  pretrained=pretrained[backbone], cut=cut, pooling=config.pooling, method=method,
-                                  family="frozen", augment="none", fit_time=fit_t, predict_time=pred_t,
-                                  extract_time=extract_t)
-                bar.update()
-    bar.close()
+    jobs = plan(config, splits)
+    pending = [job for job in jobs if job.key(config.pooling) not in journal]
+    for backbone in {job.backbone for job in pending if job.method.inputs == "features"}:
+        _extract(config, runs[backbone], imageset.items, cache_dir, device)
 
-    if finetunes and config.finetune_splits:
-        _run_finetuning(config, imageset, splits, finetunes, weights, identities, pretrained, cache_dir, device, runner)
-
-    results = pd.DataFrame(runner.rows, columns=RESULT_COLUMNS)
-    predictions = pd.concat(runner.predictions, ignore_index=True) if runner.predictions else pd.DataFrame()
+    runner = _Runner(config, imageset, runs, pixels, cache_dir, device)
+    for job in _progress(jobs, journal, config.pooling, config.quiet):
+        journal.record(runner.run(job))
+    fits = [journal.fits[job.key(config.pooling)] for job in jobs]
+    results, predictions = tables(fits, imageset, {(s.train_size, s.split): s for s in splits})
     meta = {
         "dataset": imageset.name,
         "dataset_root": str(imageset.root),
@@ -326,13 +365,14 @@ def run_compare(config: CompareConfig) -> CompareResult:
         "class_counts": {k: int(v) for k, v in imageset.class_counts().items()},
         "unreadable_images": unreadable,
         "seeds": {"base": config.seed, "splits": config.splits, "finetune_splits": config.finetune_splits},
-        "weights": identities,
-        "weights_labels": {b: featurizers[b].weights_.label for b in featurizers},
-        "pretrained": pretrained,
+        "weights": {b: run.resolved.identity for b, run in runs.items()},
+        "weights_labels": {b: run.resolved.label for b, run in runs.items()},
+        "pretrained": {b: run.weights is not None for b, run in runs.items()},
         "device": device,
         "command": config.command,
         "config": {k: v for k, v in asdict(config).items() if k != "command"},
         "environment": _environment(),
+        "resumed_fits": len(jobs) - len(pending),
         "started": started,
     }
     results.to_csv(out / "results.csv", index=False)
@@ -347,53 +387,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
     return CompareResult(results, predictions, meta, paths)
 
 
-def _pixel_features(paths: Sequence[str]) -> np.ndarray:
-    """Raw-pixel baseline features: every image resized to PIXEL_SIZE², flattened, in [0, 1]."""
-    images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((PIXEL_SIZE, PIXEL_SIZE))) for p in paths])
-    return pixels_baseline(PIXEL_SIZE).fit_transform(images)
-
-
-def _take(X, idx):
-    return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
-
-
-def _run_finetuning(config, imageset, splits, methods, weights, identities, pretrained, cache_dir, device, runner):
-    backbones = _finetune_backbones(config)
-    chosen = [s for s in splits if s.split < config.finetune_splits]
-    jobs = [(s, b, m, a) for s in chosen for b in backbones for m in methods for a in config.augment
-            if not (m == "scratch" and a != config.augment[0])]
-    items = np.asarray(imageset.items, dtype=object)
-    for split, backbone, method, augment in tqdm(jobs, desc="fine-tuning", unit="fit", disable=config.quiet):
-        scratch = method == "scratch"
-        per_class = len(split.train_idx) / len(imageset.classes)
-        estimator = FineTunedCNN(
-            backbone=backbone,
-            weights=None if scratch else weights[backbone],
-            strategy="full" if scratch else FINETUNE_METHODS[method],
-            augment=augment,
-            epochs=config.epochs * (2 if scratch else 1),
-            lr=1e-3,
-            image_size=config.finetune_image_size,
-            validation_fraction=0.2 if per_class >= 10 else None,
-            patience=3,
-            cache=cache_dir,
-            device=device,
-            random_state=config.seed,
-        )
-        y_pred, fit_t, pred_t = _fit_predict(
-            estimator, items[split.train_idx], imageset.labels[split.train_idx], items[split.test_idx]
-        )
-        runner.record(
-            split, y_pred, backbone=backbone,
-            weights=resolve_weights(get_backbone_spec(backbone), None, config.seed).identity if scratch else identities[backbone],
-            pretrained=False if scratch else pretrained[backbone], cut="", pooling="", method=method,
-            family="scratch" if scratch else "finetune", augment=augment, fit_time=fit_t, predict_time=pred_t,
-            extract_time=0.0,
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m pipelines.compare`` argument parser."""
+    """The ``python -m pipelines.compare`` argument parser (its option names are :class:`CompareConfig`'s fields)."""
     d = CompareConfig()
     p = argparse.ArgumentParser(
         prog="python -m pipelines.compare",
@@ -412,8 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut points for the classical heads, e.g. layer3 layer4 or resnet18:layer3 vgg16:fc7 "
                         "(default: resnet layer2 layer3 layer4; vgg pool3 pool4 pool5 fc7)")
     p.add_argument("--methods", nargs="+", default=list(d.methods), metavar="METHOD",
-                   help=f"from {', '.join(all_methods())}; 'pixels' = logistic regression on 32x32 pixels, "
-                        "'scratch' = the whole network trained from random init")
+                   help="; ".join(f"'{m}' = {get_method(m).description}" for m in list_methods()))
     p.add_argument("--augment", nargs="+", default=list(d.augment),
                    help="augmentation policies for fine-tuning (none, flip_crop, strong, mixup, flip_crop+mixup, …)")
     p.add_argument("--train-sizes", nargs="+", default=[str(s) for s in d.train_sizes],
@@ -425,63 +419,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-backbones", nargs="+", default=None,
                    help="backbones that are fine-tuned ('all' for every --backbones entry; default: the first "
                         "--backbones entry)")
-    p.add_argument("--weights", default=d.weights,
-                   help="'auto' (ImageNet weights when cached or downloadable, else random init, flagged in every "
-                        "output), 'DEFAULT' or an enum name (required), 'none' (random init) or a .pth path")
-    p.add_argument("--weights-dir", default=None, help="folder holding torchvision weight files under their own names")
+    add_weights_arguments(p)
     p.add_argument("--pooling", default=d.pooling, help="avg, max, avgmax, flatten or grid:k")
-    p.add_argument("--image-size", default=str(d.image_size), help="feature extraction crop size, or 'auto'")
-    p.add_argument("--finetune-image-size", default=str(d.finetune_image_size),
+    p.add_argument("--image-size", type=image_size, default=d.image_size,
+                   help="feature extraction crop size, 'auto' or 'none'")
+    p.add_argument("--finetune-image-size", type=image_size, default=d.finetune_image_size,
                    help="fine-tuning crop size ('auto' = the weights' 224); smaller is much faster on a CPU")
     p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs (from scratch: twice this)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--data-dir", default=None, help="where datasets live (default $CNN_TRANSFER_DATA or "
                    "~/.cache/cnn-transfer)")
     p.add_argument("--cache-dir", default=None, help="HDF5 feature cache directory (default <data-dir>/features)")
     p.add_argument("--out", default=d.out, help="output folder")
-    p.add_argument("--seed", type=int, default=d.seed, help="base seed of splits and models")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the finished fits journaled in --out by an earlier run of another configuration")
+    add_common_arguments(p, seed_help="base seed of splits and models")
     return p
 
 
-def _size(value: str) -> int | str:
-    return value if value == "auto" else int(value)
+def _cut_map(cuts: Sequence[str] | None, backbones: Sequence[str]) -> dict[str, list[str]] | None:
+    """``--cuts`` as backbone → cut points: ``B:CUT`` entries for that backbone, plain entries for every backbone."""
+    if not cuts:
+        return None
+    plain = [c for c in cuts if ":" not in c]
+    out = {}
+    for backbone in dict.fromkeys([*backbones, *(c.split(":", 1)[0] for c in cuts if ":" in c)]):
+        chosen = list(dict.fromkeys([*(c.split(":", 1)[1] for c in cuts if c.startswith(f"{backbone}:")), *plain]))
+        if chosen:
+            out[backbone] = chosen
+    return out
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
-    """Turn parsed CLI arguments into a :class:`CompareConfig`."""
-    cuts = None
-    if args.cuts:
-        cuts = {}
-        plain = [c for c in args.cuts if ":" not in c]
-        for backbone in dict.fromkeys([*args.backbones, *(c.split(":", 1)[0] for c in args.cuts if ":" in c)]):
-            named = [c.split(":", 1)[1] for c in args.cuts if c.startswith(f"{backbone}:")]
-            chosen = list(dict.fromkeys([*named, *plain]))
-            if chosen:
-                cuts[backbone] = chosen
-    return CompareConfig(
-        dataset=args.dataset, backbones=args.backbones, cuts=cuts, methods=args.methods, augment=args.augment,
-        train_sizes=parse_train_sizes(args.train_sizes), splits=args.splits, finetune_splits=args.finetune_splits,
-        finetune_backbones=args.finetune_backbones, weights=args.weights, weights_dir=args.weights_dir,
-        pooling=args.pooling, image_size=_size(args.image_size), finetune_image_size=_size(args.finetune_image_size),
-        epochs=args.epochs, device=args.device, data_dir=args.data_dir, cache_dir=args.cache_dir, out=args.out,
-        seed=args.seed, quiet=args.quiet,
-    )
+    """Turn parsed CLI arguments into a :class:`CompareConfig` (every option is the field of the same name)."""
+    values = {f.name: getattr(args, f.name) for f in fields(CompareConfig) if hasattr(args, f.name)}
+    values.update(cuts=_cut_map(args.cuts, args.backbones), train_sizes=parse_train_sizes(args.train_sizes))
+    return CompareConfig(**values)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pipelines").setLevel(logging.WARNING if args.quiet else logging.INFO)
-    try:
-        result = run_compare(config_from_args(args))
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _main(args: argparse.Namespace) -> int:
     from reports.compare_report import random_init_backbones
     from reports.tables import to_markdown
 
+    result = run_compare(config_from_args(args))
     summary = result.meta["summary"]
     random_init = random_init_backbones(result.results, result.meta)
     if random_init:
@@ -493,6 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(to_markdown(top[["backbone", "cut", "method", "family", "pretrained", "accuracy_95ci", "fit_time_s"]]))
     print(f"\nWall time {result.meta['wall_time_s']:.0f} s. Report: {result.paths['report_html']}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 for an error the user can fix)."""
+    return run_cli(build_parser(), _main, argv)
 
 
 if __name__ == "__main__":

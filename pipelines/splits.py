@@ -33,13 +33,13 @@ class Split:
     test_idx: np.ndarray
 
 
-def parse_train_sizes(values: Iterable[str | int]) -> list[int | str]:
-    """Parse CLI training sizes: positive integers (images per class) or "all"; commas also separate.
+def parse_train_sizes(values: Iterable[str | int] | str | int) -> list[int | str]:
+    """Parse training sizes: positive integers (images per class) or "all"; commas also separate.
 
     Parameters
     ----------
-    values : iterable of str or int
-        E.g. ``["5", "10,20", "all"]``.
+    values : iterable of str or int, or one of them
+        E.g. ``["5", "10,20", "all"]`` or ``[5, 10, "all"]``.
 
     Returns
     -------
@@ -51,6 +51,8 @@ def parse_train_sizes(values: Iterable[str | int]) -> list[int | str]:
     ValueError
         An entry that is neither a positive integer nor "all", or no entry at all.
     """
+    if isinstance(values, (str, Integral)):
+        values = [values]
     sizes: list[int | str] = []
     for value in values:
         for token in str(value).split(","):
@@ -68,22 +70,6 @@ def parse_train_sizes(values: Iterable[str | int]) -> list[int | str]:
                     raise ValueError(f"train_sizes: {size} is not a positive integer (images per class) or 'all'")
             if size not in sizes:
                 sizes.append(size)
-    if not sizes:
-        raise ValueError("train_sizes is empty; give positive integers (images per class) and/or 'all'")
-    return sizes
-
-
-def _check_sizes(train_sizes: Sequence[int | str]) -> list[int | str]:
-    if isinstance(train_sizes, (str, Integral)):
-        train_sizes = [train_sizes]
-    sizes = []
-    for size in train_sizes:
-        if isinstance(size, str) and size.strip().lower() == "all":
-            sizes.append("all")
-        elif isinstance(size, Integral) and not isinstance(size, bool) and size >= 1:
-            sizes.append(int(size))
-        else:
-            raise ValueError(f"train_sizes: {size!r} is neither a positive integer (images per class) nor 'all'")
     if not sizes:
         raise ValueError("train_sizes is empty; give positive integers (images per class) and/or 'all'")
     return sizes
@@ -157,7 +143,7 @@ def repeated_splits(
         Bad ``train_sizes``, ``n_splits`` or ``test_fraction``; a size larger than the images available per class;
         a class without training images or an empty val subset.
     """
-    sizes = _check_sizes(train_sizes)
+    sizes = parse_train_sizes(train_sizes)
     if not isinstance(n_splits, Integral) or isinstance(n_splits, bool) or n_splits < 1:
         raise ValueError(f"n_splits must be a positive integer; got {n_splits!r}")
     if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:

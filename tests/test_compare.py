@@ -96,31 +96,31 @@ def _parse(*argv):
 
 
 def test_cut_options_qualified_for_one_backbone_keep_the_defaults_of_the_others():
-    from pipelines.compare import DEFAULT_CUTS, _cuts_for, _validate
+    from pipelines.compare import DEFAULT_CUTS, cuts_for, validate
 
     config = _parse("--backbones", "resnet18", "vgg16", "--cuts", "vgg16:fc7")
-    assert _cuts_for(config, "vgg16") == ["fc7"]
-    assert _cuts_for(config, "resnet18") == list(DEFAULT_CUTS["resnet"])
+    assert cuts_for(config, "vgg16") == ["fc7"]
+    assert cuts_for(config, "resnet18") == list(DEFAULT_CUTS["resnet"])
     with pytest.raises(ValueError, match="vgg19.*not in --backbones"):
-        _validate(_parse("--backbones", "resnet18", "--cuts", "vgg19:fc7"))
+        validate(_parse("--backbones", "resnet18", "--cuts", "vgg19:fc7"))
     mixed = _parse("--backbones", "resnet18", "--cuts", "resnet18:layer3", "layer4")
-    assert _cuts_for(mixed, "resnet18") == ["layer3", "layer4"]
+    assert cuts_for(mixed, "resnet18") == ["layer3", "layer4"]
 
 
 def test_fine_tuning_follows_the_backbones_asked_for():
-    from pipelines.compare import _finetune_backbones, _validate
+    from pipelines.compare import finetune_backbones, validate
 
-    assert _finetune_backbones(_parse("--backbones", "vgg11", "resnet34")) == ["vgg11"]
-    assert _finetune_backbones(_parse("--backbones", "vgg11", "resnet34", "--finetune-backbones", "all")) == [
+    assert finetune_backbones(_parse("--backbones", "vgg11", "resnet34")) == ["vgg11"]
+    assert finetune_backbones(_parse("--backbones", "vgg11", "resnet34", "--finetune-backbones", "all")) == [
         "vgg11", "resnet34"]
     with pytest.raises(ValueError, match="--finetune-backbones"):
-        _validate(_parse("--backbones", "vgg11", "--finetune-backbones", "resnet18"))
+        validate(_parse("--backbones", "vgg11", "--finetune-backbones", "resnet18"))
     from pipelines.compare import CompareConfig
 
     for every in (["all"], "all"):
         config = CompareConfig(backbones=("vgg11", "resnet34"), finetune_backbones=every)
-        _validate(config)
-        assert _finetune_backbones(config) == ["vgg11", "resnet34"]
+        validate(config)
+        assert finetune_backbones(config) == ["vgg11", "resnet34"]
 
 
 def test_help_is_plain_text():
