@@ -1,4 +1,5 @@
-"""Tables: DataFrames rendered as markdown, CSV and escaped HTML (the one table renderer of each format); accuracy strings; method × cut pivots."""
+"""Tables: DataFrames rendered as markdown, CSV and escaped HTML (the one table renderer of each format); accuracy
+strings; method × cut pivots."""
 
 from __future__ import annotations
 
