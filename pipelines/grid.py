@@ -15,7 +15,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import html
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,9 +32,9 @@ from featurize.backbones import get_backbone_spec, list_backbones
 from featurize.extract import parse_pooling
 from pipelines.datasets import default_data_dir, load_dataset
 from pipelines.download import DownloadError
-from reports.html import banner, html_document
+from reports.grid_report import banner_text, display_table, grid_report
 from reports.stats import mean_ci
-from reports.tables import format_accuracy, to_csv, to_html_table, to_markdown
+from reports.tables import format_accuracy, to_csv
 
 __all__ = ["GridResult", "grid_report", "main", "run_grid"]
 
@@ -236,69 +235,6 @@ def run_grid(
     return GridResult(search=search, table=_table(search, fold_sizes, list(head_params)))
 
 
-def _banner_text(result: GridResult) -> str | None:
-    if result.pretrained:
-        return None
-    return f"WARNING: {result.weights_label}. These accuracies say nothing about transfer learning."
-
-
-def _display(table: pd.DataFrame) -> pd.DataFrame:
-    """Copy of a grid table with head-parameter values as text (``1e-05``, not ``0.000``)."""
-    fixed = {"rank", "cut", "pooling", "accuracy", "ci_low", "ci_high", "accuracy_95ci", "n_per_fold", "n_test",
-             "n_folds", "fit_time_s"}
-    out = table.copy()
-    for column in (c for c in table.columns if c not in fixed):
-        out[column] = [format(v, "g") if isinstance(v, (float, np.floating)) else str(v) for v in table[column]]
-    return out
-
-
-def grid_report(result: GridResult, path_md: str | Path, path_html: str | Path | None = None) -> dict[str, Path]:
-    """Write the grid table as markdown (and HTML), with a banner when the weights are random-init.
-
-    Parameters
-    ----------
-    result : GridResult
-    path_md : path
-        Markdown file.
-    path_html : path, optional
-        Self-contained HTML page.
-
-    Returns
-    -------
-    dict
-        ``{"markdown": Path}`` and ``"html"`` when written.
-    """
-    cnn = result.featurizer
-    best = result.table.iloc[0]
-    clf = type(result.search.best_estimator_.named_steps["head"][-1]).__name__
-    title = f"Grid search: {cnn.spec_.name} features, {clf} head"
-    lines = [
-        f"Weights: {result.weights_label}.",
-        f"Cross-validation: {int(best['n_folds'])}-fold stratified, {int(best['n_test'])} test images over all folds; "
-        "accuracy is the mean over folds with its 95% CI (Student t over folds; Wilson on the pooled counts when all "
-        "folds score the same).",
-        f"Best: cut {best['cut']}, pooling {best['pooling']}: {best['accuracy_95ci']}.",
-    ]
-    note = _banner_text(result)
-    md = [f"# {title}", ""]
-    if note:
-        md += [f"> **{note}**", ""]
-    md += lines[:1] + [""] + lines[1:2] + [""] + lines[2:] + ["", to_markdown(_display(result.table))]
-    path_md = Path(path_md)
-    path_md.parent.mkdir(parents=True, exist_ok=True)
-    path_md.write_text("\n".join(md), encoding="utf-8")
-    paths = {"markdown": path_md}
-    if path_html is not None:
-        body = (banner(note) if note else "") + "".join(f"<p>{html.escape(t)}</p>" for t in lines)
-        body += to_html_table(_display(result.table), caption="One row per candidate, best first")
-        path_html = Path(path_html)
-        path_html.parent.mkdir(parents=True, exist_ok=True)
-        path_html.write_text(html_document(title, body), encoding="utf-8")
-        paths["html"] = path_html
-    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
-    return paths
-
-
 def _image_size(text: str) -> int | str | None:
     if text.lower() == "auto":
         return "auto"
@@ -362,13 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     to_csv(result.table, out / "grid.csv")
     grid_report(result, out / "grid.md", out / "grid.html")
     if not args.quiet:
-        note = _banner_text(result)
+        note = banner_text(result)
         if note:
             print(note)
         print(f"{dataset.summary()}; weights: {result.weights_label}")
         columns = [c for c in result.table.columns if c not in ("accuracy", "ci_low", "ci_high", "n_per_fold",
                                                                   "n_test", "n_folds")]
-        print(_display(result.table)[columns].head(_TOP).round(3).to_string(index=False))
+        print(display_table(result.table)[columns].head(_TOP).round(3).to_string(index=False))
         print(f"wrote {out / 'grid.csv'}, {out / 'grid.md'} and {out / 'grid.html'}")
     return 0
 

@@ -1,8 +1,8 @@
 """The report of a comparison run: ``summary.md``, ``report.html``, summary CSVs and plots in one folder.
 
-The document is assembled once as a list of blocks (heading, markdown text, table, figure, banner, collapsible
-table) and rendered twice, to markdown and to self-contained HTML; images are PNG files next to the documents,
-referenced by relative paths.
+The document is assembled once as a :class:`reports.document.Document` (heading, markdown text, table, figure,
+banner, collapsible table) and rendered twice, to markdown and to self-contained HTML; images are PNG files next to
+the documents, referenced by relative paths.
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from reports import html as h
 from reports import plots
 from reports.answers import course_answers
+from reports.document import Block, Document
 from reports.stats import config_columns, config_label, crossover, paired_comparison, summarize
-from reports.tables import format_accuracy, method_by_cut, to_csv, to_html_table, to_markdown
+from reports.tables import format_accuracy, method_by_cut, to_csv, with_accuracy_text
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +27,6 @@ CI_NOTE = ("Accuracies are means over splits with a 95% CI and n = test images p
            "share images, so the t-interval uses the corrected resampled variance of Nadeau & Bengio (2003), "
            "sd² · (1/splits + n_test/n_train), rather than sd²/splits; with a single split it is the Wilson interval "
            "of the counts. Significance uses the same correction in a paired t-test, Holm-adjusted.")
-
-
-@dataclass(frozen=True)
-class Block:
-    """One piece of the document: ``kind`` in heading, text (markdown subset), table, figure, banner, details."""
-
-    kind: str
-    content: object
-    caption: str = ""
 
 
 def random_init_backbones(results: pd.DataFrame, meta: dict | None = None) -> list[str]:
@@ -70,13 +60,15 @@ def random_init_backbones(results: pd.DataFrame, meta: dict | None = None) -> li
     return sorted(found)
 
 
-def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+def summary_table(results: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per configuration and train size, best first, for printing.
 
     Parameters
     ----------
     results : DataFrame
         The long results table.
+    summary : DataFrame, optional
+        ``summarize(results)`` when already computed.
 
     Returns
     -------
@@ -86,10 +78,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
         n_splits, fit_time_s, extract_time_s`` — sorted by train size (largest first) then accuracy.
         ``family``/``pretrained`` appear when present in ``results``.
     """
-    summary = summarize(results)
-    summary["accuracy_95ci"] = [
-        format_accuracy(r.accuracy, r.ci_low, r.ci_high, r.n_test, r.n_splits) for r in summary.itertuples()
-    ]
+    summary = with_accuracy_text(summarize(results) if summary is None else summary)
     columns = ["train_size", *config_columns(results), "family", "pretrained", "accuracy_95ci", "accuracy",
                "ci_low", "ci_high", "n_test", "n_splits", "fit_time_s", "extract_time_s"]
     columns = [c for c in columns if c in summary.columns]
@@ -103,18 +92,18 @@ def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _accuracy_texts(results: pd.DataFrame) -> dict[tuple[str, int], str]:
+def _accuracy_texts(results: pd.DataFrame, summary: pd.DataFrame) -> dict[tuple[str, int], str]:
     """(configuration label, train size) → ``"0.912 [0.871, 0.944] (n=153×10)"``."""
     return {
         (config_label(row, config_columns(results)), int(row["train_size"])): format_accuracy(
             row["accuracy"], row["ci_low"], row["ci_high"], row["n_test"], row["n_splits"])
-        for _, row in summarize(results).iterrows()
+        for _, row in summary.iterrows()
     }
 
 
-def _crossover_table(results: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+def _crossover_table(results: pd.DataFrame, curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """The crossover curves with each family's best accuracy as ``mean [CI] (n)`` text."""
-    accuracy = _accuracy_texts(results)
+    accuracy = _accuracy_texts(results, summary)
     return pd.DataFrame({
         "train_size": curves["train_size"],
         "best_frozen": curves["frozen_best"],
@@ -127,7 +116,7 @@ def _crossover_table(results: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFram
     })
 
 
-def _significance(results: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
+def _significance(results: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
     """Paired comparison with the best configuration at the largest train size, formatted for display."""
     if results.empty:
         return pd.DataFrame(), None
@@ -137,7 +126,7 @@ def _significance(results: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
         return pd.DataFrame(), size
     paired = paired.sort_values("accuracy", ascending=False)
     labels = [config_label(r, config_columns(results)) for _, r in paired.iterrows()]
-    accuracy = _accuracy_texts(results)
+    accuracy = _accuracy_texts(results, summary)
     table = pd.DataFrame({
         "configuration": labels,
         "accuracy_95ci": [accuracy.get((label, size), "") for label in labels],
@@ -220,12 +209,13 @@ def _build(results: pd.DataFrame, predictions: pd.DataFrame, meta: dict, out_dir
     for backbone, table in method_by_cut(results).items():
         flag = " — RANDOM-INIT WEIGHTS" if backbone in random_init else ""
         blocks.append(Block("table", table, f"{backbone}, {size} images/class{flag}"))
-    full = summary_table(results)
+    summary = summarize(results)
+    full = summary_table(results, summary)
     written["summary_csv"] = out_dir / "summary.csv"
     to_csv(full, written["summary_csv"])
     blocks.append(Block("details", full.drop(columns=["accuracy_95ci"]), "All configurations and train sizes"))
 
-    table, _ = _significance(results)
+    table, _ = _significance(results, summary)
     blocks.append(Block("heading", "Significance"))
     if table.empty:
         blocks.append(Block("text", "Paired comparison not available (no configurations)."))
@@ -243,7 +233,7 @@ def _build(results: pd.DataFrame, predictions: pd.DataFrame, meta: dict, out_dir
     blocks.append(Block("heading", "Fine-tuning versus frozen features: crossover"))
     blocks.append(Block("text", cross["statement"]))
     if not cross["curves"].empty:
-        blocks.append(Block("table", _crossover_table(results, cross["curves"]),
+        blocks.append(Block("table", _crossover_table(results, cross["curves"], summary),
                             "Best configuration of each family per train size"))
 
     blocks.append(Block("heading", "Plots"))
@@ -269,40 +259,6 @@ def _build(results: pd.DataFrame, predictions: pd.DataFrame, meta: dict, out_dir
     blocks.append(Block("text", course_answers(results, crossover_result=cross, heading_level=2,
                                                 random_init=random_init)))
     return blocks
-
-
-def _render_markdown(title: str, blocks: list[Block]) -> str:
-    parts = [f"# {title}\n"]
-    for block in blocks:
-        if block.kind == "heading":
-            parts.append(f"## {block.content}\n")
-        elif block.kind == "banner":
-            parts.append(f"> **⚠ {block.content}**\n")
-        elif block.kind == "text":
-            parts.append(f"{block.content}\n")
-        elif block.kind in ("table", "details"):
-            parts.append((f"**{block.caption}**\n\n" if block.caption else "") + to_markdown(block.content))
-        elif block.kind == "figure":
-            parts.append(f"![{block.caption}]({block.content})\n")
-    return "\n".join(parts)
-
-
-def _render_html(title: str, blocks: list[Block]) -> str:
-    parts = []
-    for block in blocks:
-        if block.kind == "heading":
-            parts.append(f"<h2>{h.inline_markdown(str(block.content))}</h2>")
-        elif block.kind == "banner":
-            parts.append(h.banner(str(block.content)))
-        elif block.kind == "text":
-            parts.append(h.markdown_to_html(str(block.content)))
-        elif block.kind == "table":
-            parts.append(to_html_table(block.content, caption=block.caption))
-        elif block.kind == "details":
-            parts.append(h.details(block.caption, to_html_table(block.content)))
-        elif block.kind == "figure":
-            parts.append(h.figure(str(block.content), block.caption))
-    return h.html_document(title, "\n".join(parts))
 
 
 def write_report(results: pd.DataFrame, predictions: pd.DataFrame | None, meta: dict | None,
@@ -338,10 +294,8 @@ def write_report(results: pd.DataFrame, predictions: pd.DataFrame | None, meta: 
     meta = dict(meta or {})
     predictions = predictions if predictions is not None else pd.DataFrame()
     written: dict[str, Path] = {}
-    blocks = _build(results, predictions, meta, out, written)
-    written["summary_md"] = out / "summary.md"
-    written["summary_md"].write_text(_render_markdown(title, blocks), encoding="utf-8")
-    written["report_html"] = out / "report.html"
-    written["report_html"].write_text(_render_html(title, blocks), encoding="utf-8")
+    document = Document(title, _build(results, predictions, meta, out, written))
+    paths = document.write(out / "summary.md", out / "report.html")
+    written["summary_md"], written["report_html"] = paths["markdown"], paths["html"]
     logger.info("report written to %s", out)
     return written

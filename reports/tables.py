@@ -1,10 +1,11 @@
-"""Tables: DataFrames rendered as markdown, CSV and escaped HTML; accuracy strings; method × cut pivots."""
+"""Tables: DataFrames rendered as markdown, CSV and escaped HTML (the one table renderer of each format); accuracy
+strings; method × cut pivots."""
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def _cell(value, floatfmt: str) -> str:
     return str(value)
 
 
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) -> str:
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False,
+                cell: Callable[[object], str] | None = None) -> str:
     """Render a DataFrame as a GitHub-flavoured markdown table.
 
     Parameters
@@ -41,6 +43,8 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) ->
         Format spec applied to float cells (NaN renders empty).
     index : bool, default=False
         Whether to include the index as the first column.
+    cell : callable, optional
+        Formatter of every cell (value → text), replacing the default (``floatfmt`` for floats, NaN empty).
 
     Returns
     -------
@@ -52,7 +56,8 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) ->
     if df.empty and len(df.columns) == 0:
         return "*(no rows)*\n"
     header = [str(c) for c in df.columns]
-    rows = [[_cell(v, floatfmt) for v in record] for record in df.itertuples(index=False, name=None)]
+    fmt = cell or (lambda v: _cell(v, floatfmt))
+    rows = [[fmt(v) for v in record] for record in df.itertuples(index=False, name=None)]
 
     def esc(text: str) -> str:
         return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
@@ -67,7 +72,7 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) ->
 
 
 def to_html_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False, caption: str | None = None,
-                  css_class: str = "table") -> str:
+                  css_class: str = "table", cell: Callable[[object], str] | None = None) -> str:
     """Render a DataFrame as an HTML ``<table>``, every header and cell escaped.
 
     Parameters
@@ -81,7 +86,9 @@ def to_html_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False, 
     caption : str, optional
         Table caption (escaped).
     css_class : str, default="table"
-        ``class`` attribute of the table.
+        ``class`` attribute of the table (escaped).
+    cell : callable, optional
+        Formatter of every cell (value → text), replacing the default (``floatfmt`` for floats, NaN empty).
 
     Returns
     -------
@@ -90,14 +97,15 @@ def to_html_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False, 
     if index:
         df = df.reset_index()
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
-    parts = [f'<table class="{html.escape(css_class)}">']
+    fmt = cell or (lambda v: _cell(v, floatfmt))
+    parts = [f'<table class="{html.escape(css_class, quote=True)}">']
     if caption:
         parts.append(f"<caption>{html.escape(caption)}</caption>")
     parts.append("<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns) + "</tr></thead>")
     parts.append("<tbody>")
     for record in df.itertuples(index=False, name=None):
         cells = "".join(
-            ('<td class="num">' if num else "<td>") + html.escape(_cell(v, floatfmt)) + "</td>"
+            ('<td class="num">' if num else "<td>") + html.escape(fmt(v)) + "</td>"
             for v, num in zip(record, numeric)
         )
         parts.append(f"<tr>{cells}</tr>")

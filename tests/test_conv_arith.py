@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from reports.conv_arith import conv_output_size, layer_arithmetic, layer_table, savings_summary
+from reports.architecture.conv_arith import conv_output_size, layer_arithmetic, layer_table, savings_summary
 
 
 def _random_configs(n: int, seed: int):

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from featurize.fcn import convolutionalize, linear_to_conv, try_stages
+from reports.architecture.fcn import convolutionalize, linear_to_conv, try_stages
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from featurize.backbones import get_backbone_spec
-from reports.receptive_field import (
+from reports.architecture.receptive_field import (
     ReceptiveField,
     effective_receptive_field,
     linearized_copy,

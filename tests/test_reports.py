@@ -13,7 +13,7 @@ import pytest
 
 from reports.answers import NOT_MEASURED, course_answers
 from reports.compare_report import RANDOM_INIT_BANNER, random_init_backbones, summary_table, write_report
-from reports.html import markdown_to_html
+from reports.document import markdown_to_html
 from reports.plots import plot_accuracy_by_cut, plot_accuracy_vs_cost, plot_confusion_matrix, plot_learning_curves
 from reports.stats import crossover, holm, mean_ci, paired_comparison, summarize, wilson_ci
 from reports.tables import format_accuracy, method_by_cut, to_html_table, to_markdown

@@ -3,21 +3,20 @@
 Usage::
 
     python -m reports.architecture [--backbones vgg16 resnet18] [--image PATH] [--out DIR]
-                                   [--weights DEFAULT|none|PATH] [--quiet]
+                                   [--weights auto|none|DEFAULT|PATH] [--weights-dir DIR] [--quiet]
 
 writes ``DIR/architecture.md`` and ``DIR/architecture.html`` (tables, and PNG figures in ``DIR/figures``).
-Every analysis is an importable function of :mod:`reports.conv_arith`, :mod:`reports.receptive_field`,
-:mod:`reports.invariance`, :mod:`reports.imagenet_probe` and :mod:`featurize.fcn`; this module only runs them
-and renders the results.
+Every analysis is an importable function of the package's modules (``conv_arith``, ``receptive_field``,
+``invariance``, ``imagenet_probe``, ``fcn``); this module only runs them and assembles the results as a
+:class:`reports.document.Document`.  With ``--weights auto`` (the default) and no pretrained weights available, the
+report runs with random-init weights and says so (RANDOM-INIT banner).
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +32,13 @@ from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from featurize.backbones import BackboneSpec, get_backbone_spec, list_backbones  # noqa: E402
-from featurize.fcn import convolutionalize, try_stages  # noqa: E402
+from reports.architecture.fcn import convolutionalize, try_stages  # noqa: E402
 from featurize.weights import ResolvedWeights, load_model, resolve_weights  # noqa: E402
-from reports.conv_arith import layer_arithmetic, layer_table, savings_summary  # noqa: E402
-from reports.imagenet_probe import generated_scenes, probe_images, summarize_probe  # noqa: E402
-from reports.invariance import pooling_stability, translation_equivariance  # noqa: E402
-from reports.receptive_field import (  # noqa: E402
+from pipelines.cli import HelpFormatter, add_weights_arguments, resolve_backbone_weights, run_cli  # noqa: E402
+from reports.architecture.conv_arith import layer_arithmetic, layer_table, savings_summary  # noqa: E402
+from reports.architecture.imagenet_probe import generated_scenes, probe_images, summarize_probe  # noqa: E402
+from reports.architecture.invariance import pooling_stability, translation_equivariance  # noqa: E402
+from reports.architecture.receptive_field import (  # noqa: E402
     ReceptiveField,
     effective_receptive_field,
     input_gradient,
@@ -48,8 +48,9 @@ from reports.receptive_field import (  # noqa: E402
     module_receptive_fields,
     receptive_field_table,
 )
+from reports.document import Document  # noqa: E402
 
-__all__ = ["ReportConfig", "Report", "build_report", "render_markdown", "render_html", "main"]
+__all__ = ["ReportConfig", "build_report", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ class ReportConfig:
     backbones : list of str
         Backbones analysed.
     weights : str or None
-        ``"DEFAULT"``, an enum name, a ``.pth`` path or ``None`` (random init).
+        ``"auto"`` (pretrained when obtainable, else random init, flagged), ``"DEFAULT"``, an enum name, a ``.pth``
+        path or ``None``/``"none"`` (random init); see :func:`pipelines.cli.resolve_backbone_weights`.
+    weights_dir : str or None
+        Folder holding torchvision weight files under their own names.
     image : str or None
         Image for the fully-convolutional heatmap (default: a generated scene).
     probe_images : list of str
@@ -89,7 +93,8 @@ class ReportConfig:
     """
 
     backbones: list[str] = field(default_factory=lambda: ["vgg16", "resnet18"])
-    weights: str | None = "DEFAULT"
+    weights: str | None = "auto"
+    weights_dir: str | None = None
     image: str | None = None
     probe_images: list[str] = field(default_factory=list)
     size: int = 224
@@ -100,18 +105,6 @@ class ReportConfig:
     erf_samples: int = 2
     crop_fraction: float = 0.5
     verbose: bool = True
-
-
-@dataclass
-class Report:
-    """A report as an ordered list of blocks: ``(kind, payload, caption)`` with kind in
-    ``"h1" "h2" "h3" "p" "banner" "table" "figure"`` (a figure's payload is its path relative to the report)."""
-
-    blocks: list[tuple[str, object, str]] = field(default_factory=list)
-
-    def add(self, kind: str, payload: object, caption: str = "") -> None:
-        """Append a block."""
-        self.blocks.append((kind, payload, caption))
 
 
 # ---------------------------------------------------------------- rendering
@@ -138,72 +131,8 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _md_table(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines)
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
-        for row in df.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def render_markdown(report: Report) -> str:
-    """The report as GitHub-flavoured markdown."""
-    out = []
-    for kind, payload, caption in report.blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + str(payload))
-        elif kind == "p":
-            out.append(str(payload))
-        elif kind == "banner":
-            out.append(f"> **WARNING — {payload}**")
-        elif kind == "table":
-            out.append((f"*{caption}*\n\n" if caption else "") + _md_table(payload))
-        elif kind == "figure":
-            out.append(f"![{caption}]({payload})\n\n*{caption}*")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-    "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px solid #bbb;padding:2px 6px;"
-    "text-align:right}th{background:#eee}.banner{background:#fdd;border:2px solid #c00;padding:0.6em;"
-    "font-weight:bold}img{max-width:100%}figcaption{font-style:italic}code{background:#f4f4f4}"
-)
-
-
-def render_html(report: Report, title: str = "Architecture report") -> str:
-    """The report as a standalone HTML page (figures referenced by relative path)."""
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
-    for kind, payload, caption in report.blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"<{kind}>{html.escape(str(payload))}</{kind}>")
-        elif kind == "p":
-            text = html.escape(str(payload))
-            parts = text.split("`")
-            text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-            out.append(f"<p>{text}</p>")
-        elif kind == "banner":
-            out.append(f"<div class='banner'>WARNING — {html.escape(str(payload))}</div>")
-        elif kind == "table":
-            cap = f"<p><em>{html.escape(caption)}</em></p>" if caption else ""
-            out.append(cap + _html_table(payload))
-        elif kind == "figure":
-            out.append(
-                f"<figure><img src='{html.escape(str(payload))}' alt='{html.escape(caption)}'>"
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            )
-    out.append("</body></html>")
-    return "\n".join(out)
+def _table(report: Document, df: pd.DataFrame, caption: str = "") -> None:
+    report.add("table", df, caption, cell=_fmt)
 
 
 # ---------------------------------------------------------------- inputs
@@ -317,21 +246,21 @@ def _plot_probe(df: pd.DataFrame, name: str, path: Path) -> None:
 # ---------------------------------------------------------------- sections
 
 
-def _q1(report: Report, spec: BackboneSpec, fig_dir: Path) -> pd.DataFrame:
+def _q1(report: Document, spec: BackboneSpec, fig_dir: Path) -> pd.DataFrame:
     with torch.device("meta"):
         meta = spec.builder(weights=None)
     table = layer_table(meta, 224)
     summary = savings_summary(table)
-    report.add("h3", f"{spec.name}: every convolution and pooling layer at 224×224")
+    report.add("heading", f"{spec.name}: every convolution and pooling layer at 224×224", level=3)
     report.add(
-        "p",
+        "text",
         f"{len(table)} layers; output shapes checked against a real forward (hooks): "
         f"{'all equal' if table['shape_ok'].all() else 'MISMATCH'}; weight counts checked against the modules' "
         f"parameters: {'all equal' if table['params_ok'].all() else 'MISMATCH'}. The {summary['conv_layers']} "
         f"convolutions learn {summary['conv_weights']:,} weights; fully-connected layers producing the same outputs "
         f"would need {summary['fc_equivalent_weights']:.3g} ({summary['ratio']:.3g} times more).",
     )
-    report.add("table", table.drop(columns=["kernel", "stride", "padding"]).assign(
+    _table(report, table.drop(columns=["kernel", "stride", "padding"]).assign(
         k_s_p=table["kernel"] + " / " + table["stride"] + " / " + table["padding"]))
     path = fig_dir / f"params_{spec.name}.png"
     _plot_params(table, spec.name, path)
@@ -367,7 +296,7 @@ def _q1_examples() -> pd.DataFrame:
 
 
 def _q3(
-    report: Report, spec: BackboneSpec, model: nn.Module, cfg: ReportConfig, label: str, fig_dir: Path
+    report: Document, spec: BackboneSpec, model: nn.Module, cfg: ReportConfig, label: str, fig_dir: Path
 ) -> pd.DataFrame:
     table = receptive_field_table(spec.name)
     with torch.device("meta"):
@@ -386,8 +315,8 @@ def _q3(
             measured.append(f"{m['measured_size']} ({'match' if m['match'] else 'MISMATCH'})")
             centres.append(f"{m['measured_centre'][0]:g} vs {m['analytic_centre'][0]:g}")
     table = table.assign(measured=measured, centre_measured_vs_analytic=centres)
-    report.add("h3", f"{spec.name}: receptive field of every cut point")
-    report.add("table", table.drop(columns=["module"]),
+    report.add("heading", f"{spec.name}: receptive field of every cut point", level=3)
+    _table(report, table.drop(columns=["module"]),
                "rf_size 0 = global (the whole image); start = centre of unit 0's field (input pixels); measured = "
                "support of the input gradient of the central unit in the linearised network")
     fields = module_receptive_fields(model)
@@ -408,7 +337,7 @@ def _q3(
     if panels:
         path = fig_dir / f"erf_{spec.name}.png"
         _plot_erf(panels, spec.name, label, path)
-        report.add("table", pd.DataFrame([{"cut": p["cut"], "input": p["size"], "theoretical_rf": p["rf"],
+        _table(report, pd.DataFrame([{"cut": p["cut"], "input": p["size"], "theoretical_rf": p["rf"],
                                            "effective_rf_95pct_mass": p["erf95"]} for p in panels]),
                    "effective RF = side of the centred square holding 95% of the gradient magnitude "
                    f"({cfg.erf_samples} random inputs, {label})")
@@ -417,20 +346,20 @@ def _q3(
     return table
 
 
-def _q2_q4(report: Report, spec: BackboneSpec, model: nn.Module, image: torch.Tensor, fig_dir: Path) -> None:
+def _q2_q4(report: Document, spec: BackboneSpec, model: nn.Module, image: torch.Tensor, fig_dir: Path) -> None:
     fields = module_receptive_fields(model)
     spatial = [c.name for c in spec.cut_points if c.is_spatial and 0 < fields[c.module].size <= 100]
     picks = sorted({spatial[round(i)] for i in np.linspace(0, len(spatial) - 1, min(4, len(spatial)))},
                    key=spec.index)
     eq = translation_equivariance(model, spec, picks, image)
-    report.add("h3", f"{spec.name}: translation equivariance")
-    report.add("table", eq, "shift the input by the cut's jump (and by 1 px): feature map shifted by "
+    report.add("heading", f"{spec.name}: translation equivariance", level=3)
+    _table(report, eq, "shift the input by the cut's jump (and by 1 px): feature map shifted by "
                             "shift/jump units, compared on units whose field avoids the borders")
     first_pool = next((i for i, c in enumerate(spec.cut_points) if c.name.startswith("pool")), None)
     cut = spec.cut_points[first_pool - 1].name if first_pool else spec.cut_points[0].name
     stab = pooling_stability(model, spec, cut, image)
-    report.add("h3", f"{spec.name}: max pooling vs small translations (cut {cut})")
-    report.add("table", stab.pivot(index="pooling", columns="shift_px", values="rel_change").reset_index()
+    report.add("heading", f"{spec.name}: max pooling vs small translations (cut {cut})", level=3)
+    _table(report, stab.pivot(index="pooling", columns="shift_px", values="rel_change").reset_index()
                .rename(columns=lambda c: f"shift {c}px" if isinstance(c, (int, np.integer)) else c),
                "relative change ‖p(f(shifted x)) − p(f(x))‖ / ‖p(f(x))‖, same positions")
     path = fig_dir / f"pooling_{spec.name}.png"
@@ -438,7 +367,7 @@ def _q2_q4(report: Report, spec: BackboneSpec, model: nn.Module, image: torch.Te
     report.add("figure", f"figures/{path.name}", f"{spec.name}: pooling and small translations")
 
 
-def _fcn(report: Report, spec: BackboneSpec, model: nn.Module, resolved: ResolvedWeights, image: Image.Image,
+def _fcn(report: Document, spec: BackboneSpec, model: nn.Module, resolved: ResolvedWeights, image: Image.Image,
          cfg: ReportConfig, fig_dir: Path) -> None:
     fcn = convolutionalize(model).eval()
     x224 = _to_input(image, resolved, (224, 224))[None]
@@ -447,12 +376,12 @@ def _fcn(report: Report, spec: BackboneSpec, model: nn.Module, resolved: Resolve
         scores = fcn(x224)
     diff = float((scores.mean(dim=(2, 3)) - ref).abs().max())
     tol = 1e-4 * max(1.0, float(ref.abs().max()))
-    report.add("h3", f"{spec.name}: convolutionalized")
+    report.add("heading", f"{spec.name}: convolutionalized", level=3)
     how = ("fc6 → 7×7 convolution over pool5 (weights reshaped 4096×512×7×7), fc7 and fc8 → 1×1 convolutions; "
            "the adaptive pool is dropped" if fcn.family == "vgg" else
            "avgpool + fc → 1×1 convolution over layer4 (the fc weights reshaped 1000×512×1×1), then the map is "
            "averaged; averaging and a linear layer commute, so the mean of the map is the original logits")
-    report.add("p", f"{how}. On 224×224: score map {tuple(scores.shape)}, max |FCN − original logits| = "
+    report.add("text", f"{how}. On 224×224: score map {tuple(scores.shape)}, max |FCN − original logits| = "
                     f"{diff:.2e} (tolerance 1e-4·max(1, max|logit|) = {tol:.1e}): "
                     f"{'equal' if diff <= tol else 'NOT EQUAL'}.")
     h, w = cfg.large
@@ -469,22 +398,22 @@ def _fcn(report: Report, spec: BackboneSpec, model: nn.Module, resolved: Resolve
         expect = (math.ceil(h / 32), math.ceil(w / 32))
         why = (f"layer4 is ⌈{h}/32⌉×⌈{w}/32⌉ = {expect[0]}×{expect[1]}; the 1×1 convolution scores every layer4 "
                "position (32 px apart) separately; their mean is what the original network outputs at this size")
-    report.add("p", f"On {h}×{w}: score map {tuple(big.shape)} (expected 1000×{expect[0]}×{expect[1]}: "
+    report.add("text", f"On {h}×{w}: score map {tuple(big.shape)} (expected 1000×{expect[0]}×{expect[1]}: "
                     f"{'yes' if tuple(big.shape[2:]) == expect else 'NO'}). {why}.")
-    report.add("table", pd.DataFrame(try_stages(model, xl)),
+    _table(report, pd.DataFrame(try_stages(model, xl)),
                f"Q6 — the unmodified torchvision {spec.name} stage by stage on {h}×{w}")
     if fcn.family == "vgg":
-        report.add("p", "torchvision's VGG has an AdaptiveAvgPool2d((7, 7)) before the classifier: it resamples any "
+        report.add("text", "torchvision's VGG has an AdaptiveAvgPool2d((7, 7)) before the classifier: it resamples any "
                         "pool5 map to 7×7, so the unmodified network does run on larger inputs (and loses the "
                         "spatial layout). The original VGG had no such pool: with it removed, the convolutional "
                         "part still runs, and fc6 fails because the flattened map no longer has 512·7·7 values.")
-        report.add("table", pd.DataFrame(try_stages(model, xl, replace={"avgpool": nn.Identity()})),
+        _table(report, pd.DataFrame(try_stages(model, xl, replace={"avgpool": nn.Identity()})),
                    f"the original VGG (no adaptive pool) on {h}×{w}")
     else:
-        report.add("p", "ResNet ends with a global AdaptiveAvgPool2d(1): every stage runs on any input size, the "
+        report.add("text", "ResNet ends with a global AdaptiveAvgPool2d(1): every stage runs on any input size, the "
                         "fc layer always sees 512 (2048) values.")
     head_rf = module_receptive_fields(fcn)["head"]
-    report.add("p", f"Each score of the map has a {head_rf.size}-px receptive field; scores are {head_rf.jump} px "
+    report.add("text", f"Each score of the map has a {head_rf.size}-px receptive field; scores are {head_rf.jump} px "
                     f"apart, the first centred at pixel {head_rf.start:g} (the heatmap below is placed accordingly).")
     mean_scores = big.mean(dim=(2, 3))[0]
     cls = cfg.class_index if cfg.class_index is not None else int(mean_scores.argmax())
@@ -497,16 +426,16 @@ def _fcn(report: Report, spec: BackboneSpec, model: nn.Module, resolved: Resolve
     report.add("figure", f"figures/{path.name}", f"{spec.name} fully convolutional: heatmap of '{name}'")
 
 
-def _q5(report: Report, spec: BackboneSpec, model: nn.Module, resolved: ResolvedWeights,
+def _q5(report: Document, spec: BackboneSpec, model: nn.Module, resolved: ResolvedWeights,
         images: list[tuple[str, Image.Image]], cfg: ReportConfig, fig_dir: Path) -> None:
     categories = resolved.enum.meta.get("categories") if resolved.enum is not None else None
     table = probe_images(model, images, resolved.preprocessing, cfg.size, cfg.crop_fraction, categories)
-    report.add("h3", f"{spec.name}: centre crop vs full scene")
+    report.add("heading", f"{spec.name}: centre crop vs full scene", level=3)
     if not resolved.pretrained:
-        report.add("banner", "random-init weights: these confidences and entropies are MEANINGLESS (the network "
-                             "knows nothing of ImageNet); the table only shows the probe runs")
-    report.add("table", summarize_probe(table), "mean over images, normal-approximation 95% CI")
-    report.add("table", table, "per image")
+        report.add("banner", "WARNING — random-init weights: these confidences and entropies are MEANINGLESS (the "
+                             "network knows nothing of ImageNet); the table only shows the probe runs")
+    _table(report, summarize_probe(table), "mean over images, normal-approximation 95% CI")
+    _table(report, table, "per image")
     path = fig_dir / f"probe_{spec.name}.png"
     _plot_probe(table, spec.name, path)
     report.add("figure", f"figures/{path.name}", f"{spec.name}: centre crop vs full scene")
@@ -554,33 +483,33 @@ def build_report(cfg: ReportConfig, out: str | Path) -> dict[str, Path]:
     probe_set = _load_images(cfg.probe_images) if cfg.probe_images else (
         [(Path(cfg.image).name, image)] if cfg.image else generated_scenes(4))
 
-    resolved = {b: resolve_weights(get_backbone_spec(b), cfg.weights) for b in cfg.backbones}
+    resolved = {b: resolve_weights(get_backbone_spec(b), resolve_backbone_weights(b, cfg.weights, cfg.weights_dir))
+                for b in cfg.backbones}
     models = {b: load_model(get_backbone_spec(b), resolved[b]) for b in cfg.backbones}
     pretrained = all(r.pretrained for r in resolved.values())
 
-    report = Report()
-    report.add("h1", "CNN architecture: questions 1–8 computed on the real models")
+    report = Document("CNN architecture: questions 1–8 computed on the real models")
     if not pretrained:
-        report.add("banner", "results computed with RANDOM-INIT weights (not pretrained). Shapes, weight counts, "
-                             "receptive-field sizes and equivariance do not depend on the weights; effective "
+        report.add("banner", "WARNING — results computed with RANDOM-INIT weights (not pretrained). Shapes, weight "
+                             "counts, receptive-field sizes and equivariance do not depend on the weights; effective "
                              "receptive fields, heatmaps and every confidence/entropy below are NOT meaningful.")
-    report.add("p", "Weights: " + "; ".join(f"{b}: {r.label}" for b, r in resolved.items())
+    report.add("text", "Weights: " + "; ".join(f"{b}: {r.label}" for b, r in resolved.items())
                + f". Heatmap image: {image_desc}. Probe images: {len(probe_set)}"
                + ("" if cfg.probe_images or cfg.image else " generated scenes") + ".")
 
-    report.add("h2", "Q1 — output size and number of weights")
-    report.add("p", "Per spatial dimension, n' = ⌊(n + 2p − d(k − 1) − 1)/s⌋ + 1 (d = dilation, 1 for an ordinary "
+    report.add("heading", "Q1 — output size and number of weights")
+    report.add("text", "Per spatial dimension, n' = ⌊(n + 2p − d(k − 1) − 1)/s⌋ + 1 (d = dilation, 1 for an ordinary "
                     "convolution: n' = ⌊(n + 2p − k)/s⌋ + 1). C filters on an x×y×z input: output x'×y'×C, "
                     "k·k·z·C weights + C biases. A fully-connected layer producing the same output needs "
                     "(x·y·z)·(x'·y'·C) weights + x'·y'·C biases. Pooling: no weights, z channels kept.")
-    report.add("table", _q1_examples(), "examples (computed by reports.conv_arith.layer_arithmetic)")
+    _table(report, _q1_examples(), "examples (computed by reports.architecture.conv_arith.layer_arithmetic)")
     q1_tables = {}
     progress = tqdm(cfg.backbones, desc="architecture", disable=not cfg.verbose)
     for b in progress:
         q1_tables[b] = _q1(report, get_backbone_spec(b), fig_dir)
 
-    report.add("h2", "Q2 / Q4 — why convolutions and pooling (measured)")
-    report.add("p", "Convolutions share one small kernel over all positions: far fewer weights (Q1 tables: "
+    report.add("heading", "Q2 / Q4 — why convolutions and pooling (measured)")
+    report.add("text", "Convolutions share one small kernel over all positions: far fewer weights (Q1 tables: "
                + ", ".join(f"{b} {savings_summary(t)['ratio']:.3g}× fewer than fully-connected"
                            for b, t in q1_tables.items())
                + ") and translation equivariance — shifting the input by the stride shifts the output, exactly "
@@ -591,21 +520,21 @@ def build_report(cfg: ReportConfig, out: str | Path) -> dict[str, Path]:
         spec = get_backbone_spec(b)
         _q2_q4(report, spec, models[b], _to_input(image, resolved[b], (256, 256)), fig_dir)
 
-    report.add("h2", "Q3 — receptive fields")
-    report.add("p", "r ← r + (k − 1)·d·j, start ← start + ((k − 1)·d/2 − p)·j, j ← j·s along the main path; a ResNet "
-                    "block takes the max over its paths (the 1×1 downsample shortcut does not enlarge the field). "
-                    "Measured: gradient support of one central unit in a linearised copy (positive constant conv "
-                    "weights, identity batch norm, ReLU → identity, max → average pooling: no cancellation). The "
-                    "field grows linearly with depth at each stage and by jumps after each stride: deep units see "
-                    "large parts of the image (objects, context), shallow ones edges and textures. The effective "
-                    "field (gradient magnitude with the real weights) is concentrated in the centre of the "
-                    "theoretical one.")
+    report.add("heading", "Q3 — receptive fields")
+    report.add("text", "r ← r + (k − 1)·d·j, start ← start + ((k − 1)·d/2 − p)·j, j ← j·s along the main path; a "
+                    "ResNet block takes the max over its paths (the 1×1 downsample shortcut does not enlarge the "
+                    "field). Measured: gradient support of one central unit in a linearised copy (positive "
+                    "constant conv weights, identity batch norm, ReLU → identity, max → average pooling: no "
+                    "cancellation). The field grows linearly with depth at each stage and by jumps after each "
+                    "stride: deep units see large parts of the image (objects, context), shallow ones edges and "
+                    "textures. The effective field (gradient magnitude with the real weights) is concentrated in "
+                    "the centre of the theoretical one.")
     label = "pretrained weights" if pretrained else "random-init weights"
     for b in cfg.backbones:
         _q3(report, get_backbone_spec(b), models[b], cfg, label, fig_dir)
 
-    report.add("h2", "Q6 – Q8 — larger inputs and fully convolutional networks")
-    report.add("p", "Q6: every convolution and pooling layer runs on any input at least as large as its field; only "
+    report.add("heading", "Q6 – Q8 — larger inputs and fully convolutional networks")
+    report.add("text", "Q6: every convolution and pooling layer runs on any input at least as large as its field; only "
                     "layers expecting a fixed number of inputs (fully-connected) break. Q7: a fully-connected layer "
                     "reading a C×h×w map is an h×w convolution without padding (its weight matrix reshaped), and a "
                     "fully-connected layer on a vector is a 1×1 convolution. Q8: with those convolutions the network "
@@ -614,69 +543,61 @@ def build_report(cfg: ReportConfig, out: str | Path) -> dict[str, Path]:
     for b in cfg.backbones:
         _fcn(report, get_backbone_spec(b), models[b], resolved[b], image, cfg, fig_dir)
 
-    report.add("h2", "Q5 — ImageNet images vs natural images")
-    report.add("p", "ImageNet photos show one centred object filling much of the frame, one label per image. A probe "
-                    f"on each image: the centre crop ({cfg.crop_fraction:.0%} of the shorter side, resized to "
+    report.add("heading", "Q5 — ImageNet images vs natural images")
+    report.add("text", "ImageNet photos show one centred object filling much of the frame, one label per image. A "
+                    f"probe on each image: the centre crop ({cfg.crop_fraction:.0%} of the shorter side, resized to "
                     f"{cfg.size}²) vs the full scene (whole image resized to {cfg.size}²).")
     for b in cfg.backbones:
         _q5(report, get_backbone_spec(b), models[b], resolved[b], probe_set, cfg, fig_dir)
 
     md_path, html_path = out / "architecture.md", out / "architecture.html"
-    md_path.write_text(render_markdown(report), encoding="utf-8")
-    html_path.write_text(render_html(report), encoding="utf-8")
+    report.write(md_path, html_path)
     figures = sorted(fig_dir.glob("*.png"))
     log.info("wrote %s, %s and %d figures", md_path, html_path, len(figures))
     return {"markdown": md_path, "html": html_path, "figures": figures}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reports.architecture", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m reports.architecture", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--backbones", nargs="+", default=["vgg16", "resnet18"], choices=list_backbones(), metavar="NAME",
-                   help="backbones to analyse (default: vgg16 resnet18)")
+                   help="backbones to analyse")
     p.add_argument("--image", default=None, help="image for the fully-convolutional heatmap (default: generated)")
     p.add_argument("--probe-images", nargs="+", default=[], metavar="PATH",
                    help="image files or folders for the Q5 probe (default: --image, else generated scenes)")
-    p.add_argument("--out", default="architecture_report", help="output directory (default: architecture_report)")
-    p.add_argument("--weights", default="DEFAULT",
-                   help="DEFAULT, a torchvision enum name, a .pth path, or 'none' for random init (default: DEFAULT)")
-    p.add_argument("--size", type=int, default=224, help="side of the Q5 probe's views (default: 224)")
+    p.add_argument("--out", default="architecture_report", help="output directory")
+    add_weights_arguments(p)
+    p.add_argument("--size", type=int, default=224, help="side of the Q5 probe's views")
     p.add_argument("--large", type=int, nargs=2, default=[384, 512], metavar=("H", "W"),
-                   help="larger input of Q6–Q8 (default: 384 512)")
+                   help="larger input of Q6–Q8")
     p.add_argument("--class-index", type=int, default=None, help="ImageNet class of the heatmap (default: best)")
-    p.add_argument("--rf-check-max", type=int, default=450,
-                   help="largest receptive field measured by gradient (default: 450)")
-    p.add_argument("--erf-max", type=int, default=250,
-                   help="largest receptive field in the effective-RF figure (default: 250)")
-    p.add_argument("--erf-samples", type=int, default=2, help="random inputs per effective RF (default: 2)")
-    p.add_argument("--crop-fraction", type=float, default=0.5, help="probe centre crop / shorter side (default 0.5)")
+    p.add_argument("--rf-check-max", type=int, default=450, help="largest receptive field measured by gradient")
+    p.add_argument("--erf-max", type=int, default=250, help="largest receptive field in the effective-RF figure")
+    p.add_argument("--erf-samples", type=int, default=2, help="random inputs per effective RF")
+    p.add_argument("--crop-fraction", type=float, default=0.5, help="probe centre crop / shorter side")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 when pretrained weights are unavailable)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    weights = None if args.weights.lower() == "none" else args.weights
+def _run(args: argparse.Namespace) -> int:
     cfg = ReportConfig(
-        backbones=args.backbones, weights=weights, image=args.image, probe_images=args.probe_images, size=args.size,
-        large=tuple(args.large), class_index=args.class_index, rf_check_max=args.rf_check_max, erf_max=args.erf_max,
-        erf_samples=args.erf_samples, crop_fraction=args.crop_fraction, verbose=not args.quiet,
+        backbones=args.backbones, weights=args.weights, weights_dir=args.weights_dir, image=args.image,
+        probe_images=args.probe_images, size=args.size, large=tuple(args.large), class_index=args.class_index,
+        rf_check_max=args.rf_check_max, erf_max=args.erf_max, erf_samples=args.erf_samples,
+        crop_fraction=args.crop_fraction, verbose=not args.quiet,
     )
     try:
         paths = build_report(cfg, args.out)
     except FileNotFoundError as exc:
-        print(f"error: {exc}\nPretrained weights are unavailable. Provide the file as the message says, or rerun "
-              "with --weights none for a random-init report (shapes and receptive fields stay exact; confidences "
-              "and heatmaps are then meaningless).", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(
+            f"{exc}\nPretrained weights are unavailable. Provide the file as the message says, or rerun with "
+            "--weights auto or --weights none for a random-init report (shapes and receptive fields stay exact; "
+            "confidences and heatmaps are then meaningless).") from exc
     if not args.quiet:
         print(f"wrote {paths['markdown']} and {paths['html']} ({len(paths['figures'])} figures)")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for bad input or unavailable requested weights)."""
+    return run_cli(_parser(), _run, argv)

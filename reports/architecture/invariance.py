@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from featurize.backbones import BackboneSpec
-from reports.receptive_field import ReceptiveField, forward_to, module_receptive_fields
+from reports.architecture.receptive_field import ReceptiveField, forward_to, module_receptive_fields
 
 __all__ = ["translation_equivariance", "pooling_stability", "resize_source"]
 
