@@ -295,7 +295,7 @@ def _results_config(config: CompareConfig) -> dict:
 
 def _progress(jobs: list[Job], journal: Journal, pooling: str, quiet: bool) -> Iterator[Job]:
     """The jobs still to run, with a progress bar that counts the journaled ones as done (and says so)."""
-    todo = [job for job in jobs if job.key(pooling) not in journal]
+    todo = [job for job in jobs if asdict(job.key(pooling)) not in journal]
     skipped = len(jobs) - len(todo)
     if skipped:
         log.info("%d of %d fits already finished in an earlier run: skipped", skipped, len(jobs))
@@ -347,14 +347,14 @@ def run_compare(config: CompareConfig) -> CompareResult:
         runs[backbone] = BackboneRun(backbone, weights, resolve_weights(get_backbone_spec(backbone), weights))
     splits = list(repeated_splits(imageset, config.train_sizes, config.splits, config.seed))
     jobs = plan(config, splits)
-    pending = [job for job in jobs if job.key(config.pooling) not in journal]
+    pending = [job for job in jobs if asdict(job.key(config.pooling)) not in journal]
     for backbone in {job.backbone for job in pending if job.method.inputs == "features"}:
         _extract(config, runs[backbone], imageset.items, cache_dir, device)
 
     runner = _Runner(config, imageset, runs, pixels, cache_dir, device)
     for job in _progress(jobs, journal, config.pooling, config.quiet):
-        journal.record(runner.run(job))
-    fits = [journal.fits[job.key(config.pooling)] for job in jobs]
+        journal.record(runner.run(job).to_json())
+    fits = [Fit.from_json(journal[asdict(job.key(config.pooling))]) for job in jobs]
     results, predictions = tables(fits, imageset, {(s.train_size, s.split): s for s in splits})
     meta = {
         "dataset": imageset.name,

@@ -137,7 +137,10 @@ def fingerprint(config: Mapping) -> str:
 
 
 class Journal:
-    """Append-only record of the finished fits of one run, in ``<out>/journal.jsonl``.
+    """Append-only record of the finished work of one run, in ``<out>/journal.jsonl``.
+
+    Each record is a JSON object with a ``"key"`` mapping that identifies the piece of work (for a comparison, a
+    :class:`FitKey`); :class:`Fit` records are written by :meth:`Fit.to_json`.
 
     Parameters
     ----------
@@ -157,7 +160,7 @@ class Journal:
     def __init__(self, out: str | Path, config: Mapping, *, restart: bool = False):
         self.path = Path(out) / _JOURNAL
         self.header = {"format": _FORMAT, "fingerprint": fingerprint(config), "config": dict(config)}
-        self.fits: dict[FitKey, Fit] = {}
+        self.records: dict[str, dict] = {}
         if self.path.is_file():
             if restart:
                 log.info("starting over: %s discarded", self.path)
@@ -183,13 +186,13 @@ class Journal:
                 "Pass --restart to discard them and start over, or choose another --out."
             )
         for line in complete[1:]:
-            fit = Fit.from_json(json.loads(line))
-            self.fits[fit.key] = fit
+            record = json.loads(line)
+            self.records[_canonical(record["key"])] = record
         if lines[-1]:
             with open(self.path, "r+b") as f:
                 f.truncate(sum(len(line) + 1 for line in complete))
-        if self.fits:
-            log.info("resuming: %d finished fit(s) read from %s", len(self.fits), self.path)
+        if self.records:
+            log.info("resuming: %d finished piece(s) of work read from %s", len(self.records), self.path)
 
     def _append(self, record: Mapping) -> None:
         with open(self.path, "ab") as f:
@@ -197,10 +200,17 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
 
-    def __contains__(self, key: FitKey) -> bool:
-        return key in self.fits
+    def __contains__(self, key: Mapping) -> bool:
+        return _canonical(key) in self.records
 
-    def record(self, fit: Fit) -> None:
-        """Journal a finished fit (durably, before returning)."""
-        self._append(fit.to_json())
-        self.fits[fit.key] = fit
+    def __getitem__(self, key: Mapping) -> dict:
+        return self.records[_canonical(key)]
+
+    def record(self, record: Mapping) -> None:
+        """Journal a finished piece of work, a mapping with a ``"key"`` (durably, before returning)."""
+        self._append(record)
+        self.records[_canonical(record["key"])] = dict(record)
+
+
+def _canonical(key: Mapping) -> str:
+    return json.dumps(dict(key), sort_keys=True, default=str)

@@ -1,6 +1,7 @@
 """The results tables agree with the predictions, and a killed comparison resumes to the same tables."""
 
 import json
+from dataclasses import asdict
 import os
 import signal
 import subprocess
@@ -129,11 +130,11 @@ def test_journal_keeps_fits_and_drops_a_cut_line(tmp_path):
     from pipelines.results import Fit
 
     key = FitKey("logistic", "resnet18", "layer3", "avg", "none", 5, 0)
-    journal.record(Fit(key, "frozen", "w", False, np.array([0, 1]), 0.1, 0.0, 0.0, 0))
+    journal.record(Fit(key, "frozen", "w", False, np.array([0, 1]), 0.1, 0.0, 0.0, 0).to_json())
     with open(journal.path, "ab") as f:
         f.write(b'{"key": ')
     again = Journal(tmp_path, config)
-    assert list(again.fits) == [key] and again.fits[key].y_pred.tolist() == [0, 1]
+    assert len(again.records) == 1 and Fit.from_json(again[asdict(key)]).y_pred.tolist() == [0, 1]
     assert journal.path.read_bytes().endswith(b"}\n")
     with pytest.raises(JournalMismatch, match="another configuration"):
         Journal(tmp_path, {"a": 2})
