@@ -10,7 +10,17 @@ import numpy as np
 
 from pipelines.datasets import ImageSet
 
-__all__ = ["Split", "parse_train_sizes", "repeated_splits", "max_train_size"]
+__all__ = ["DESIGNS", "DEFAULT_TRAIN_SIZES", "Split", "default_train_sizes", "design_of", "parse_train_sizes",
+           "repeated_splits", "max_train_size"]
+
+DESIGNS = {
+    "fixed_test": "a fixed test set (the dataset's val/ subset): every training draw is scored on all of it",
+    "resampled": "random train/test splits of one pool: each repetition holds out a new test set",
+}
+"""The two evaluation designs; which one applies decides how intervals are computed (see reports.stats)."""
+
+DEFAULT_TRAIN_SIZES = (5, 10, 20, 50)
+"""Images per class of the default learning curve (sizes the dataset cannot provide are left out), then "all"."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +34,7 @@ class Split:
     split : int
         Repetition number, 0-based.
     train_idx, test_idx : ndarray of int
-        Sorted indices into the ImageSet; ``test_idx`` may repeat indices (bootstrap of a fixed val subset).
+        Sorted indices into the ImageSet; ``test_idx`` repeats indices only with ``bootstrap_test=True``.
     """
 
     train_size: int
@@ -91,6 +101,17 @@ def _pools(imageset: ImageSet, test_fraction: float) -> list[int]:
     return [int(n) - _n_test(int(n), test_fraction) if n >= 2 else 0 for n in counts]
 
 
+def design_of(imageset: ImageSet) -> str:
+    """``"fixed_test"`` when the set comes with a val subset, else ``"resampled"`` (see :data:`DESIGNS`)."""
+    return "fixed_test" if imageset.has_split else "resampled"
+
+
+def default_train_sizes(imageset: ImageSet, test_fraction: float = 0.3) -> list[int | str]:
+    """:data:`DEFAULT_TRAIN_SIZES` smaller than what ``imageset`` provides per class, then ``"all"``."""
+    available = max_train_size(imageset, test_fraction)
+    return [s for s in DEFAULT_TRAIN_SIZES if s < available] + ["all"]
+
+
 def max_train_size(imageset: ImageSet, test_fraction: float = 0.3) -> int:
     """The largest integer ``train_size`` that :func:`repeated_splits` accepts for ``imageset``."""
     return min(_pools(imageset, test_fraction))
@@ -103,13 +124,13 @@ def repeated_splits(
     seed: int = 0,
     *,
     test_fraction: float = 0.3,
-    bootstrap_test: bool = True,
+    bootstrap_test: bool = False,
 ) -> Iterator[Split]:
     """Training subsets of several sizes, repeated ``n_splits`` times, with their test sets.
 
-    With a fixed split (``imageset.subset``), training images are drawn per class without replacement from the
-    train subset (all of it for "all"), and the test set is a per-class bootstrap resample of the val subset
-    (the val subset itself when ``bootstrap_test=False``), so it has the val subset's size and class balance.
+    With a fixed split (``imageset.subset``, the "fixed_test" design), training images are drawn per class without
+    replacement from the train subset (all of it for "all"), and every repetition is tested on the whole val subset
+    (a per-class bootstrap resample of it with ``bootstrap_test=True``).
     Without a fixed split, each repetition holds out ``test_fraction`` of every class as the test set and draws the
     training images per class from the rest.
 
@@ -129,8 +150,9 @@ def repeated_splits(
         Base seed.
     test_fraction : float, default=0.3
         Share of each class held out when the set has no fixed split.
-    bootstrap_test : bool, default=True
-        Resample the fixed val subset with replacement per repetition.
+    bootstrap_test : bool, default=False
+        Resample the fixed val subset with replacement per repetition (the intervals of reports.stats assume the
+        whole val subset; bootstrapped test sets are for studying the procedure itself).
 
     Returns
     -------

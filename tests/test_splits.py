@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipelines.datasets import ImageSet
-from pipelines.splits import Split, max_train_size, parse_train_sizes, repeated_splits
+from pipelines.splits import (Split, default_train_sizes, design_of, max_train_size, parse_train_sizes,
+                              repeated_splits)
 
 
 def _imageset(counts_train, counts_val=None) -> ImageSet:
@@ -56,7 +57,7 @@ def test_fixed_split_sizes_and_subsets(fixed):
 
 
 def test_fixed_split_test_is_bootstrap_shared_across_sizes(fixed):
-    splits = list(repeated_splits(fixed, [3, "all"], n_splits=4, seed=5))
+    splits = list(repeated_splits(fixed, [3, "all"], n_splits=4, seed=5, bootstrap_test=True))
     by_key = {(s.train_size, s.split): s for s in splits}
     tests = [by_key[(3, k)].test_idx for k in range(4)]
     assert any(len(np.unique(t)) < len(t) for t in tests), "bootstrap should repeat some val images"
@@ -66,6 +67,16 @@ def test_fixed_split_test_is_bootstrap_shared_across_sizes(fixed):
         np.testing.assert_array_equal(by_key[(12, k)].train_idx, np.flatnonzero(fixed.subset == "train"))
     plain = next(iter(repeated_splits(fixed, [3], n_splits=1, bootstrap_test=False)))
     np.testing.assert_array_equal(plain.test_idx, np.flatnonzero(fixed.subset == "val"))
+
+
+def test_fixed_test_design_scores_every_draw_on_the_whole_val_subset(fixed, free):
+    val = np.flatnonzero(fixed.subset == "val")
+    draws = list(repeated_splits(fixed, [3, "all"], n_splits=3, seed=5))
+    for split in draws:
+        np.testing.assert_array_equal(split.test_idx, val)
+    assert len({tuple(s.train_idx) for s in draws if s.train_size == 3}) == 3, "training draws differ"
+    assert design_of(fixed) == "fixed_test" and design_of(free) == "resampled"
+    assert default_train_sizes(fixed) == [s for s in (5, 10, 20, 50) if s < max_train_size(fixed)] + ["all"]
 
 
 def test_free_split_is_stratified_and_disjoint(free):
