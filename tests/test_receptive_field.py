@@ -17,6 +17,39 @@ from reports.architecture.receptive_field import (
 
 VGG16_REFERENCE = {"conv1_1": 3, "conv1_2": 5, "pool1": 6, "conv5_3": 196, "pool5": 212}
 
+# (size, jump, start) of every spatial cut point, derived by hand from the architectures (r += (k-1)·j, j *= s,
+# start += ((k-1)/2 - p)·j); torchvision ResNets (v1.5) stride in the 3×3 convolution of each stage's first block.
+EXACT = {
+    "vgg16": {
+        "conv1_1": (3, 1, 0), "conv1_2": (5, 1, 0), "pool1": (6, 2, 0.5), "conv2_1": (10, 2, 0.5),
+        "conv2_2": (14, 2, 0.5), "pool2": (16, 4, 1.5), "conv3_1": (24, 4, 1.5), "conv3_2": (32, 4, 1.5),
+        "conv3_3": (40, 4, 1.5), "pool3": (44, 8, 3.5), "conv4_1": (60, 8, 3.5), "conv4_2": (76, 8, 3.5),
+        "conv4_3": (92, 8, 3.5), "pool4": (100, 16, 7.5), "conv5_1": (132, 16, 7.5), "conv5_2": (164, 16, 7.5),
+        "conv5_3": (196, 16, 7.5), "pool5": (212, 32, 15.5),
+    },
+    "resnet18": {"conv1": (7, 2, 0), "layer1": (43, 4, 0), "layer2": (99, 8, 0), "layer3": (211, 16, 0),
+                 "layer4": (435, 32, 0)},
+    "resnet50": {"conv1": (7, 2, 0), "layer1": (35, 4, 0), "layer2": (91, 8, 0), "layer3": (267, 16, 0),
+                 "layer4": (427, 32, 0)},
+}
+
+
+def check_exact_fields(backbone: str) -> None:
+    """Every spatial cut point's analytic (size, jump, start) equals the hand-derived value; the rest is global."""
+    table = receptive_field_table(backbone).set_index("cut")
+    got = {cut: (int(r.rf_size), int(r.jump), float(r.start)) for cut, r in table.iterrows() if r.rf_size}
+    assert got == EXACT[backbone]
+    assert (table.drop(index=list(EXACT[backbone]))["rf_size"] == 0).all()
+
+
+def check_measured_equals_analytic(backbone: str, cut: str, probe) -> None:
+    """The gradient support of the central unit equals the analytic field and the hand-derived size."""
+    result = measure_receptive_field(backbone, cut, model=probe, linearized=True)
+    assert not result["clipped"]
+    assert result["measured_size"] == result["analytic_size"] == EXACT[backbone][cut][0]
+    assert result["measured_centre"] == result["analytic_centre"]
+    assert result["match"]
+
 
 def test_vgg16_reference_values():
     table = receptive_field_table("vgg16").set_index("cut")
@@ -24,6 +57,11 @@ def test_vgg16_reference_values():
         assert table.loc[cut, "rf_size"] == size
     assert table.loc["pool5", "jump"] == 32
     assert table.loc["fc6", "rf_size"] == 0  # global
+
+
+@pytest.mark.parametrize("backbone", sorted(EXACT))
+def test_exact_values_of_every_cut_point(backbone):
+    check_exact_fields(backbone)
 
 
 def test_resnet_main_path_values():
@@ -40,7 +78,7 @@ def test_recursion_step():
 @pytest.fixture(scope="module")
 def probes():
     out = {}
-    for name in ("vgg11", "resnet18"):
+    for name in ("vgg11", "vgg16", "resnet18", "resnet50"):
         with torch.device("meta"):
             model = get_backbone_spec(name).builder(weights=None)
         out[name] = linearized_copy(model)
@@ -66,6 +104,15 @@ def test_analytic_equals_gradient_support(probes, backbone, cut):
     assert result["measured_size"] == result["analytic_size"]
     assert result["measured_centre"] == result["analytic_centre"]
     assert result["match"]
+
+
+@pytest.mark.parametrize(
+    "backbone,cut",
+    [("vgg16", "conv1_1"), ("vgg16", "conv1_2"), ("vgg16", "pool1"), ("vgg16", "pool2"), ("vgg16", "conv3_3"),
+     ("resnet50", "conv1"), ("resnet50", "layer1")],
+)
+def test_measured_support_is_the_exact_field(probes, backbone, cut):
+    check_measured_equals_analytic(backbone, cut, probes[backbone])
 
 
 def test_small_input_is_reported_clipped(probes):
