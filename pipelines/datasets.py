@@ -293,10 +293,11 @@ def load_csv(path: str | Path, name: str | None = None) -> ImageSet:
     missing = [c for c in ("path", "label") if c not in table.columns]
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; expected columns path,label and optionally subset")
-    short = table.index[table[["path", "label"]].isna().any(axis=1)]
-    if len(short):
+    names = table["label"].str.strip()
+    empty = np.flatnonzero((names == "").to_numpy() | (table["path"] == "").to_numpy())
+    if len(empty):
         raise ValueError(
-            f"{path}: {len(short)} row(s) lack a path or a label, e.g. data row(s) {[int(i) + 1 for i in short[:3]]}; "
+            f"{path}: {len(empty)} row(s) have an empty path or label, e.g. data row(s) {(empty[:3] + 1).tolist()}; "
             "quote fields that hold commas, quotes or newlines"
         )
     base = path.resolve().parent
@@ -304,9 +305,6 @@ def load_csv(path: str | Path, name: str | None = None) -> ImageSet:
     absent = [item for item in items if not _is_file(Path(item))]
     if absent:
         raise ValueError(f"{path}: {len(absent)} image file(s) do not exist, e.g. {absent[:3]}")
-    names = table["label"].str.strip()
-    if (names == "").any():
-        raise ValueError(f"{path}: {int((names == '').sum())} row(s) have an empty label")
     unique = set(names)
     numeric = all(_INTEGER.fullmatch(n) for n in unique)
     classes = sorted(unique, key=lambda n: (int(n), n)) if numeric else sorted(unique)
