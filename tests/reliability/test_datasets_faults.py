@@ -181,3 +181,11 @@ def test_csv_malformed_rows_name_the_file(image_folder, tmp_path, body, message)
     with pytest.raises(ValueError, match=message) as info:
         load_csv(table)
     assert str(table) in str(info.value)
+
+
+def test_csv_path_blanks_are_kept_when_the_file_has_them(tmp_path):
+    for name in (" lead.png", "lead.png", "tail.png"):
+        _write_png(tmp_path / name, len(name))
+    table = tmp_path / "blanks.csv"
+    table.write_text("path,label\n lead.png,ants\nlead.png,bees\n tail.png ,bees\n")
+    assert [os.path.basename(p) for p in load_csv(table).items] == [" lead.png", "lead.png", "tail.png"]
