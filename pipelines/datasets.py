@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,14 @@ from filelock import FileLock
 from featurize.images import IMAGE_EXTENSIONS
 from featurize.weights import file_sha256
 from pipelines.demo import generate_demo
-from pipelines.download import ChecksumError, DownloadError, download_file, safe_extract
+from pipelines.download import (
+    ChecksumError,
+    DownloadError,
+    download_file,
+    read_manifest,
+    safe_extract,
+    write_manifest,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -251,7 +258,10 @@ def _check_classes(source: Path, classes: list[str], n_images: int) -> None:
 def load_csv(path: str | Path, name: str | None = None) -> ImageSet:
     """Load a CSV with columns ``path,label`` and optionally ``subset`` ("train"/"val").
 
-    Relative paths are resolved against the CSV's folder. Labels are class names (numbers are read as names).
+    The file is read as UTF-8 (a byte-order mark is skipped; bytes that are not UTF-8 are kept as in the file
+    system's names); fields holding commas, quotes or newlines must be quoted. Relative paths are resolved against
+    the CSV's folder; a path is taken as written, blanks around it are dropped only when no file has the name as
+    written. Labels are class names (whole numbers are read as names but sorted numerically).
 
     Parameters
     ----------
@@ -270,22 +280,34 @@ def load_csv(path: str | Path, name: str | None = None) -> ImageSet:
         Missing columns, missing image files, bad subset values, or fewer than two classes.
     """
     path = Path(path).expanduser()
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    table.columns = [c.strip().lower() for c in table.columns]
+    try:
+        table = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding="utf-8-sig", encoding_errors="surrogateescape"
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        raise ValueError(
+            f"{path} cannot be read as a CSV with columns path,label[,subset] ({exc}); quote fields that hold "
+            "commas, quotes or newlines"
+        ) from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in ("path", "label") if c not in table.columns]
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; expected columns path,label and optionally subset")
+    names = table["label"].str.strip()
+    empty = np.flatnonzero((names == "").to_numpy() | (table["path"] == "").to_numpy())
+    if len(empty):
+        raise ValueError(
+            f"{path}: {len(empty)} row(s) have an empty path or label, e.g. data row(s) {(empty[:3] + 1).tolist()}; "
+            "quote fields that hold commas, quotes or newlines"
+        )
     base = path.resolve().parent
-    items = [str(p if p.is_absolute() else base / p) for p in map(Path, table["path"].str.strip())]
-    absent = [item for item in items if not Path(item).is_file()]
+    items = [str(_resolve_listed(base, raw)) for raw in table["path"]]
+    absent = [item for item in items if not _is_file(Path(item))]
     if absent:
         raise ValueError(f"{path}: {len(absent)} image file(s) do not exist, e.g. {absent[:3]}")
-    names = table["label"].str.strip()
-    if (names == "").any():
-        raise ValueError(f"{path}: {int((names == '').sum())} row(s) have an empty label")
     unique = set(names)
-    numeric = all(n.lstrip("-").isdigit() for n in unique)
-    classes = sorted(unique, key=int) if numeric else sorted(unique)
+    numeric = all(_INTEGER.fullmatch(n) for n in unique)
+    classes = sorted(unique, key=lambda n: (int(n), n)) if numeric else sorted(unique)
     _check_classes(path, classes, len(items))
     subset = None
     if "subset" in table.columns:
@@ -301,12 +323,36 @@ def load_csv(path: str | Path, name: str | None = None) -> ImageSet:
     return ImageSet(name or path.stem, items, labels, classes, subset, base)
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for names the OS refuses (too long, NUL bytes) instead of raising."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _resolve_listed(base: Path, raw: str) -> Path:
+    """A CSV path cell against ``base``: as written when that file exists, else with surrounding blanks removed."""
+    for text in (raw, raw.strip()):
+        candidate = Path(text)
+        candidate = candidate if candidate.is_absolute() else base / candidate
+        if _is_file(candidate):
+            return candidate
+    return candidate
+
+
 def fetch_hymenoptera(data_dir: str | Path | None = None, url: str | None = None, verbose: bool = True) -> Path:
     """Download (once) and extract the ants-vs-bees set; return the folder holding ``train/`` and ``val/``.
 
-    The zip goes to ``data_dir/hymenoptera/hymenoptera_data.zip``. No official checksum is published, so its
-    sha256 is recorded in ``data_dir/hymenoptera/manifest.json`` on first use and checked on every later use
-    and re-download. After extraction the layout (train/val × ants/bees, 153 val images) is verified.
+    The zip goes to ``data_dir/hymenoptera/hymenoptera_data.zip``. It is extracted (within the limits of
+    :func:`~pipelines.download.safe_extract`) into a staging folder whose layout (train/val × ants/bees, 153 val
+    images) is verified before it replaces ``extracted/``. No official checksum is published, so the zip's sha256
+    is recorded in ``data_dir/hymenoptera/manifest.json`` (written atomically) only once the zip was extracted and
+    validated, and checked on every later use and re-download; a wrong or truncated zip records nothing, so the
+    genuine one can be placed afterwards.
 
     Parameters
     ----------
@@ -328,19 +374,19 @@ def fetch_hymenoptera(data_dir: str | Path | None = None, url: str | None = None
     ChecksumError
         The zip differs from the one recorded in the manifest.
     ValueError
-        The archive is unsafe or does not have the expected layout.
+        The archive is unsafe, over a size limit or does not have the expected layout, or the manifest is corrupt;
+        the message names the file and how to fix it.
     """
     url = url or HYMENOPTERA_URL
     base = (default_data_dir() if data_dir is None else Path(data_dir).expanduser()) / "hymenoptera"
     base.mkdir(parents=True, exist_ok=True)
     zip_path, manifest_path, extracted = base / "hymenoptera_data.zip", base / _MANIFEST, base / "extracted"
     with FileLock(str(base / ".lock")):
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        manifest = _hymenoptera_manifest(manifest_path)
         recorded = manifest.get("sha256")
-        if manifest.get("complete") and not zip_path.exists():
-            root = extracted / manifest["root"]
-            if _hymenoptera_layout_ok(root):
-                return root
+        previous = extracted / manifest["root"] if recorded is not None else None
+        if previous is not None and not zip_path.exists() and _hymenoptera_problem(previous) is None:
+            return previous
         if not zip_path.exists():
             try:
                 download_file(url, zip_path, expected_sha256=recorded, progress=verbose)
@@ -360,22 +406,58 @@ def fetch_hymenoptera(data_dir: str | Path | None = None, url: str | None = None
                 f"{zip_path} has sha256 {actual}, but {manifest_path} recorded {recorded} on first use; delete the zip "
                 "to download it again, or delete the manifest to accept this file"
             )
-        if manifest.get("complete") and recorded == actual:
-            root = extracted / manifest["root"]
-            if _hymenoptera_layout_ok(root):
-                return root
-        manifest = {"url": url, "sha256": actual, "size": zip_path.stat().st_size}
-        manifest_path.write_text(json.dumps(manifest, indent=2))
-        if extracted.exists():
-            shutil.rmtree(extracted)
-        safe_extract(zip_path, extracted)
-        root = _find_split_root(extracted)
+        if previous is not None and _hymenoptera_problem(previous) is None:
+            return previous
+        root = _extract_hymenoptera(zip_path, extracted)
+        manifest = {
+            "url": url,
+            "sha256": actual,
+            "size": zip_path.stat().st_size,
+            "root": root.relative_to(extracted).as_posix(),
+            "complete": True,
+        }
+        write_manifest(manifest_path, manifest)
+    return root
+
+
+def _hymenoptera_manifest(path: Path) -> dict:
+    """The manifest of a validated extraction, or ``{}``; an unfinished record (older versions) is not trusted."""
+    manifest = read_manifest(path)
+    if not manifest.get("complete"):
+        if manifest:
+            logger.warning("%s records no validated extraction; checking the zip from scratch", path)
+        return {}
+    sha256, root = manifest.get("sha256"), manifest.get("root")
+    fix = "delete it and run again (the zip is then checked from scratch and its sha256 recorded anew)"
+    if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+        raise ValueError(f"manifest {path} is corrupt: 'sha256' must be 64 hex digits, got {sha256!r}; {fix}")
+    if not isinstance(root, str) or PurePosixPath(root).is_absolute() or ".." in PurePosixPath(root).parts:
+        raise ValueError(f"manifest {path} is corrupt: 'root' must be a relative folder, got {root!r}; {fix}")
+    return manifest
+
+
+def _extract_hymenoptera(zip_path: Path, extracted: Path) -> Path:
+    """Extract into a staging folder, check the layout there, then swap it in; return the split root."""
+    staging = extracted.with_name(extracted.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        safe_extract(zip_path, staging)
+        root = _find_split_root(staging)
         problem = _hymenoptera_problem(root)
         if problem:
-            raise ValueError(f"{zip_path} does not hold the expected ants-vs-bees layout: {problem}")
-        manifest.update(root=root.relative_to(extracted).as_posix(), complete=True)
-        manifest_path.write_text(json.dumps(manifest, indent=2))
-    return root
+            raise ValueError(
+                f"{zip_path} does not hold the expected ants-vs-bees layout: {problem}; delete it (or replace it "
+                "with the genuine hymenoptera_data.zip) and run again"
+            )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    relative = root.relative_to(staging)
+    if extracted.exists():
+        shutil.rmtree(extracted)
+    os.replace(staging, extracted)
+    return extracted / relative
 
 
 def _find_split_root(folder: Path) -> Path:
@@ -395,7 +477,3 @@ def _hymenoptera_problem(root: Path) -> str | None:
     if n_val != HYMENOPTERA_VAL_SIZE:
         return f"val/ holds {n_val} images, expected {HYMENOPTERA_VAL_SIZE}"
     return None
-
-
-def _hymenoptera_layout_ok(root: Path) -> bool:
-    return all((root / subset / cls).is_dir() for subset in SUBSETS for cls in HYMENOPTERA_CLASSES)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -12,6 +12,8 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm.auto import tqdm
 
+from pipelines.download import read_manifest, write_manifest
+
 __all__ = ["DEMO_CLASSES", "DEMO_PER_CLASS", "DEMO_IMAGE_SIZE", "generate_demo"]
 
 DEMO_CLASSES = ("ants", "bees")
@@ -20,6 +22,8 @@ DEMO_IMAGE_SIZE = 160
 _DEMO_VERSION = 1
 _DEMO_SEED = 20240517
 _MANIFEST = "manifest.json"
+
+logger = logging.getLogger(__name__)
 
 
 def generate_demo(target: str | Path, verbose: bool = True) -> Path:
@@ -48,7 +52,7 @@ def generate_demo(target: str | Path, verbose: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     manifest_path = target / _MANIFEST
     with FileLock(str(target.with_name(target.name + ".lock"))):
-        if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("version") == _DEMO_VERSION:
+        if _current(manifest_path):
             return target
         if target.exists():
             shutil.rmtree(target)
@@ -70,8 +74,17 @@ def generate_demo(target: str | Path, verbose: bool = True) -> Path:
             "per_class": DEMO_PER_CLASS,
             "image_size": DEMO_IMAGE_SIZE,
         }
-        manifest_path.write_text(json.dumps(manifest, indent=2))
+        write_manifest(manifest_path, manifest)
     return target
+
+
+def _current(manifest_path: Path) -> bool:
+    """Whether ``manifest_path`` records a complete generation of this version; a corrupt one means regenerate."""
+    try:
+        return read_manifest(manifest_path).get("version") == _DEMO_VERSION
+    except ValueError as exc:
+        logger.warning("%s; regenerating the demo set", exc)
+        return False
 
 
 _BACKGROUNDS = {

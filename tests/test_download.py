@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
 import json
@@ -10,6 +11,7 @@ import socket
 import stat
 import threading
 import zipfile
+from email.utils import formatdate
 
 import numpy as np
 import pytest
@@ -41,6 +43,12 @@ def make_hymenoptera_zip(n_val: tuple[int, int] = (70, 83), n_train: int = 3, ex
     return buffer.getvalue()
 
 
+def _validators(payload: bytes) -> dict[str, str]:
+    """A strong ETag and a Last-Modified date, both derived from the content (so they change with it)."""
+    digest = hashlib.sha256(payload).hexdigest()
+    return {"etag": f'"{digest[:16]}"', "last-modified": formatdate(1_700_000_000 + int(digest[:6], 16), usegmt=True)}
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
@@ -52,14 +60,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if payload is None:
             self.send_error(404)
             return
+        validators = _validators(payload)
         start = 0
-        range_header = self.headers.get("Range")
-        if range_header and server.ranges:
+        range_header, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+        current = validators.get(server.validator, "")
+        if range_header and server.ranges and (if_range is None or not server.if_range or if_range == current):
             start = int(range_header.removeprefix("bytes=").split("-")[0])
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
         else:
             self.send_response(200)
+        if server.validator is not None:
+            self.send_header("ETag" if server.validator == "etag" else "Last-Modified", current)
         body = payload[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -73,9 +85,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    """A loopback HTTP server: ``server.files`` maps URL paths to bytes; records request headers."""
+    """A loopback HTTP server: ``server.files`` maps URL paths to bytes; records request headers.
+
+    It sends a strong ETag (``server.validator = "last-modified"`` sends Last-Modified instead, None neither),
+    honours ``Range`` (unless ``server.ranges`` is False) and ``If-Range`` (unless ``server.if_range`` is False),
+    and cuts the next response in half when ``server.truncate_next`` is set.
+    """
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.files, httpd.requests, httpd.ranges, httpd.truncate_next = {}, [], True, False
+    httpd.validator, httpd.if_range = "etag", True
     httpd.url = lambda path: f"http://127.0.0.1:{httpd.server_address[1]}{path}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
