@@ -35,6 +35,7 @@ PAIR_KEYS: tuple[str, ...] = ("train_size", "split")
 DESIGNS: tuple[str, ...] = ("fixed_test", "resampled")
 NOT_TESTABLE = "not testable"
 _TIME_COLUMNS = ("fit_time_s", "predict_time_s", "extract_time_s")
+_TINY = 1e-12  # a standard error below this is rounding noise of a zero variance
 
 
 # --- configurations ---------------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def _interval(estimate: float, se: float, df: float, level: float, method: str, 
            "note": note, **extra}
     if math.isnan(estimate):
         out["note"] = note or f"{NOT_TESTABLE}: no data"
-    elif not (se > 0 and math.isfinite(se)) or not df > 0:
+    elif not (se > _TINY and math.isfinite(se)) or not df > 0:
         out.update(se=math.nan, note=note or f"{NOT_TESTABLE}: no variance (the same outcome everywhere)")
     else:
         half = float(sps.t.ppf(0.5 + level / 2, df)) * se
@@ -322,7 +323,7 @@ def resampling_overlap(rows: pd.DataFrame) -> float:
 def t_test_p(record: Mapping) -> float:
     """Two-sided p-value of ``estimate = 0`` from an interval record (NaN when not testable)."""
     se, df = record["se"], record["df"]
-    if not (se > 0 and df > 0):
+    if not (se > _TINY and df > 0):
         return math.nan
     return float(2 * sps.t.sf(abs(record["estimate"]) / se, df))
 
@@ -359,7 +360,7 @@ def tost(record: Mapping, margin: float, alpha: float = 0.05) -> dict:
     if not margin > 0:
         raise ValueError(f"tost margin must be > 0 (e.g. 0.02 accuracy), got {margin!r}")
     se, df, d = record["se"], record["df"], record["estimate"]
-    if not (se > 0 and df > 0) or math.isnan(d):
+    if not (se > _TINY and df > 0) or math.isnan(d):
         return {"tost_p": math.nan, "equivalent": pd.NA, "margin": margin}
     p_low = float(sps.t.sf((d + margin) / se, df))
     p_high = float(sps.t.cdf((d - margin) / se, df))
@@ -1118,21 +1119,22 @@ def crossover(
                  + ("" if math.isnan(last["difference_ci_low"]) else
                     f" [{last['difference_ci_low']:+.3f}, {last['difference_ci_high']:+.3f}]")
                  + (f" ({last['note']})" if last["note"] else ""))
-    names = f"{last['finetune_best']} (fine-tuning) vs {last['frozen_best']} (frozen, pre-selected)"
+    names = (f"configurations pre-selected on training-side evidence: {last['finetune_best']} (fine-tuning), "
+             f"{last['frozen_best']} (frozen)")
     if estimate == math.inf:
         out["status"] = "not_reached"
-        out["statement"] = (f"Fine-tuning did not overtake the pre-selected frozen-feature method within the data "
-                            f"(up to {int(hi_size)} images/class; {names}); {last_text}.")
+        out["statement"] = (f"Fine-tuning did not overtake the best frozen-feature method within the data "
+                            f"(up to {int(hi_size)} images/class); {names}; {last_text}.")
     elif estimate == -math.inf:
         out["status"] = "finetune_ahead"
-        out["statement"] = (f"Fine-tuning was already ahead of the pre-selected frozen-feature method at the smallest "
-                            f"size measured ({int(lo_size)} images/class, gap {diff[0]:+.3f}); the crossover, if "
-                            f"any, lies below; {last_text}.")
+        out["statement"] = (f"Fine-tuning was already ahead of the best frozen-feature method at the smallest size "
+                            f"measured ({int(lo_size)} images/class, gap {diff[0]:+.3f}); the crossover, if any, lies "
+                            f"below; {names}; {last_text}.")
     else:
         out.update(status="crossover", estimate=estimate)
-        out["statement"] = (f"Fine-tuning overtakes the pre-selected frozen-feature method at about {estimate:.0f} "
+        out["statement"] = (f"Fine-tuning overtakes the best frozen-feature method at about {estimate:.0f} "
                             f"images/class{ci_text}, measured between {int(lo_size)} and {int(hi_size)} "
-                            f"images/class ({names}).")
+                            f"images/class; {names}.")
     if out["status"] != "crossover" and out["ci"] is not None:
         out["statement"] += f" Crossing point{ci_text}."
     return out

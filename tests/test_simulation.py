@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from reports.stats import crossing_interval, two_level_interval
+from reports import stats
 
 N_TEST = (70, 83)
 POOL = 120
@@ -101,7 +101,7 @@ def coverage(setting: str, n_experiments: int = 400, balanced: bool = False) -> 
     target = truth(SETTINGS[setting][1], balanced)
     hits, widths = [], []
     for c in simulate_accuracy(setting, n_experiments):
-        record = two_level_interval(c, CLASSES, balanced=balanced)
+        record = stats.two_level_interval(c, CLASSES, balanced=balanced)
         hits.append(record["ci_low"] <= target <= record["ci_high"])
         widths.append(record["ci_high"] - record["ci_low"])
     return float(np.mean(hits)), float(np.mean(widths))
@@ -167,7 +167,7 @@ def crossover_coverage(n_experiments: int = 200, n_boot: int = 500, seed: int = 
     hits, estimates, cis = [], [], []
     for e in range(n_experiments):
         frozen, tuned = simulate_crossover(rng)
-        found = crossing_interval(SIZES, [b - a for a, b in zip(frozen, tuned)], CLASSES, n_boot=n_boot,
+        found = stats.crossing_interval(SIZES, [b - a for a, b in zip(frozen, tuned)], CLASSES, n_boot=n_boot,
                                   random_state=e)
         low, high = found["ci"]
         hits.append(low <= CROSSOVER <= high)
@@ -238,7 +238,7 @@ def before_after(n_experiments: int = 400) -> None:
             old_hits.append(low <= target <= high)
             old_w.append(high - low)
             old_clipped.append(min(high, 1.0) - max(low, 0.0))
-            record = two_level_interval(c, CLASSES)
+            record = stats.two_level_interval(c, CLASSES)
             new_hits.append(record["ci_low"] <= target <= record["ci_high"])
             new_w.append(record["ci_high"] - record["ci_low"])
         print(f"{setting:<9} {np.mean(old_hits):>12.3f} {np.mean(old_w):>10.3f} {np.mean(old_clipped):>10.3f} "
