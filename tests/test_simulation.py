@@ -80,7 +80,7 @@ def correctness(rng: np.random.Generator, q: np.ndarray, easiness: np.ndarray, i
 
 
 SETTINGS = {  # name: (images per class or None for all, method)
-    "5/class": (5, Method(base=0.45)),
+    "5/class": (5, Method(base=0.45, helpfulness=0.2, seed=0.22)),  # per-split accuracy sd ≈ 0.07
     "10/class": (10, Method(base=0.55)),
     "all": (None, Method(base=0.75, seed=0.02, bias=0.01)),
 }

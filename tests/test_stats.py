@@ -269,18 +269,30 @@ def selection_results(seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_select_best_uses_the_selection_score_and_ignores_test_accuracy():
+def check_selection_blind_to_test() -> None:
+    """select_best and the crossover choose the same configurations whatever the test accuracies / labels."""
     results = selection_results()
     chosen = stats.select_best(results, within=("train_size", "family"))
     pick = chosen.set_index(["train_size", "family"])["method"]
     assert pick[(5, "frozen")] == "svm" and pick[(50, "frozen")] == "logistic"
     assert pick[(5, "finetune")] == "ft_head"
-    assert (chosen["selected_by"] == "highest mean selection_score").all()
     rng = np.random.default_rng(9)
     for _ in range(5):
         shuffled = results.assign(accuracy=rng.permutation(results["accuracy"].to_numpy()))
         assert stats.select_best(shuffled, within=("train_size", "family")).equals(chosen)
-    overall = stats.select_best(results)
+    results, predictions = crossover_tables(n_splits=3)
+    curves = stats.crossover(results, predictions, n_boot=20)["curves"]
+    assert curves["frozen_best"].str.endswith("/ svm").all()  # not the decoy with the best test accuracy
+    relabelled = predictions.assign(y_true=rng.permutation(predictions["y_true"].to_numpy()))
+    again = stats.crossover(results.assign(accuracy=1 - results["accuracy"]), relabelled, n_boot=20)["curves"]
+    assert again[["frozen_best", "finetune_best"]].equals(curves[["frozen_best", "finetune_best"]])
+
+
+def test_select_best_uses_the_selection_score_and_ignores_test_accuracy():
+    check_selection_blind_to_test()
+    chosen = stats.select_best(selection_results(), within=("train_size", "family"))
+    assert (chosen["selected_by"] == "highest mean selection_score").all()
+    overall = stats.select_best(selection_results())
     assert list(overall["method"]) == ["svm", "logistic"] and list(overall["family"]) == ["frozen", "frozen"]
 
 
@@ -288,7 +300,8 @@ def test_select_best_fixed_in_advance_and_refusals():
     results = selection_results()
     chosen = stats.select_best(results, within=("train_size", "family"), fixed={"frozen": {"method": "forest"}})
     pick = chosen.set_index(["train_size", "family"])
-    assert pick.loc[(5, "frozen"), "method"] == "forest" and pick.loc[(5, "frozen"), "selected_by"] == "fixed in advance"
+    assert pick.loc[(5, "frozen"), "method"] == "forest"
+    assert pick.loc[(5, "frozen"), "selected_by"] == "fixed in advance"
     assert pick.loc[(5, "finetune"), "method"] == "ft_head"
     unscored = results.assign(selection_score=math.nan)
     assert stats.select_best(unscored).empty
