@@ -1,15 +1,27 @@
-"""Statistics over repeated splits: confidence intervals, paired comparisons, fine-tuning crossover.
+"""Statistics over repeated training draws: intervals, paired tests, equivalence, selection, crossover.
 
-Every function takes the long ``results`` table of :mod:`pipelines.compare` (one row per backbone × cut × method ×
-train_size × split, see ``results.csv`` in the contracts) and returns plain numbers or DataFrames.
+Two experimental designs, named in every output (``design`` column of ``results.csv``):
+
+``"fixed_test"``
+    A fixed test set (hymenoptera ``val/``); every training draw (split) is scored on the whole test set. The data
+    of one configuration is a 0/1 correctness matrix of shape (J splits, N test images) and the uncertainty has two
+    sources, the training draw and the test images: :func:`two_level_interval` carries both (variance components
+    of a crossed splits × images design, Satterthwaite degrees of freedom).
+``"resampled"``
+    Random train/test splits of one pool: the Nadeau–Bengio corrected resampled t over per-split accuracies
+    (:func:`mean_ci`, :func:`paired_difference` with ``overlap = n_test / n_train``).
+
+Nothing here looks at test accuracy to choose a configuration: :func:`select_best` ranks by training-side
+evidence (``selection_score``) only, and :func:`paired_comparison` / :func:`crossover` take pre-selected
+configurations. An interval that cannot be computed is NaN and its row says why ("not testable").
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,7 +32,13 @@ logger = logging.getLogger(__name__)
 CONFIG_COLUMNS: tuple[str, ...] = ("backbone", "cut", "method")
 VARIANT_COLUMNS: tuple[str, ...] = ("pooling", "augment")
 PAIR_KEYS: tuple[str, ...] = ("train_size", "split")
+DESIGNS: tuple[str, ...] = ("fixed_test", "resampled")
+NOT_TESTABLE = "not testable"
 _TIME_COLUMNS = ("fit_time_s", "predict_time_s", "extract_time_s")
+_TINY = 1e-12  # a standard error below this is rounding noise of a zero variance
+
+
+# --- configurations ---------------------------------------------------------------------------------------------
 
 
 def config_columns(results: pd.DataFrame) -> list[str]:
@@ -33,6 +51,29 @@ def config_columns(results: pd.DataFrame) -> list[str]:
         return values[values.astype(str) != ""].nunique() > 1
 
     return fixed + [c for c in VARIANT_COLUMNS if c in results.columns and varies(c)]
+
+
+def config_label(values: dict | pd.Series, columns: Sequence[str]) -> str:
+    """``"resnet18 / layer4 / linear_svm"``: a configuration's values joined, empty values skipped."""
+    parts = [str(values[c]) for c in columns if c in values and not _is_blank(values[c])]
+    return " / ".join(parts) if parts else "(all)"
+
+
+def _is_blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def _norm(value):
+    """Hashable, NaN-free key value: blanks become ``""``, numbers floats."""
+    if _is_blank(value) or value is pd.NA:
+        return ""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _key(values, columns: Sequence[str]) -> tuple:
+    return tuple(_norm(values[c]) for c in columns)
 
 
 def _default_by(results: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
@@ -50,6 +91,23 @@ def _check_columns(results: pd.DataFrame, columns: Sequence[str], what: str = "r
     missing = [c for c in columns if c not in results.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {missing}; available columns: {list(results.columns)}")
+
+
+def design_of(rows: pd.DataFrame) -> str:
+    """The evaluation design of a group of rows: its ``design`` column (``"resampled"`` when absent).
+
+    Raises ValueError on an unknown value or on a group that mixes designs.
+    """
+    if "design" not in rows.columns or rows["design"].isna().all():
+        return "resampled"
+    values = set(rows["design"].dropna().astype(str))
+    unknown = values - set(DESIGNS)
+    if unknown or len(values) > 1:
+        raise ValueError(f"results column 'design' must hold one of {list(DESIGNS)} per group; got {sorted(values)}")
+    return values.pop()
+
+
+# --- interval machinery -----------------------------------------------------------------------------------------
 
 
 def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -90,17 +148,17 @@ def mean_ci(
     n_test: Sequence[int] | None = None,
     overlap: float = 0.0,
 ) -> tuple[float, float, float]:
-    """Mean over splits with a Student-t confidence interval.
+    """Mean over disjoint folds or resampled splits with a Student-t confidence interval.
 
-    Repeated splits of one dataset share images, so their accuracies are positively correlated and the naive
+    Resampled splits of one pool share images, so their accuracies are positively correlated and the naive
     ``sd / sqrt(J)`` is too small.  With ``overlap = n_test / n_train`` the variance of the mean is the corrected
     resampled one of Nadeau & Bengio (2003), ``sd² · (1/J + n_test/n_train)``; ``overlap=0`` gives the plain
-    t-interval.
+    t-interval (right for disjoint cross-validation folds). Not for a fixed test set: use
+    :func:`two_level_interval`.
 
-    With a single split (or several identical values) the t-interval is undefined or of zero width; if the
-    per-split counts ``n_correct`` / ``n_test`` are given, the Wilson interval of the pooled counts is returned
-    instead (it reflects test-set sampling only, not the split-to-split variance). Without counts the bounds are NaN
-    for a single value. NaN values are ignored.
+    With a single value (or several identical values) the t-interval is undefined or of zero width; if the counts
+    ``n_correct`` / ``n_test`` are given, the Wilson interval of the pooled counts is returned instead (valid when
+    the folds are disjoint). Without counts the bounds are NaN for a single value. NaN values are ignored.
 
     Parameters
     ----------
@@ -139,80 +197,175 @@ def mean_ci(
     return (mean, math.nan, math.nan)
 
 
-def summarize(
-    results: pd.DataFrame, by: Sequence[str] | None = None, level: float = 0.95
-) -> pd.DataFrame:
-    """Mean accuracy with a confidence interval per configuration.
+def _interval(estimate: float, se: float, df: float, level: float, method: str, note: str = "", **extra) -> dict:
+    """One interval record; NaN bounds (with a "not testable" note) when ``se`` is not a positive number."""
+    out = {"estimate": estimate, "se": se, "df": df, "ci_low": math.nan, "ci_high": math.nan, "method": method,
+           "note": note, **extra}
+    if math.isnan(estimate):
+        out["note"] = note or f"{NOT_TESTABLE}: no data"
+    elif not (se > _TINY and math.isfinite(se)) or not df > 0:
+        out.update(se=math.nan, note=note or f"{NOT_TESTABLE}: no variance (the same outcome everywhere)")
+    else:
+        half = float(sps.t.ppf(0.5 + level / 2, df)) * se
+        out.update(ci_low=estimate - half, ci_high=estimate + half)
+    return out
+
+
+def two_level_interval(
+    matrix: np.ndarray,
+    classes: Sequence | None = None,
+    *,
+    balanced: bool = False,
+    level: float = 0.95,
+) -> dict:
+    """Mean of a splits × test-images matrix with an interval carrying both sources of uncertainty (fixed test set).
+
+    ``matrix[j, n]`` is the correctness (0/1) of training draw ``j`` on test image ``n`` — or a paired difference
+    of two such matrices (same splits, same images). The estimate is the mean over splits of the per-split
+    (balanced) accuracy ``θ_j = Σ_n w_n m[j, n]``. Its variance is estimated as that of a crossed random design,
+    stratified by class::
+
+        Var = var_j(θ_j) / J  +  Σ_c W_c · (var_{n∈c}(m̄_n) − MSE_c / J),    W_c = Σ_{n∈c} w_n²
+
+    The first term is the training-draw component (it includes the split × image residual), the second the
+    test-image component (column means m̄_n, de-biased by the within-class residual mean square, floored at 0).
+    The interval is Student-t with Satterthwaite degrees of freedom. With a single split the training-draw
+    component cannot be estimated: the interval then covers test-image sampling only (said in ``note``).
 
     Parameters
     ----------
-    results : DataFrame
-        The long results table (one row per split).
-    by : sequence of str, optional
-        Columns identifying a configuration; default :func:`config_columns` and ``train_size``.
+    matrix : array of shape (J, N) or (N,)
+        Correctness or paired differences; no NaN.
+    classes : sequence of length N, optional
+        True class of each test image (strata of the image component and weights of the balanced accuracy).
+    balanced : bool, default=False
+        Weight images by ``1 / (K · N_c)`` (balanced accuracy) instead of ``1 / N``.
     level : float, default=0.95
-        Confidence level of :func:`mean_ci` (t-interval over splits; Wilson of the pooled counts for one split).
+        Confidence level.
 
     Returns
     -------
-    DataFrame
-        One row per configuration, sorted by ``by``: the ``by`` columns, ``family`` and ``pretrained`` (when present
-        and not in ``by``; first value of the group), ``accuracy`` (mean over splits), ``ci_low``, ``ci_high``
-        (clipped to [0, 1]), ``n_splits`` (rows in the group), ``n_test`` (test images per split, rounded mean),
-        ``n_test_total``, ``balanced_accuracy`` and the mean ``fit_time_s``, ``predict_time_s``,
-        ``extract_time_s``.
+    dict
+        ``estimate``, ``se``, ``df``, ``ci_low``, ``ci_high`` (raw, never clipped; NaN when not computable),
+        ``var_splits``, ``var_images``, ``n_splits``, ``n_images``, ``method`` and ``note``.
     """
-    by = _default_by(results, by)
-    _check_columns(results, by + ["accuracy"])
-    extra = [c for c in ("family", "pretrained") if c in results.columns and c not in by]
-    columns = by + extra + ["accuracy", "ci_low", "ci_high", "n_splits", "n_test", "n_test_total",
-                            "balanced_accuracy", *_TIME_COLUMNS]
-    if results.empty:
-        return pd.DataFrame(columns=columns)
-    rows = []
-    for key, group in results.groupby(by, dropna=False, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        n_test = group["n_test"] if "n_test" in group else None
-        n_correct = group["n_correct"] if "n_correct" in group else None
-        mean, low, high = mean_ci(group["accuracy"], level, n_correct=n_correct, n_test=n_test,
-                                  overlap=resampling_overlap(group))
-        row = dict(zip(by, key))
-        row.update({c: group[c].iloc[0] for c in extra})
-        row.update(
-            accuracy=mean,
-            ci_low=float(np.clip(low, 0.0, 1.0)) if not math.isnan(low) else math.nan,
-            ci_high=float(np.clip(high, 0.0, 1.0)) if not math.isnan(high) else math.nan,
-            n_splits=len(group),
-            n_test=int(round(float(n_test.mean()))) if n_test is not None and n_test.notna().any() else 0,
-            n_test_total=int(n_test.sum()) if n_test is not None and n_test.notna().any() else 0,
-            balanced_accuracy=_nanmean(group, "balanced_accuracy"),
-            **{c: _nanmean(group, c) for c in _TIME_COLUMNS},
-        )
-        rows.append(row)
-    return pd.DataFrame(rows, columns=columns).reset_index(drop=True)
+    _check_level(level)
+    m = np.atleast_2d(np.asarray(matrix, dtype=float))
+    if np.isnan(m).any():
+        raise ValueError("two_level_interval: matrix has NaN cells; keep only images scored on every split")
+    n_splits, n_images = m.shape
+    method = "two-level (training draws + test images)"
+    if m.size == 0:
+        return _interval(math.nan, math.nan, math.nan, level, method, var_splits=math.nan, var_images=math.nan,
+                         n_splits=n_splits, n_images=n_images)
+    labels = np.zeros(n_images, dtype=int) if classes is None else np.unique(np.asarray(classes),
+                                                                          return_inverse=True)[1]
+    counts = np.bincount(labels)
+    weights = 1.0 / (np.count_nonzero(counts) * counts[labels]) if balanced else np.full(n_images, 1.0 / n_images)
+    per_split = m @ weights
+    estimate = float(per_split.mean())
+    terms: list[tuple[float, float]] = []
+    var_splits = float(per_split.var(ddof=1)) / n_splits if n_splits > 1 else math.nan
+    if n_splits > 1:
+        terms.append((var_splits, n_splits - 1))
+    image_terms: list[tuple[float, float]] = []
+    for c in np.flatnonzero(counts > 1):
+        cols = m[:, labels == c]
+        w2 = float((weights[labels == c] ** 2).sum())
+        col_means = cols.mean(axis=0)
+        image_terms.append((w2 * float(col_means.var(ddof=1)), counts[c] - 1))
+        if n_splits > 1:
+            resid = cols - cols.mean(axis=1, keepdims=True) - col_means + cols.mean()
+            mse = float((resid**2).sum()) / ((n_splits - 1) * (counts[c] - 1))
+            image_terms.append((-w2 * mse / n_splits, (n_splits - 1) * (counts[c] - 1)))
+    var_images = sum(t for t, _ in image_terms)
+    if var_images > 0:
+        terms.extend(image_terms)
+    var_images = max(var_images, 0.0)
+    note = ""
+    if n_splits == 1:
+        method = "test images only (one training draw)"
+        note = "one training draw: the interval covers test-image sampling only"
+    total = sum(t for t, _ in terms)
+    denom = sum(t**2 / d for t, d in terms)
+    df = total**2 / denom if denom > 0 else math.nan
+    return _interval(estimate, math.sqrt(total) if total > 0 else math.nan, df, level, method, note,
+                     var_splits=var_splits, var_images=var_images, n_splits=n_splits, n_images=n_images)
+
+
+def resampled_interval(values: Sequence[float], overlap: float, level: float = 0.95) -> dict:
+    """Nadeau–Bengio corrected resampled t interval of a mean over random splits of one pool.
+
+    ``se = sd · sqrt(1/J + overlap)`` with ``overlap = n_test / n_train`` and ``J − 1`` degrees of freedom. Same
+    record as :func:`two_level_interval` (NaN bounds and a "not testable" note with fewer than two splits or no
+    variance).
+    """
+    _check_level(level)
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    method = "resampled t (Nadeau–Bengio)" if overlap > 0 else "t over splits (uncorrected: n_train/n_test unknown)"
+    if v.size == 0:
+        return _interval(math.nan, math.nan, math.nan, level, method, n_splits=0)
+    if v.size < 2:
+        return _interval(float(v.mean()), math.nan, math.nan, level, method,
+                         f"{NOT_TESTABLE}: one split, no variance estimate", n_splits=1)
+    se = float(v.std(ddof=1)) * math.sqrt(1 / v.size + overlap)
+    return _interval(float(v.mean()), se, v.size - 1, level, method, n_splits=int(v.size))
 
 
 def resampling_overlap(rows: pd.DataFrame) -> float:
     """``mean(n_test) / mean(n_train)`` of a group of splits (0 when unknown), for the Nadeau–Bengio correction."""
-    if {"n_test", "n_train"} - set(rows.columns) or rows["n_train"].astype(float).mean() <= 0:
+    if {"n_test", "n_train"} - set(rows.columns) or not rows["n_train"].astype(float).mean() > 0:
         return 0.0
     return float(rows["n_test"].astype(float).mean() / rows["n_train"].astype(float).mean())
 
 
-def _nanmean(frame: pd.DataFrame, column: str) -> float:
-    if column not in frame or frame[column].isna().all():
+def t_test_p(record: Mapping) -> float:
+    """Two-sided p-value of ``estimate = 0`` from an interval record (NaN when not testable)."""
+    se, df = record["se"], record["df"]
+    if not (se > _TINY and df > 0):
         return math.nan
-    return float(frame[column].astype(float).mean())
+    return float(2 * sps.t.sf(abs(record["estimate"]) / se, df))
 
 
-def config_label(values: dict | pd.Series, columns: Sequence[str]) -> str:
-    """``"resnet18 / layer4 / linear_svm"``: a configuration's values joined, empty values skipped."""
-    parts = [str(values[c]) for c in columns if c in values and not _is_blank(values[c])]
-    return " / ".join(parts) if parts else "(all)"
+def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict:
+    """Exact McNemar test of two classifiers scored on the same test images (one training draw).
+
+    Returns ``a_only`` (images only ``a`` gets right), ``b_only``, ``p`` (two-sided exact binomial test of the
+    discordant pairs, capped at 1; NaN when there is no discordant pair: not testable) and ``note``.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mcnemar_exact needs aligned predictions; got shapes {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    n = a_only + b_only
+    if n == 0:
+        return {"a_only": 0, "b_only": 0, "p": math.nan, "note": f"{NOT_TESTABLE}: identical correctness"}
+    p = min(1.0, 2 * float(sps.binom.cdf(min(a_only, b_only), n, 0.5)))
+    return {"a_only": a_only, "b_only": b_only, "p": p, "note": ""}
 
 
-def _is_blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+def tost(record: Mapping, margin: float, alpha: float = 0.05) -> dict:
+    """Two one-sided tests of equivalence ``|difference| < margin`` on an interval record.
+
+    ``p = max(P(T ≥ (d + margin)/se), P(T ≤ (d − margin)/se))`` with the record's ``se`` and ``df``; equivalent
+    means ``p < alpha`` (the ``1 − 2·alpha`` interval lies inside ``(−margin, margin)``).
+
+    Returns
+    -------
+    dict
+        ``tost_p``, ``equivalent`` (True/False, ``pd.NA`` when not testable), ``margin``.
+    """
+    if not margin > 0:
+        raise ValueError(f"tost margin must be > 0 (e.g. 0.02 accuracy), got {margin!r}")
+    se, df, d = record["se"], record["df"], record["estimate"]
+    if not (se > _TINY and df > 0) or math.isnan(d):
+        return {"tost_p": math.nan, "equivalent": pd.NA, "margin": margin}
+    p_low = float(sps.t.sf((d + margin) / se, df))
+    p_high = float(sps.t.cdf((d - margin) / se, df))
+    p = max(p_low, p_high)
+    return {"tost_p": p, "equivalent": bool(p < alpha), "margin": margin}
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -232,69 +385,364 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
 
 
 def paired_difference(diff: np.ndarray, level: float = 0.95, overlap: float = 0.0) -> dict[str, float]:
-    """Mean of paired differences, its t-interval, paired (corrected resampled) t-test and Wilcoxon p-values.
+    """Mean of per-split paired differences (resampled design): corrected resampled t-test and Wilcoxon p-value.
 
-    Returns a dict with ``diff``, ``diff_ci_low``, ``diff_ci_high``, ``t_p`` and ``wilcoxon_p``.
-    ``overlap = n_test / n_train`` applies the Nadeau–Bengio variance correction to the interval and the t-test.
-    The same non-zero difference on every split has no variance estimate: interval and t-test are then NaN (not
-    testable), not a certainty.
+    Returns a dict with ``diff``, ``diff_ci_low``, ``diff_ci_high``, ``se``, ``df``, ``t_p``, ``wilcoxon_p`` and
+    ``note``. ``overlap = n_test / n_train`` applies the Nadeau–Bengio correction to the interval and the t-test.
+    The same difference on every split (zero included) has no variance estimate: interval and tests are NaN and
+    ``note`` says "not testable" — never a certainty, never p = 1.
     """
-    n = diff.size
-    out = {"diff": float(diff.mean()) if n else math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
-           "t_p": math.nan, "wilcoxon_p": math.nan}
-    if n < 2:
-        return out
-    if np.allclose(diff, diff[0]):
-        if np.allclose(diff, 0.0):
-            out.update(diff_ci_low=0.0, diff_ci_high=0.0, t_p=1.0, wilcoxon_p=1.0)
-        else:
-            out["wilcoxon_p"] = float(sps.wilcoxon(diff).pvalue)
-        return out
-    _, low, high = mean_ci(diff, level, overlap=overlap)
-    t = float(diff.mean()) / (float(diff.std(ddof=1)) * math.sqrt(1 / n + overlap))
-    out.update(diff_ci_low=low, diff_ci_high=high, t_p=float(2 * sps.t.sf(abs(t), n - 1)))
+    diff = np.asarray(diff, dtype=float)
+    record = resampled_interval(diff, overlap, level)
+    out = {"diff": record["estimate"], "diff_ci_low": record["ci_low"], "diff_ci_high": record["ci_high"],
+           "se": record["se"], "df": record["df"], "t_p": t_test_p(record), "wilcoxon_p": math.nan,
+           "note": record["note"]}
     nonzero = diff[~np.isclose(diff, 0.0)]
-    out["wilcoxon_p"] = float(sps.wilcoxon(nonzero).pvalue) if nonzero.size else 1.0
+    if diff.size >= 2 and nonzero.size:
+        out["wilcoxon_p"] = float(sps.wilcoxon(nonzero).pvalue)
+    if diff.size >= 2 and np.allclose(diff, diff[0]):
+        out["note"] = f"{NOT_TESTABLE}: the same difference on every split (no variance)"
     return out
 
 
-def paired_comparison(
-    results: pd.DataFrame,
-    by: Sequence[str] | None = None,
-    reference: dict | None = None,
-    level: float = 0.95,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Compare every configuration with the best one (or ``reference``) on the same splits.
+# --- correctness matrices (fixed test set) ----------------------------------------------------------------------
 
-    Configurations are the ``by`` columns; when ``train_size`` is among them, each train size is compared
-    separately (a configuration is only compared with one trained on the same amount of data). Accuracies are
-    paired on ``(train_size, split)``; only the pairs present in both configurations count.
+
+@dataclass(frozen=True)
+class Correctness:
+    """Correctness of one configuration at one train size: ``correct[j, n]`` for split ``splits[j]`` and test
+    image ``index[n]`` of class ``y_true[n]``."""
+
+    splits: np.ndarray
+    index: np.ndarray
+    y_true: np.ndarray
+    correct: np.ndarray
+
+    def aligned(self, other: Correctness) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(splits, index, y_true, self_correct, other_correct)`` on the splits and images both have."""
+        splits = np.intersect1d(self.splits, other.splits)
+        index = np.intersect1d(self.index, other.index)
+
+        def take(c: Correctness) -> np.ndarray:
+            rows = np.searchsorted(c.splits, splits)
+            cols = np.searchsorted(c.index, index)
+            return c.correct[np.ix_(rows, cols)]
+
+        y = self.y_true[np.searchsorted(self.index, index)]
+        return splits, index, y, take(self), take(other)
+
+
+def correctness_matrices(predictions: pd.DataFrame, config: Sequence[str]) -> dict[tuple, Correctness]:
+    """Split × image correctness per (configuration, train size) from the long ``predictions`` table.
+
+    Keys are ``(*config values, train_size)`` with blanks as ``""`` and numbers as floats. Images not scored on
+    every split of a configuration are left out (logged).
+    """
+    _check_columns(predictions, [*config, "train_size", "split", "index", "y_true", "y_pred"], "predictions")
+    data = predictions.assign(_ok=(predictions["y_true"].astype(str) == predictions["y_pred"].astype(str))
+                              .astype(float))
+    keys = [*config, "train_size"]
+    data[list(config)] = data[list(config)].astype(object).where(data[list(config)].notna(), "")
+    out: dict[tuple, Correctness] = {}
+    for key, group in data.groupby(keys, sort=True):
+        wide = group.pivot_table(index="split", columns="index", values="_ok", aggfunc="mean")
+        complete = wide.columns[wide.notna().all(axis=0)]
+        if len(complete) < wide.shape[1]:
+            logger.warning("%s: %d test image(s) not scored on every split left out", key,
+                           wide.shape[1] - len(complete))
+        wide = wide[complete]
+        y = group.groupby("index")["y_true"].first().reindex(wide.columns).astype(str)
+        out[tuple(_norm(k) for k in key)] = Correctness(np.asarray(wide.index), np.asarray(wide.columns),
+                                                        y.to_numpy(), wide.to_numpy())
+    return out
+
+
+# --- summaries --------------------------------------------------------------------------------------------------
+
+
+def _fixed_without_predictions(group: pd.DataFrame, level: float) -> dict:
+    """Fixed test set, per-split accuracies only: image component bounded by ``p(1 − p) / n_test``."""
+    acc = group["accuracy"].astype(float).to_numpy()
+    n_test = float(group["n_test"].astype(float).mean()) if "n_test" in group else math.nan
+    p = float(acc.mean())
+    method = "two-level, image term bounded by p(1-p)/n (no predictions)"
+    if not n_test > 1:
+        return _interval(p, math.nan, math.nan, level, method, f"{NOT_TESTABLE}: n_test unknown")
+    terms = [(p * (1 - p) / n_test, n_test - 1)]
+    if acc.size > 1:
+        terms.append((float(acc.var(ddof=1)) / acc.size, acc.size - 1))
+    total = sum(t for t, _ in terms)
+    denom = sum(t**2 / d for t, d in terms)
+    note = "" if acc.size > 1 else "one training draw: the interval covers test-image sampling only"
+    return _interval(p, math.sqrt(total), total**2 / denom if denom > 0 else math.nan, level, method, note)
+
+
+def _summary_intervals(group: pd.DataFrame, matrix: Correctness | None, design: str, level: float
+                       ) -> tuple[dict, dict]:
+    """(accuracy record, balanced-accuracy record) of one configuration × train size."""
+    if design == "fixed_test" and matrix is not None:
+        return (two_level_interval(matrix.correct, matrix.y_true, level=level),
+                two_level_interval(matrix.correct, matrix.y_true, balanced=True, level=level))
+    if design == "fixed_test":
+        balanced = _interval(_nanmean(group, "balanced_accuracy"), math.nan, math.nan, level, "none",
+                             f"{NOT_TESTABLE}: the balanced-accuracy interval needs predictions")
+        return _fixed_without_predictions(group, level), balanced
+    overlap = resampling_overlap(group)
+    acc = resampled_interval(group["accuracy"], overlap, level)
+    if len(group) == 1 and {"n_correct", "n_test"} <= set(group.columns) and group["n_test"].notna().all():
+        low, high = wilson_ci(int(group["n_correct"].iloc[0]), int(group["n_test"].iloc[0]), level)
+        acc.update(ci_low=low, ci_high=high, method="Wilson (one split)",
+                   note="one split: the interval covers test-image sampling only")
+    bal = resampled_interval(group["balanced_accuracy"] if "balanced_accuracy" in group else [math.nan] * len(group),
+                             overlap, level)
+    return acc, bal
+
+
+def summarize(
+    results: pd.DataFrame,
+    predictions: pd.DataFrame | None = None,
+    by: Sequence[str] | None = None,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Mean accuracy and balanced accuracy with confidence intervals per configuration × train size.
+
+    Parameters
+    ----------
+    results : DataFrame
+        The long results table (one row per fit).
+    predictions : DataFrame, optional
+        The long predictions table; under ``design == "fixed_test"`` it gives the two-level interval
+        (:func:`two_level_interval`). Without it the image component is bounded by ``p(1 − p)/n_test`` (a
+        conservative bound) and the balanced-accuracy interval is NaN.
+    by : sequence of str, optional
+        Columns identifying a configuration; default :func:`config_columns` and ``train_size``.
+    level : float, default=0.95
+        Confidence level.
+
+    Returns
+    -------
+    DataFrame
+        One row per group, sorted by ``by``: the ``by`` columns, ``family``/``pretrained`` (when present), ``design``,
+        ``accuracy`` (mean over splits), ``ci_low``, ``ci_high`` (for display, clipped to [0, 1]), ``ci_low_raw``,
+        ``ci_high_raw`` (unclipped), ``ci_clipped`` (a display bound was clipped), ``n_splits``, ``n_test`` (test
+        images per split), ``n_test_total``, ``balanced_accuracy``, ``balanced_ci_low``, ``balanced_ci_high``
+        (raw), ``ci_method``, ``ci_note`` (why an interval is NaN, or what it covers) and the mean times.
+    """
+    _check_level(level)
+    by = _default_by(results, by)
+    _check_columns(results, by + ["accuracy"])
+    extra = [c for c in ("family", "pretrained") if c in results.columns and c not in by]
+    columns = by + extra + ["design", "accuracy", "ci_low", "ci_high", "ci_low_raw", "ci_high_raw", "ci_clipped",
+                            "n_splits", "n_test", "n_test_total", "balanced_accuracy", "balanced_ci_low",
+                            "balanced_ci_high", "ci_method", "ci_note", *_TIME_COLUMNS]
+    if results.empty:
+        return pd.DataFrame(columns=columns)
+    config = [c for c in by if c != "train_size"]
+    matrices = (correctness_matrices(predictions, config)
+                if predictions is not None and "train_size" in by and not predictions.empty else {})
+    rows = []
+    for key, group in results.groupby(by, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        design = design_of(group)
+        matrix = matrices.get(_key(group.iloc[0], [*config, "train_size"]))
+        acc, bal = _summary_intervals(group, matrix, design, level)
+        n_test = group["n_test"] if "n_test" in group else None
+        has_n = n_test is not None and n_test.notna().any()
+        low, high = acc["ci_low"], acc["ci_high"]
+        clipped = bool(low < 0 or high > 1)
+        note = acc["note"]
+        if bal["note"] and bal["note"] != note:
+            note = "; ".join(filter(None, [note, "balanced accuracy: " + bal["note"]]))
+        if clipped:
+            note = "; ".join(filter(None, [note, f"displayed interval clipped to [0, 1] (raw [{low:.3f}, "
+                                                 f"{high:.3f}])"]))
+        row = dict(zip(by, key))
+        row.update({c: group[c].iloc[0] for c in extra})
+        row.update(
+            design=design, accuracy=float(group["accuracy"].astype(float).mean()),
+            ci_low=float(np.clip(low, 0.0, 1.0)), ci_high=float(np.clip(high, 0.0, 1.0)),
+            ci_low_raw=low, ci_high_raw=high, ci_clipped=clipped, n_splits=len(group),
+            n_test=int(round(float(n_test.mean()))) if has_n else 0,
+            n_test_total=int(n_test.sum()) if has_n else 0,
+            balanced_accuracy=_nanmean(group, "balanced_accuracy") if matrix is None else bal["estimate"],
+            balanced_ci_low=bal["ci_low"], balanced_ci_high=bal["ci_high"],
+            ci_method=acc["method"], ci_note=note,
+            **{c: _nanmean(group, c) for c in _TIME_COLUMNS},
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns).reset_index(drop=True)
+
+
+def _nanmean(frame: pd.DataFrame, column: str) -> float:
+    if column not in frame or frame[column].isna().all():
+        return math.nan
+    return float(frame[column].astype(float).mean())
+
+
+# --- selection on training-side evidence --------------------------------------------------------------------------
+
+
+def select_best(
+    results: pd.DataFrame,
+    within: Sequence[str] = ("train_size",),
+    by: str = "selection_score",
+    fixed: Mapping[str, Mapping] | None = None,
+) -> pd.DataFrame:
+    """The configuration with the highest mean training-side score per stratum; never looks at test accuracy.
 
     Parameters
     ----------
     results : DataFrame
         The long results table.
-    by : sequence of str, optional
-        Columns identifying a configuration; default :func:`config_columns` and ``train_size``.
-    reference : dict, optional
-        Values of the configuration columns (``by`` without ``train_size``) of the reference, e.g.
-        ``{"backbone": "resnet18", "cut": "avgpool", "method": "logistic"}``. Default: the configuration with the
-        highest mean accuracy (per train size).
-    level : float, default=0.95
-        Confidence level of the interval of the mean difference (t-interval).
-    alpha : float, default=0.05
-        Level of ``significant`` (Holm-corrected paired t-test).
+    within : sequence of str, default=("train_size",)
+        Strata; add ``"family"`` for one choice per family.
+    by : str, default="selection_score"
+        Training-side evidence (mean inner-CV accuracy of a tuned head, inner-validation accuracy of a fine-tuned
+        model). Rows where it is NaN cannot be chosen by score. Test columns (``accuracy``, ``n_correct``,
+        ``balanced_accuracy``) are refused.
+    fixed : mapping family -> mapping column -> value, optional
+        Configurations fixed in advance, e.g. ``{"finetune": {"method": "finetune_full"}}``: in each stratum of
+        that family the matching configuration is chosen whatever the scores. Needs ``"family"`` in ``within``.
 
     Returns
     -------
     DataFrame
-        One row per configuration: the ``by`` columns, ``reference`` (label of the reference), ``is_reference``,
+        One row per stratum with a choice: the ``within`` columns, the configuration columns, ``family`` (first
+        value), ``selection_score`` (mean), ``n_candidates`` (configurations with a score), ``n_splits`` and
+        ``selected_by`` (``"highest mean <by>"`` or ``"fixed in advance"``). Strata with nothing to choose are
+        left out and logged.
+    """
+    if by in ("accuracy", "n_correct", "balanced_accuracy"):
+        raise ValueError(f"select_best(by={by!r}) would select on the test set; use a training-side score such as "
+                         "'selection_score'")
+    within = list(within)
+    fixed = dict(fixed or {})
+    if fixed and "family" not in within:
+        raise ValueError("select_best(fixed=...) needs 'family' in within, e.g. within=('train_size', 'family')")
+    config = [c for c in config_columns(results) if c not in within]
+    _check_columns(results, within + config)
+    score_col = results[by].astype(float) if by in results.columns else pd.Series(np.nan, index=results.index)
+    data = results.assign(_score=score_col)
+    columns = within + config + [c for c in ("family",) if c not in within] + [
+        "selection_score", "n_candidates", "n_splits", "selected_by"]
+    rows = []
+    strata = data.groupby(within, dropna=False, sort=True) if within else [((), data)]
+    for skey, stratum in strata:
+        skey = skey if isinstance(skey, tuple) else (skey,)
+        where = dict(zip(within, skey))
+        candidates = stratum.groupby(config, dropna=False, sort=True).agg(
+            _score=("_score", "mean"), n_splits=("_score", "size"),
+            family=("family", "first") if "family" in stratum else ("_score", "size")).reset_index()
+        scored = candidates[candidates["_score"].notna()]
+        family = where.get("family")
+        if family in fixed:
+            target = fixed[family]
+            unknown = [k for k in target if k not in config]
+            if unknown:
+                raise ValueError(f"fixed[{family!r}] has unknown key(s) {unknown}; valid keys: {config}")
+            hit = candidates[np.all([candidates[k].map(_norm) == _norm(v) for k, v in target.items()], axis=0)]
+            if len(hit) > 1:
+                raise ValueError(f"fixed[{family!r}] = {dict(target)} matches {len(hit)} configurations at "
+                                 f"{where}; name more columns")
+            if hit.empty:
+                logger.warning("fixed configuration %s absent at %s; nothing selected", dict(target), where)
+                continue
+            chosen, selected_by = hit.iloc[0], "fixed in advance"
+        elif scored.empty:
+            logger.warning("no configuration has a %r at %s: nothing selected (fix one in advance with fixed=)",
+                           by, where)
+            continue
+        else:
+            labels = [config_label(r, config) for r in scored.to_dict("records")]
+            order = np.lexsort((labels, -scored["_score"].to_numpy()))
+            chosen, selected_by = scored.iloc[order[0]], f"highest mean {by}"
+        row = where | {c: chosen[c] for c in config}
+        if "family" not in within:
+            row["family"] = chosen["family"] if "family" in stratum else math.nan
+        row.update(selection_score=float(chosen["_score"]), n_candidates=len(scored),
+                   n_splits=int(chosen["n_splits"]), selected_by=selected_by)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- paired comparisons -----------------------------------------------------------------------------------------
+
+
+def _reference_for(reference: Mapping | pd.DataFrame, where: dict, config_cols: list[str]) -> dict | None:
+    """The reference's configuration values in one stratum (None when the selection has none there)."""
+    if isinstance(reference, pd.DataFrame):
+        rows = reference
+        for col, value in where.items():
+            if col in rows.columns:
+                rows = rows[rows[col].map(_norm) == _norm(value)]
+        if len(rows) > 1:
+            raise ValueError(f"reference selection has {len(rows)} rows at {where}; pass one family's selection")
+        return None if rows.empty else {c: rows.iloc[0][c] for c in config_cols if c in rows.columns}
+    unknown = [k for k in reference if k not in config_cols]
+    if unknown:
+        raise ValueError(f"reference has unknown key(s) {unknown}; valid keys: {config_cols}")
+    return dict(reference)
+
+
+def _paired_fixed(a: Correctness | None, b: Correctness | None, level: float) -> tuple[dict, float, str, int]:
+    """(interval record of a − b, p-value, test name, n_pairs) under a fixed test set."""
+    if a is None or b is None:
+        record = _interval(math.nan, math.nan, math.nan, level, "none",
+                           f"{NOT_TESTABLE}: the fixed-test comparison needs predictions of both configurations")
+        return record, math.nan, "none", 0
+    splits, _, y, ca, cb = a.aligned(b)
+    if splits.size == 0 or y.size == 0:
+        record = _interval(math.nan, math.nan, math.nan, level, "none", f"{NOT_TESTABLE}: no shared split/images")
+        return record, math.nan, "none", 0
+    record = two_level_interval(ca - cb, y, level=level)
+    if splits.size == 1:
+        test = mcnemar_exact(ca[0] > 0.5, cb[0] > 0.5)
+        note = "; ".join(filter(None, [record["note"], test["note"]]))
+        record["note"] = note
+        return record, test["p"], "McNemar exact (one split)", 1
+    return record, t_test_p(record), "two-level t", int(splits.size)
+
+
+def paired_comparison(
+    results: pd.DataFrame,
+    reference: Mapping | pd.DataFrame,
+    predictions: pd.DataFrame | None = None,
+    by: Sequence[str] | None = None,
+    level: float = 0.95,
+    alpha: float = 0.05,
+    margin: float = 0.02,
+) -> pd.DataFrame:
+    """Compare every configuration with a pre-selected reference on the same splits (and test images).
+
+    Parameters
+    ----------
+    results : DataFrame
+        The long results table.
+    reference : mapping or DataFrame
+        The pre-selected configuration: values of the configuration columns (``by`` without ``train_size``), e.g.
+        ``{"backbone": "resnet18", "cut": "avgpool", "method": "logistic"}``, or the output of
+        :func:`select_best` (one row per train size). There is no default: choosing it by test accuracy would
+        bias every comparison in its favour.
+    predictions : DataFrame, optional
+        Needed under ``design == "fixed_test"`` (two-level paired analysis on ``C_a − C_b``, McNemar exact with one
+        split); without it those rows are "not testable".
+    by : sequence of str, optional
+        Columns identifying a configuration; default :func:`config_columns` and ``train_size``.
+    level : float, default=0.95
+        Confidence level of the interval of the difference.
+    alpha : float, default=0.05
+        Level of ``significant`` (Holm-corrected, within each train size) and of the TOST.
+    margin : float, default=0.02
+        Equivalence margin of the TOST (accuracy points).
+
+    Returns
+    -------
+    DataFrame
+        One row per configuration: the ``by`` columns, ``design``, ``reference`` (label), ``is_reference``,
         ``accuracy`` and ``reference_accuracy`` (means over the paired splits), ``n_pairs``, ``diff``
-        (configuration − reference), ``diff_ci_low``, ``diff_ci_high``, ``t_p`` (paired t-test), ``wilcoxon_p``
-        (signed-rank test; 1.0 when all differences are zero), ``p_holm`` (Holm correction of ``t_p`` within each
-        train size) and ``significant`` (``p_holm < alpha``). The t-test and interval use the Nadeau–Bengio
-        corrected variance (splits share images); the Wilcoxon test is uncorrected and only indicative.
+        (configuration − reference), ``diff_ci_low``, ``diff_ci_high``, ``test``, ``t_p`` (the test's p-value),
+        ``wilcoxon_p`` (resampled design, indicative), ``p_holm``, ``significant`` (``pd.NA`` when not testable),
+        ``tost_p``, ``equivalent`` (within ±``margin``; ``pd.NA`` when not testable), ``margin`` and ``note``.
     """
     _check_level(level)
     by = _default_by(results, by)
@@ -302,128 +750,307 @@ def paired_comparison(
     _check_columns(results, by + ["accuracy", "split"])
     strata = [c for c in by if c == "train_size"]
     config_cols = [c for c in by if c not in strata]
-    if reference is not None:
-        unknown = [k for k in reference if k not in config_cols]
-        if unknown:
-            raise ValueError(f"reference has unknown key(s) {unknown}; valid keys: {config_cols}")
-    columns = by + ["reference", "is_reference", "accuracy", "reference_accuracy", "n_pairs", "diff",
-                    "diff_ci_low", "diff_ci_high", "t_p", "wilcoxon_p", "p_holm", "significant"]
+    if isinstance(reference, Mapping):
+        _reference_for(reference, {}, config_cols)
+    columns = by + ["design", "reference", "is_reference", "accuracy", "reference_accuracy", "n_pairs", "diff",
+                    "diff_ci_low", "diff_ci_high", "test", "t_p", "wilcoxon_p", "p_holm", "significant", "tost_p",
+                    "equivalent", "margin", "note"]
     if results.empty or not config_cols:
         return pd.DataFrame(columns=columns)
+    matrices = (correctness_matrices(predictions, config_cols)
+                if predictions is not None and strata and not predictions.empty else {})
     rows: list[dict] = []
     stratum_groups = results.groupby(strata, dropna=False, sort=True) if strata else [((), results)]
     for skey, stratum in stratum_groups:
         skey = skey if isinstance(skey, tuple) else (skey,)
+        where = dict(zip(strata, skey))
+        design = design_of(stratum)
+        target = _reference_for(reference, where, config_cols)
         wide = stratum.pivot_table(index=pair_keys, columns=config_cols, values="accuracy", aggfunc="mean",
-                                   dropna=False)
-        wide = wide.dropna(axis=1, how="all")
-        if wide.shape[1] == 0:
-            continue
+                                   dropna=False).dropna(axis=1, how="all")
         configs = [c if isinstance(c, tuple) else (c,) for c in wide.columns]
-        means = wide.mean(axis=0).to_numpy()
-        if reference is None:
-            ref_idx = int(np.nanargmax(means))
-        else:
-            target = tuple(reference.get(c) for c in config_cols)
-            matches = [i for i, c in enumerate(configs)
-                       if all(reference.get(col) is None or c[j] == target[j] for j, col in enumerate(config_cols))]
-            if not matches:
-                logger.warning("reference %s absent at %s; skipped", reference, dict(zip(strata, skey)))
-                continue
-            ref_idx = matches[0]
+        matches = [] if target is None else [
+            i for i, c in enumerate(configs)
+            if all(_norm(c[j]) == _norm(target[col]) for j, col in enumerate(config_cols) if col in target)]
+        if len(matches) > 1:
+            raise ValueError(f"reference {target} matches {len(matches)} configurations at {where}; "
+                             "name more columns")
+        if not matches:
+            logger.warning("reference %s absent at %s; skipped", target, where)
+            continue
+        ref_idx = matches[0]
         ref_values = wide.iloc[:, ref_idx].to_numpy()
         ref_label = config_label(dict(zip(config_cols, configs[ref_idx])), config_cols)
+        size_key = tuple(_norm(v) for v in skey)
+        ref_matrix = matrices.get(tuple(_norm(v) for v in configs[ref_idx]) + size_key)
         block = []
         for i, cfg in enumerate(configs):
             values = wide.iloc[:, i].to_numpy()
             both = ~np.isnan(values) & ~np.isnan(ref_values)
-            diff = values[both] - ref_values[both]
-            row = dict(zip(strata, skey)) | dict(zip(config_cols, cfg))
-            row.update(reference=ref_label, is_reference=i == ref_idx,
+            row = where | dict(zip(config_cols, cfg))
+            row.update(design=design, reference=ref_label, is_reference=i == ref_idx,
                        accuracy=float(values[both].mean()) if both.any() else math.nan,
-                       reference_accuracy=float(ref_values[both].mean()) if both.any() else math.nan,
-                       n_pairs=int(both.sum()))
-            tests = paired_difference(diff, level, resampling_overlap(stratum))
+                       reference_accuracy=float(ref_values[both].mean()) if both.any() else math.nan)
+            if design == "fixed_test":
+                record, p, test, n_pairs = _paired_fixed(
+                    matrices.get(tuple(_norm(v) for v in cfg) + size_key), ref_matrix, level)
+                wilcoxon_p = math.nan
+            else:
+                tests = paired_difference(values[both] - ref_values[both], level, resampling_overlap(stratum))
+                record = {"estimate": tests["diff"], "ci_low": tests["diff_ci_low"], "ci_high": tests["diff_ci_high"],
+                          "se": tests["se"], "df": tests["df"], "note": tests["note"]}
+                p, test, n_pairs, wilcoxon_p = tests["t_p"], "resampled t (Nadeau–Bengio)", int(both.sum()), \
+                    tests["wilcoxon_p"]
+            row.update(n_pairs=n_pairs, diff=record["estimate"], diff_ci_low=record["ci_low"],
+                       diff_ci_high=record["ci_high"], test=test, t_p=p, wilcoxon_p=wilcoxon_p,
+                       note=record["note"], **tost(record, margin, alpha))
             if i == ref_idx:
-                tests.update(t_p=math.nan, wilcoxon_p=math.nan)
-            row.update(tests)
+                row.update(t_p=math.nan, wilcoxon_p=math.nan, tost_p=math.nan, equivalent=pd.NA, note="reference")
             block.append(row)
         adjusted = holm([r["t_p"] for r in block])
         for row, p in zip(block, adjusted):
             row["p_holm"] = float(p)
-            row["significant"] = bool(not math.isnan(p) and p < alpha)
+            row["significant"] = pd.NA if math.isnan(p) else bool(p < alpha)
         rows.extend(block)
-    return pd.DataFrame(rows, columns=columns)
+    out = pd.DataFrame(rows, columns=columns)
+    for col in ("significant", "equivalent"):
+        out[col] = out[col].astype("boolean")
+    return out
 
 
-def _family_column(results: pd.DataFrame) -> pd.Series:
-    """The ``family`` column, or one inferred from method names when absent."""
-    if "family" in results.columns:
-        return results["family"].astype(str)
-    method = results["method"].astype(str)
-    return pd.Series(
-        np.select([method.str.startswith("finetune"), method.eq("scratch"), method.str.contains("pixel")],
-                  ["finetune", "scratch", "pixels"], default="frozen"),
-        index=results.index,
-    )
+# --- crossover ----------------------------------------------------------------------------------------------------
 
 
-def _family_best(means: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best mean over the configurations selected by ``mask`` (axis 0) and the index of the winner."""
-    filled = np.where(np.isnan(means[mask]), -np.inf, means[mask])
-    best = filled.max(axis=0)
-    winner = np.flatnonzero(mask)[filled.argmax(axis=0)]
-    return np.where(np.isinf(best), np.nan, best), winner
+def _first_crossings(log_sizes: np.ndarray, diffs: np.ndarray) -> np.ndarray:
+    """Per row of ``diffs`` (resamples × sizes), where fine-tuning − frozen first turns positive, interpolated
+    linearly in log size: ``-inf`` when already positive at the smallest size, ``+inf`` when never, NaN when a row
+    has a NaN."""
+    diffs = np.atleast_2d(diffs)
+    out = np.full(diffs.shape[0], np.inf)
+    positive = diffs > 0
+    out[positive[:, 0]] = -np.inf
+    later = ~positive[:, 0] & positive.any(axis=1)
+    rows = np.flatnonzero(later)
+    j = positive[rows].argmax(axis=1)
+    d0, d1 = diffs[rows, j - 1], diffs[rows, j]
+    t = -d0 / (d1 - d0)
+    out[rows] = np.exp(log_sizes[j - 1] + t * (log_sizes[j] - log_sizes[j - 1]))
+    out[np.isnan(diffs).any(axis=1)] = np.nan
+    return out
 
 
-def _first_crossing(sizes: np.ndarray, diff: np.ndarray) -> float:
-    """Images per class where ``diff`` (fine-tuning − frozen) first becomes positive, log-linear interpolation.
+@dataclass(frozen=True)
+class _SizeData:
+    """Paired fine-tuning − frozen data at one train size: ``diff[j, n]`` (fixed test) or ``diff[j]``."""
 
-    ``-inf`` when fine-tuning is already ahead at the smallest size, ``+inf`` when it never gets ahead, NaN when
-    the difference is undefined everywhere.
+    size: float
+    splits: np.ndarray
+    index: np.ndarray | None
+    y_true: np.ndarray | None
+    diff: np.ndarray
+    overlap: float
+
+
+def _size_value(group: pd.DataFrame) -> float:
+    size = pd.to_numeric(group["train_size"].iloc[0], errors="coerce")
+    if not size > 0:
+        raise ValueError(f"crossover needs a positive numeric train_size (images per class); got "
+                         f"{group['train_size'].iloc[0]!r}")
+    return float(size)
+
+
+def _crossover_data(data: pd.DataFrame, selected: pd.DataFrame, matrices: dict, config: list[str], design: str,
+                    families: tuple[str, str]) -> tuple[list[_SizeData], list[dict]]:
+    """Per train size with both families selected: the paired data and the curve row."""
+    sizes, curves = [], []
+    for size_key, group in data.groupby("train_size", sort=True):
+        chosen = selected[selected["train_size"].map(_norm) == _norm(size_key)].set_index("family")
+        if not set(families) <= set(chosen.index):
+            continue
+        frozen, tuned = ({c: chosen.loc[f, c] for c in config} for f in families)
+        size = _size_value(group)
+        if design == "fixed_test":
+            a = matrices.get(_key(frozen, config) + (_norm(size_key),))
+            b = matrices.get(_key(tuned, config) + (_norm(size_key),))
+            if a is None or b is None:
+                continue
+            splits, index, y, ca, cb = b.aligned(a)
+            if splits.size == 0 or index.size == 0:
+                continue
+            item = _SizeData(size, splits, index, y, ca - cb, 0.0)
+            record = two_level_interval(item.diff, y)
+            acc_fr, acc_ft = float(cb.mean()), float(ca.mean())
+        else:
+            def per_split(cfg: dict) -> pd.Series:
+                hit = group[np.all([group[k].map(_norm) == _norm(v) for k, v in cfg.items()], axis=0)]
+                return hit.groupby("split")["accuracy"].mean()
+
+            fr, ft = per_split(frozen), per_split(tuned)
+            common = fr.index.intersection(ft.index)
+            if common.empty:
+                continue
+            item = _SizeData(size, np.asarray(common), None, None, (ft[common] - fr[common]).to_numpy(),
+                             resampling_overlap(group))
+            record = resampled_interval(item.diff, item.overlap)
+            acc_fr, acc_ft = float(fr[common].mean()), float(ft[common].mean())
+        sizes.append(item)
+        curves.append({"train_size": size_key, "frozen_best": config_label(frozen, config), "frozen_accuracy": acc_fr,
+                       "finetune_best": config_label(tuned, config), "finetune_accuracy": acc_ft,
+                       "difference": record["estimate"], "difference_ci_low": record["ci_low"],
+                       "difference_ci_high": record["ci_high"], "n_pairs": int(item.splits.size),
+                       "note": record["note"]})
+    return sizes, curves
+
+
+def _bootstrap_differences(items: list[_SizeData], design: str, n_boot: int, rng: np.random.Generator
+                           ) -> np.ndarray | None:
+    """Resampled mean differences (n_boot × sizes): split ids resampled jointly across sizes and, under a fixed
+    test set, test images too (stratified by class, the same images for every size); NaN where a resample holds no
+    split of a size. None when there is nothing to resample."""
+    ids = np.unique(np.concatenate([it.splits for it in items]))
+    if design != "fixed_test" and ids.size < 2:
+        return None
+    counts = rng.multinomial(ids.size, np.full(ids.size, 1.0 / ids.size), size=n_boot).astype(float)
+    out = np.empty((n_boot, len(items)))
+    image_weights = None
+    if design == "fixed_test":
+        index = items[0].index
+        for it in items[1:]:
+            index = np.intersect1d(index, it.index)
+        y = items[0].y_true[np.searchsorted(items[0].index, index)]
+        image_weights = np.zeros((n_boot, index.size))
+        for c in np.unique(y):
+            cols = np.flatnonzero(y == c)
+            image_weights[:, cols] = rng.multinomial(cols.size, np.full(cols.size, 1.0 / cols.size), size=n_boot)
+    for s, it in enumerate(items):
+        weights = counts[:, np.searchsorted(ids, it.splits)]
+        total = weights.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if image_weights is None:
+                boot = weights @ it.diff / total
+                centre = float(it.diff.mean())
+                out[:, s] = centre + math.sqrt(1 + it.splits.size * it.overlap) * (boot - centre)
+            else:
+                d = it.diff[:, np.searchsorted(it.index, index)]
+                out[:, s] = ((weights @ d) * image_weights).sum(axis=1) / (total * index.size)
+    return out
+
+
+def _crossing(items: list[_SizeData], design: str, n_boot: int, level: float, random_state: int) -> dict:
+    """Point estimate and bootstrap interval of the crossing from per-size paired data."""
+    log_sizes = np.log([it.size for it in items])
+    diff = np.array([float(it.diff.mean()) for it in items])
+    out = {"estimate": float(_first_crossings(log_sizes, diff)[0]), "difference": diff, "ci": None,
+           "p_crossing": None, "resamples": {},
+           "method": ("two-way bootstrap over splits × test images" if design == "fixed_test"
+                      else "bootstrap over splits, deviations scaled by the Nadeau–Bengio factor")}
+    boot = _bootstrap_differences(items, design, n_boot, np.random.default_rng(random_state))
+    if boot is None:
+        return out
+    crossings = _first_crossings(log_sizes, boot)
+    defined = crossings[~np.isnan(crossings)]
+    out["resamples"] = {"total": n_boot, "crossing": int(np.isfinite(defined).sum()),
+                        "finetune_ahead": int((defined == -np.inf).sum()),
+                        "never_ahead": int((defined == np.inf).sum()), "undefined": int(n_boot - defined.size)}
+    if defined.size:
+        out["p_crossing"] = float(np.isfinite(defined).mean())
+        q = np.quantile(defined, [0.5 - level / 2, 0.5 + level / 2], method="inverted_cdf")
+        out["ci"] = (float(q[0]), float(q[1]))
+    return out
+
+
+def crossing_interval(
+    sizes: Sequence[float],
+    differences: Sequence[np.ndarray],
+    classes: Sequence | None = None,
+    *,
+    design: str = "fixed_test",
+    overlaps: Sequence[float] | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    random_state: int = 0,
+) -> dict:
+    """Array-level core of :func:`crossover`: crossing of per-size paired differences and its bootstrap interval.
+
+    Parameters
+    ----------
+    sizes : sequence of float
+        Images per class, increasing.
+    differences : sequence of arrays
+        Per size, fine-tuning − frozen: a (J, N) correctness difference under ``"fixed_test"`` (row ``j`` is split
+        id ``j`` at every size, columns the same test images), a (J,) accuracy difference under ``"resampled"``.
+    classes : sequence of length N, optional
+        True class of each test image (strata of the image resampling).
+    design : {"fixed_test", "resampled"}
+    overlaps : sequence of float, optional
+        ``n_test / n_train`` per size (resampled design).
+    n_boot, level, random_state
+        As in :func:`crossover`.
+
+    Returns
+    -------
+    dict
+        ``estimate`` (``-inf``/``inf`` without a crossing), ``difference`` (per size), ``ci``, ``p_crossing``,
+        ``resamples`` and ``method``.
     """
-    ok = ~np.isnan(diff)
-    sizes, diff = sizes[ok], diff[ok]
-    if sizes.size == 0:
-        return math.nan
-    if diff[0] > 0:
-        return -math.inf
-    for j in range(1, sizes.size):
-        if diff[j] > 0:
-            x0, x1 = math.log(sizes[j - 1]), math.log(sizes[j])
-            t = -diff[j - 1] / (diff[j] - diff[j - 1])
-            return float(math.exp(x0 + t * (x1 - x0)))
-    return math.inf
+    _check_level(level)
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {list(DESIGNS)}, got {design!r}")
+    overlaps = [0.0] * len(sizes) if overlaps is None else list(overlaps)
+    items = []
+    for size, d, overlap in zip(sizes, differences, overlaps):
+        d = np.asarray(d, dtype=float)
+        if design == "fixed_test":
+            d = np.atleast_2d(d)
+            index = np.arange(d.shape[1])
+            y = np.zeros(d.shape[1], dtype=int) if classes is None else np.asarray(classes)
+            items.append(_SizeData(float(size), np.arange(d.shape[0]), index, y, d, 0.0))
+        else:
+            items.append(_SizeData(float(size), np.arange(d.size), None, None, d, float(overlap)))
+    return _crossing(items, design, n_boot, level, random_state)
 
 
 def crossover(
     results: pd.DataFrame,
+    predictions: pd.DataFrame | None = None,
+    *,
+    selected: pd.DataFrame | None = None,
+    fixed: Mapping[str, Mapping] | None = None,
     frozen_family: str = "frozen",
     finetune_family: str = "finetune",
-    config: Sequence[str] | None = None,
-    n_boot: int = 1000,
+    n_boot: int = 2000,
     level: float = 0.95,
     random_state: int = 0,
 ) -> dict:
-    """Images per class at which the best fine-tuning method overtakes the best frozen-feature method.
+    """Images per class at which the pre-selected fine-tuning configuration overtakes the pre-selected frozen one.
 
-    At each train size, the best configuration of each family (highest mean accuracy over splits) defines the
-    family's curve; the crossover is the first train size where the difference (fine-tuning − frozen) turns
-    positive, interpolated linearly in log(images per class). The confidence interval is a percentile bootstrap
-    over split ids (the same resampled ids for every configuration and train size, best configurations re-chosen
-    in each resample). Resamples without a crossing count as "beyond the data" (upper bound ``inf``) or "before
-    the smallest size" (lower bound at the smallest size).
+    At each train size the two configurations are those chosen on training-side evidence (:func:`select_best`
+    per train size and family, or ``fixed`` in advance) — never by test accuracy. Their paired difference
+    (fine-tuning − frozen, same splits and, under a fixed test set, same test images) is computed per train size;
+    the crossover is where it first turns positive, interpolated linearly in log(images per class).
+
+    The interval is a percentile bootstrap that recomputes the crossing: split ids resampled jointly across train
+    sizes and, under ``design == "fixed_test"``, test images too (stratified by class; two-way bootstrap). In the
+    resampled design the split-bootstrap deviations are scaled by the Nadeau–Bengio factor
+    ``sqrt(1 + J · n_test/n_train)``. No resample is dropped silently: resamples without a crossing count as
+    ``-inf`` (fine-tuning ahead everywhere) or ``+inf`` (never ahead) inside the quantiles, and every kind is
+    counted in ``resamples``.
 
     Parameters
     ----------
     results : DataFrame
-        The long results table; needs ``train_size``, ``split``, ``accuracy`` and ``family`` (inferred from method
-        names when absent).
+        The long results table; needs ``train_size`` (numeric images per class), ``split``, ``accuracy``,
+        ``family`` and, for selection, ``selection_score``.
+    predictions : DataFrame, optional
+        The long predictions table; required under ``design == "fixed_test"``.
+    selected : DataFrame, optional
+        Output of ``select_best(results, within=("train_size", "family"), ...)``; computed (with ``fixed``) when
+        omitted.
+    fixed : mapping family -> configuration, optional
+        Configurations fixed in advance (passed to :func:`select_best`).
     frozen_family, finetune_family : str
         Family values of the two groups compared.
-    config : sequence of str, optional
-        Columns identifying a configuration within a family; default :func:`config_columns`.
-    n_boot : int, default=1000
+    n_boot : int, default=2000
         Bootstrap resamples.
     level : float, default=0.95
         Confidence level.
@@ -433,94 +1060,81 @@ def crossover(
     Returns
     -------
     dict
-        ``estimate`` (float images/class; None when there is no crossing inside the data, including when
-        fine-tuning is already ahead at the smallest size), ``ci`` ((low, high), high possibly ``inf``, or None),
-        ``statement`` (one sentence), ``status`` ("crossover", "not_reached", "finetune_ahead", "not_measured"),
-        ``min_train_size``, ``max_train_size``, ``p_crossing`` (fraction of resamples with a crossing inside the
-        data) and ``curves`` (DataFrame: ``train_size``, ``frozen_best``, ``frozen_accuracy``, ``finetune_best``,
-        ``finetune_accuracy``, ``difference``).
+        ``estimate`` (images/class; None without a crossing inside the data), ``ci`` ((low, high), ``-inf`` /
+        ``inf`` meaning below the smallest / beyond the largest size; None when nothing can be resampled),
+        ``statement``, ``status`` ("crossover", "not_reached", "finetune_ahead", "not_measured"), ``design``,
+        ``method``, ``min_train_size``, ``max_train_size``, ``p_crossing`` (fraction of resamples with a crossing
+        inside the data), ``resamples`` (counts: ``total``, ``crossing``, ``finetune_ahead``, ``never_ahead``,
+        ``undefined``), ``largest`` (difference at the largest size: ``estimate``, ``ci_low``, ``ci_high``) and
+        ``curves`` (DataFrame: ``train_size``, ``frozen_best``, ``frozen_accuracy``, ``finetune_best``,
+        ``finetune_accuracy``, ``difference`` with ``difference_ci_low``/``_high``, ``n_pairs``, ``note``).
     """
     _check_level(level)
-    out = {"estimate": None, "ci": None, "statement": "", "status": "not_measured", "min_train_size": None,
-           "max_train_size": None, "p_crossing": None, "curves": pd.DataFrame()}
+    out = {"estimate": None, "ci": None, "statement": "", "status": "not_measured", "design": None, "method": "",
+           "min_train_size": None, "max_train_size": None, "p_crossing": None, "resamples": {}, "largest": None,
+           "curves": pd.DataFrame()}
     if results.empty:
         out["statement"] = "Crossover not measured in this run (no results)."
         return out
-    _check_columns(results, ["train_size", "split", "accuracy"])
-    config = config_columns(results) if config is None else [c for c in config if c in results.columns]
-    family = _family_column(results)
-    present = set(family)
-    absent = [f for f in (frozen_family, finetune_family) if f not in present]
+    _check_columns(results, ["train_size", "split", "accuracy", "family"])
+    families = (frozen_family, finetune_family)
+    absent = [f for f in families if f not in set(results["family"].astype(str))]
     if absent:
         out["statement"] = f"Crossover not measured in this run (no {' and no '.join(absent)} results)."
         return out
-    data = results.assign(_family=family)
-    data = data[data["_family"].isin([frozen_family, finetune_family]) & data["accuracy"].notna()]
-    sizes = np.sort(data["train_size"].unique()).astype(float)
-    splits = np.sort(data["split"].unique())
-    data = data.assign(_cfg=[config_label(r, config) for r in data[config].to_dict("records")])
-    cfgs = data[["_family", "_cfg"]].drop_duplicates().sort_values(["_family", "_cfg"])
-    acc = np.full((len(cfgs), sizes.size, splits.size), np.nan)
-    cfg_index = {key: i for i, key in enumerate(zip(cfgs["_family"], cfgs["_cfg"]))}
-    size_index = {s: i for i, s in enumerate(sizes)}
-    split_index = {s: i for i, s in enumerate(splits)}
-    grouped = data.groupby(["_family", "_cfg", "train_size", "split"])["accuracy"].mean()
-    for (fam, cfg, size, split), value in grouped.items():
-        acc[cfg_index[(fam, cfg)], size_index[float(size)], split_index[split]] = value
-    is_ft = (cfgs["_family"] == finetune_family).to_numpy()
-    labels = cfgs["_cfg"].to_numpy()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(acc, axis=2)
-        draws = np.random.default_rng(random_state).integers(0, splits.size, size=(n_boot, splits.size))
-        boot = np.nanmean(acc[:, :, draws], axis=3)
-    ft_best, ft_arg = _family_best(means, is_ft)
-    fr_best, fr_arg = _family_best(means, ~is_ft)
-    diff = ft_best - fr_best
-    out["curves"] = pd.DataFrame({
-        "train_size": sizes.astype(int), "frozen_best": labels[fr_arg], "frozen_accuracy": fr_best,
-        "finetune_best": labels[ft_arg], "finetune_accuracy": ft_best, "difference": diff,
-    })
-    lo_size, hi_size = float(sizes[0]), float(sizes[-1])
-    out.update(min_train_size=int(lo_size), max_train_size=int(hi_size))
-    estimate = _first_crossing(sizes, diff)
-    boot_ft, _ = _family_best(boot, is_ft)
-    boot_fr, _ = _family_best(boot, ~is_ft)
-    crossings = np.array([_first_crossing(sizes, boot_ft[:, b] - boot_fr[:, b]) for b in range(n_boot)])
-    crossings = crossings[~np.isnan(crossings)]
-    if crossings.size and splits.size > 1:
-        out["p_crossing"] = float(np.mean(np.isfinite(crossings)))
-        q = np.quantile(np.clip(crossings, lo_size, None), [0.5 - level / 2, 0.5 + level / 2],
-                        method="inverted_cdf")
-        ci = (float(q[0]), float(q[1]))
-    else:
-        ci = None
-    pct = f"{round(level * 100)}%"
-    if math.isnan(estimate):
-        out["statement"] = "Crossover not measured in this run (no train size with both families)."
-    elif estimate == math.inf:
-        out.update(status="not_reached")
-        out["statement"] = (
-            f"Fine-tuning did not overtake the best frozen-feature method within the data "
-            f"(up to {int(hi_size)} images/class); fine-tuning − frozen at the largest size: "
-            f"{diff[~np.isnan(diff)][-1]:+.3f}."
-        )
-        if out["p_crossing"]:
-            out["statement"] += f" A crossing appears in {out['p_crossing']:.0%} of bootstrap resamples."
+    data = results[results["family"].astype(str).isin(families)]
+    design = out["design"] = design_of(data)
+    if design == "fixed_test" and predictions is None:
+        out["statement"] = "Crossover not measured: under a fixed test set it needs the predictions table."
+        return out
+    config = config_columns(results)
+    if selected is None:
+        selected = select_best(data, within=("train_size", "family"), fixed=fixed)
+    selected = selected[selected["family"].astype(str).isin(families)]
+    matrices = correctness_matrices(predictions, config) if design == "fixed_test" else {}
+    items, curves = _crossover_data(data, selected, matrices, config, design, families)
+    out["curves"] = pd.DataFrame(curves)
+    if not items:
+        out["statement"] = ("Crossover not measured in this run (no train size with a pre-selected configuration of "
+                            "both families: give selection scores or fix configurations in advance).")
+        return out
+    found = _crossing(items, design, n_boot, level, random_state)
+    out.update(method=found["method"], resamples=found["resamples"], p_crossing=found["p_crossing"],
+               ci=found["ci"])
+    estimate, diff = found["estimate"], found["difference"]
+    lo_size, hi_size = items[0].size, items[-1].size
+    out.update(min_train_size=int(lo_size), max_train_size=int(hi_size), largest={
+        k: curves[-1][v] for k, v in (("estimate", "difference"), ("ci_low", "difference_ci_low"),
+                                      ("ci_high", "difference_ci_high"))})
+    ci_text = " (single split: no CI)"
+    if out["ci"] is not None:
+        q, r = out["ci"], out["resamples"]
+        low = f"below {int(lo_size)}" if math.isinf(q[0]) else f"{q[0]:.0f}"
+        high = "beyond the data" if math.isinf(q[1]) else f"{q[1]:.0f}"
+        ci_text = (f" ({round(level * 100)}% CI {low} to {high}; {out['method']}, {r['total']} resamples: "
+                   f"{r['crossing']} with a crossing, {r['finetune_ahead']} fine-tuning ahead everywhere, "
+                   f"{r['never_ahead']} never ahead, {r['undefined']} undefined)")
+    last = curves[-1]
+    last_text = (f"fine-tuning − frozen at {int(hi_size)} images/class: {last['difference']:+.3f}"
+                 + ("" if math.isnan(last["difference_ci_low"]) else
+                    f" [{last['difference_ci_low']:+.3f}, {last['difference_ci_high']:+.3f}]")
+                 + (f" ({last['note']})" if last["note"] else ""))
+    names = (f"configurations pre-selected on training-side evidence: {last['finetune_best']} (fine-tuning), "
+             f"{last['frozen_best']} (frozen)")
+    if estimate == math.inf:
+        out["status"] = "not_reached"
+        out["statement"] = (f"Fine-tuning did not overtake the best frozen-feature method within the data "
+                            f"(up to {int(hi_size)} images/class); {names}; {last_text}.")
     elif estimate == -math.inf:
-        out.update(status="finetune_ahead")
-        out["statement"] = (
-            f"Fine-tuning was already ahead of the best frozen-feature method at the smallest size measured "
-            f"({int(lo_size)} images/class, gap {diff[~np.isnan(diff)][0]:+.3f}); the crossover, if any, lies below."
-        )
+        out["status"] = "finetune_ahead"
+        out["statement"] = (f"Fine-tuning was already ahead of the best frozen-feature method at the smallest size "
+                            f"measured ({int(lo_size)} images/class, gap {diff[0]:+.3f}); the crossover, if any, lies "
+                            f"below; {names}; {last_text}.")
     else:
-        out.update(status="crossover", estimate=float(estimate), ci=ci)
-        ci_text = " (single split: no CI)" if ci is None else (
-            f" ({pct} bootstrap CI {ci[0]:.0f} to " + ("beyond the data" if math.isinf(ci[1]) else f"{ci[1]:.0f}") + ")"
-        )
-        out["statement"] = (
-            f"Fine-tuning overtakes the best frozen-feature method at about {estimate:.0f} images/class{ci_text}, "
-            f"measured between {int(lo_size)} and {int(hi_size)} images/class."
-        )
+        out.update(status="crossover", estimate=estimate)
+        out["statement"] = (f"Fine-tuning overtakes the best frozen-feature method at about {estimate:.0f} "
+                            f"images/class{ci_text}, measured between {int(lo_size)} and {int(hi_size)} "
+                            f"images/class; {names}.")
+    if out["status"] != "crossover" and out["ci"] is not None:
+        out["statement"] += f" Crossing point{ci_text}."
     return out

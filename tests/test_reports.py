@@ -164,7 +164,7 @@ def _two_configs(delta: float, noise: float, n_splits: int = 10, seed: int = 1) 
 
 
 def test_paired_comparison_detects_real_difference():
-    paired = paired_comparison(_two_configs(delta=-0.05, noise=0.01))
+    paired = paired_comparison(_two_configs(delta=-0.05, noise=0.01), reference={"method": "a"})
     row = paired[~paired["is_reference"]].iloc[0]
     assert paired.loc[paired["is_reference"], "method"].item() == "a"
     assert row["method"] == "b" and row["n_pairs"] == 10
@@ -174,18 +174,23 @@ def test_paired_comparison_detects_real_difference():
 
 
 def test_paired_comparison_null_and_identical():
-    row = paired_comparison(_two_configs(delta=0.0, noise=0.01, seed=3)).query("~is_reference").iloc[0]
+    row = paired_comparison(_two_configs(delta=0.0, noise=0.01, seed=3), reference={"method": "a"}
+                            ).query("~is_reference").iloc[0]
     assert row["t_p"] > 0.05 and not row["significant"]
     assert row["diff_ci_low"] < 0 < row["diff_ci_high"]
-    same = paired_comparison(_two_configs(delta=0.0, noise=0.0)).query("~is_reference").iloc[0]
-    assert same["diff"] == 0 and same["t_p"] == 1.0 and same["wilcoxon_p"] == 1.0 and not same["significant"]
+    same = paired_comparison(_two_configs(delta=0.0, noise=0.0), reference={"method": "a"}
+                             ).query("~is_reference").iloc[0]
+    assert same["diff"] == 0 and math.isnan(same["t_p"]) and math.isnan(same["wilcoxon_p"])
+    assert math.isnan(same["diff_ci_low"]) and same["significant"] is pd.NA and "not testable" in same["note"]
 
 
 def test_a_constant_nonzero_difference_is_not_testable_not_certain():
     """Every split 0.05 worse: no variance estimate, so no t-test p-value (it used to say p = 0)."""
-    row = paired_comparison(_two_configs(delta=-0.05, noise=0.0)).query("~is_reference").iloc[0]
+    row = paired_comparison(_two_configs(delta=-0.05, noise=0.0), reference={"method": "a"}
+                            ).query("~is_reference").iloc[0]
     assert row["diff"] == pytest.approx(-0.05)
-    assert math.isnan(row["t_p"]) and math.isnan(row["diff_ci_low"]) and not row["significant"]
+    assert math.isnan(row["t_p"]) and math.isnan(row["diff_ci_low"]) and row["significant"] is pd.NA
+    assert "not testable" in row["note"]
     assert 0 < row["wilcoxon_p"] < 0.01
 
 
@@ -202,10 +207,13 @@ def test_runs_that_differ_only_in_augmentation_or_pooling_are_never_merged(resul
                     & (summary["backbone"] == "resnet18")].set_index("augment")["accuracy"]
     assert tuned["flip_crop"] > tuned["none"] + 0.15
 
-    paired = paired_comparison(both[both["train_size"] == 5])
+    flip_full = {"backbone": "resnet18", "method": "finetune_full", "augment": "flip_crop"}
+    paired = paired_comparison(both[both["train_size"] == 5], reference=flip_full)
     assert paired["reference"].iloc[0].endswith("flip_crop")
-    assert "flip_crop" in crossover(both)["curves"]["finetune_best"].iloc[0]
-    assert "flip_crop" in " ".join(summary_table(both).astype(str).agg(" ".join, axis=1))
+    fixed = {"frozen": {"backbone": "resnet18", "cut": "avgpool", "method": "linear_svm", "pooling": "avg"},
+             "finetune": flip_full}
+    assert "flip_crop" in crossover(both, fixed=fixed)["curves"]["finetune_best"].iloc[0]
+    assert "flip_crop" in summary_table(both).to_string()
     assert any("max" in m for m in method_by_cut(both)["resnet18"]["method"])
     assert set(summarize(results).columns).isdisjoint({"pooling", "augment"})
 
@@ -229,8 +237,12 @@ def test_paired_comparison_reference_and_train_sizes(results):
         paired_comparison(results, reference={"pooling": "avg"})
 
 
+FIXED = {"frozen": {"backbone": "resnet18", "cut": "avgpool", "method": "linear_svm"},
+         "finetune": {"backbone": "resnet18", "method": "finetune_full"}}
+
+
 def test_crossover_finds_planted_crossover(results):
-    found = crossover(results, n_boot=300)
+    found = crossover(results, fixed=FIXED, n_boot=300)
     assert found["status"] == "crossover"
     assert 10 < found["estimate"] < 40
     low, high = found["ci"]
@@ -240,18 +252,18 @@ def test_crossover_finds_planted_crossover(results):
 
 
 def test_crossover_not_reached_and_already_ahead():
-    never = crossover(make_results(crossover_at=5000), n_boot=100)
+    never = crossover(make_results(crossover_at=5000), fixed=FIXED, n_boot=100)
     assert never["estimate"] is None and never["status"] == "not_reached"
     assert "did not overtake the best frozen-feature method within the data (up to 80 images/class)" in \
         never["statement"]
-    ahead = crossover(make_results(crossover_at=0.5), n_boot=100)
+    ahead = crossover(make_results(crossover_at=0.5), fixed=FIXED, n_boot=100)
     assert ahead["status"] == "finetune_ahead" and ahead["estimate"] is None
     assert "already ahead" in ahead["statement"]
-    single = crossover(make_results(n_splits=1), n_boot=100)
+    single = crossover(make_results(n_splits=1), fixed=FIXED, n_boot=100)
     assert single["status"] == "crossover" and single["ci"] is None and "no CI" in single["statement"]
     frozen_only = make_results().query("family == 'frozen'")
-    assert crossover(frozen_only)["estimate"] is None
-    assert "not measured" in crossover(frozen_only)["statement"]
+    assert crossover(frozen_only, fixed=FIXED)["estimate"] is None
+    assert "not measured" in crossover(frozen_only, fixed=FIXED)["statement"]
 
 
 # --- tables ------------------------------------------------------------------------------------------------------
