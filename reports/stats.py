@@ -870,16 +870,16 @@ def _crossover_data(data: pd.DataFrame, selected: pd.DataFrame, matrices: dict, 
         frozen, tuned = ({c: chosen.loc[f, c] for c in config} for f in families)
         size = _size_value(group)
         if design == "fixed_test":
-            a = matrices.get(_key(frozen, config) + (_norm(size_key),))
-            b = matrices.get(_key(tuned, config) + (_norm(size_key),))
-            if a is None or b is None:
+            m_fr = matrices.get(_key(frozen, config) + (_norm(size_key),))
+            m_ft = matrices.get(_key(tuned, config) + (_norm(size_key),))
+            if m_fr is None or m_ft is None:
                 continue
-            splits, index, y, ca, cb = b.aligned(a)
+            splits, index, y, c_ft, c_fr = m_ft.aligned(m_fr)
             if splits.size == 0 or index.size == 0:
                 continue
-            item = _SizeData(size, splits, index, y, ca - cb, 0.0)
+            item = _SizeData(size, splits, index, y, c_ft - c_fr, 0.0)
             record = two_level_interval(item.diff, y)
-            acc_fr, acc_ft = float(cb.mean()), float(ca.mean())
+            acc_fr, acc_ft = float(c_fr.mean()), float(c_ft.mean())
         else:
             def per_split(cfg: dict) -> pd.Series:
                 hit = group[np.all([group[k].map(_norm) == _norm(v) for k, v in cfg.items()], axis=0)]
