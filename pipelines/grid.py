@@ -1,4 +1,4 @@
-"""Grid search over cut point, pooling and head hyperparameters, served from the feature cache.
+"""Grid search over cut point, pooling and head hyperparameters, served from the feature cache, with an honest score.
 
 One :class:`~sklearn.model_selection.GridSearchCV` runs over
 ``Pipeline([("cnn", CNNFeaturizer(...)), ("head", make_head(...))])`` with the cut point (``cnn__layers``), the pooling
@@ -6,16 +6,24 @@ One :class:`~sklearn.model_selection.GridSearchCV` runs over
 is warmed: every image goes through the backbone once per pooling, storing all standard cut points, so every fit and
 score inside the search is a cache lookup plus a classifier fit.
 
+The best candidate's own cross-validation score is selection-biased (it won because it scored high on those very
+folds), so it is never the reported accuracy.  The selection procedure is scored on images it never saw: on the
+dataset's held-out val/ subset when there is one (the search runs on train/ only), otherwise by nested
+cross-validation (the whole search is repeated inside each outer training fold and the model it selects is scored on
+the outer test fold).  The candidate table lists every candidate's inner-CV score, labelled descriptive.
+
 Command line::
 
     python -m pipelines.grid --dataset demo --backbone resnet18 --cuts layer3 layer4 --poolings avg max \\
-        --head logistic --cv 5 --weights DEFAULT --out grid_results
+        --head logistic --cv 5 --out runs/grid
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,20 +31,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
+from tqdm.auto import tqdm
 
 from classifiers.heads import default_grid, list_heads, make_head
 from featurize import CNNFeaturizer
 from featurize.backbones import get_backbone_spec, list_backbones
 from featurize.extract import parse_pooling
+from featurize.images import as_items
+from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
+                           resolve_backbone_weights, run_cli)
 from pipelines.datasets import default_data_dir, load_dataset
-from pipelines.download import DownloadError
-from reports.grid_report import banner_text, display_table, grid_report
-from reports.stats import mean_ci
+from pipelines.results import Journal
+from reports.stats import mean_ci, resampled_interval, two_level_interval
 from reports.tables import format_accuracy, to_csv
 
-__all__ = ["GridResult", "grid_report", "main", "run_grid"]
+__all__ = ["GridResult", "main", "run_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +62,27 @@ class GridResult:
     Attributes
     ----------
     search : GridSearchCV
-        The fitted search (``best_estimator_`` is the refitted pipeline, steps ``"cnn"`` and ``"head"``).
+        The search fitted on all training images (``best_estimator_`` is the refitted pipeline, steps ``"cnn"`` and
+        ``"head"``).
     table : DataFrame
-        One row per candidate, sorted by rank: ``rank``, ``cut``, ``pooling``, one column per head parameter (short
-        name), ``accuracy``, ``ci_low``, ``ci_high`` (95% CI over folds), ``accuracy_95ci`` (text with n),
-        ``n_per_fold``, ``n_test`` (test images over all folds), ``n_folds``, ``fit_time_s`` (mean per fold).
+        One row per candidate, sorted by rank (descriptive: the inner-CV scores the selection used): ``rank``,
+        ``cut``, ``pooling``, one column per head parameter (short name), ``accuracy`` (mean over folds),
+        ``ci_low``, ``ci_high`` (95% resampled-t interval over folds, Nadeau–Bengio corrected), ``accuracy_95ci``,
+        ``n_per_fold``, ``n_test`` (images over all folds), ``n_folds``, ``fit_time_s`` (mean per fold),
+        ``times_selected`` (outer folds whose search chose it; 1 or 0 with a held-out test set).
+    estimate : dict
+        Accuracy of the selection procedure on images it never saw: ``design`` ("fixed_test": the held-out val
+        subset; "resampled": nested cross-validation), ``accuracy``, ``ci_low``, ``ci_high``, ``n_test``,
+        ``n_folds``, ``method``, ``note`` and ``accuracy_95ci``.
+    outer : DataFrame
+        One row per outer fold (one row for a held-out test set): ``fold``, ``n_train``, ``n_test``, ``accuracy``,
+        ``selected`` (the chosen candidate).
     """
 
     search: GridSearchCV
     table: pd.DataFrame
+    estimate: dict
+    outer: pd.DataFrame
 
     @property
     def featurizer(self) -> CNNFeaturizer:
@@ -107,16 +131,25 @@ def _warm_cache(X, featurizer: CNNFeaturizer, cuts: Sequence, poolings: Sequence
             featurizer.set_params(layers=layer, pooling=pooling).fit(X).transform(X)
 
 
-def _table(search: GridSearchCV, fold_sizes: np.ndarray, head_params: Sequence[str]) -> pd.DataFrame:
+def _candidate(params: Mapping, short: Mapping[str, str]) -> str:
+    """One line naming a candidate: ``cut=layer4, pooling=avg, C=0.1``."""
+    values = {"cut": _cut_label(params["cnn__layers"]), "pooling": params["cnn__pooling"],
+              **{short[k]: params[k] for k in short}}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def _table(search: GridSearchCV, fold_sizes: np.ndarray, head_params: Sequence[str],
+           selected: Sequence[str]) -> pd.DataFrame:
     res = search.cv_results_
     k = len(fold_sizes)
     scores = np.column_stack([res[f"split{i}_test_score"] for i in range(k)])
     short = _short_names(head_params)
     per_fold = str(fold_sizes[0]) if fold_sizes.min() == fold_sizes.max() else f"{fold_sizes.min()}-{fold_sizes.max()}"
+    overlap = 1.0 / (k - 1)
     rows = []
     for j, params in enumerate(res["params"]):
         correct = np.rint(scores[j] * fold_sizes).astype(int)
-        mean, lo, hi = mean_ci(scores[j], n_correct=correct, n_test=fold_sizes)
+        mean, lo, hi = mean_ci(scores[j], n_correct=correct, n_test=fold_sizes, overlap=overlap)
         if fold_sizes.min() == fold_sizes.max():
             text = format_accuracy(mean, lo, hi, n=int(fold_sizes[0]), n_splits=k)
         else:
@@ -125,10 +158,45 @@ def _table(search: GridSearchCV, fold_sizes: np.ndarray, head_params: Sequence[s
                "pooling": params["cnn__pooling"]}
         row.update({short[p]: params[p] for p in head_params})
         row.update(accuracy=mean, ci_low=lo, ci_high=hi, accuracy_95ci=text, n_per_fold=per_fold,
-                   n_test=int(fold_sizes.sum()), n_folds=k, fit_time_s=float(res["mean_fit_time"][j]))
+                   n_test=int(fold_sizes.sum()), n_folds=k, fit_time_s=float(res["mean_fit_time"][j]),
+                   times_selected=sum(label == _candidate(params, short) for label in selected))
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.sort_values(["rank", "accuracy"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def _fingerprint(items: Sequence, y: np.ndarray, settings: Mapping) -> dict:
+    """What a grid journal must match to be resumed: the images (by name), labels and every setting."""
+    names = hashlib.sha1("\n".join(str(i) if isinstance(i, (str, Path)) else f"#{n}" for n, i in enumerate(items))
+                         .encode(errors="surrogateescape")).hexdigest()
+    return {"images": names, "labels": hashlib.sha1(np.asarray(y).astype(str).tobytes()).hexdigest(),
+            **{k: v for k, v in settings.items()}}
+
+
+def _outer_folds(y: np.ndarray, test_mask: np.ndarray | None, outer_cv: int,
+                 random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if test_mask is not None:
+        return [(np.flatnonzero(~test_mask), np.flatnonzero(test_mask))]
+    folds = StratifiedKFold(outer_cv, shuffle=True, random_state=random_state + 1)
+    return list(folds.split(np.zeros(len(y)), y))
+
+
+def _estimate(outer: pd.DataFrame, correct: list[np.ndarray], classes: list[np.ndarray], held_out: bool) -> dict:
+    """Accuracy of the selection procedure on the images it never saw, with the interval its design calls for."""
+    if held_out:
+        interval = two_level_interval(correct[0][None, :].astype(float), classes[0])
+        design = "fixed_test"
+    else:
+        interval = resampled_interval(outer["accuracy"], float((outer["n_test"] / outer["n_train"]).mean()))
+        design = "resampled"
+    n_test, n_folds = int(outer["n_test"].sum()), len(outer)
+    estimate = {"design": design, "accuracy": interval["estimate"], "ci_low": interval["ci_low"],
+                "ci_high": interval["ci_high"], "n_test": n_test, "n_folds": n_folds, "method": interval["method"],
+                "note": interval["note"]}
+    per_fold = int(outer["n_test"].iloc[0]) if outer["n_test"].nunique() == 1 else None
+    text = format_accuracy(estimate["accuracy"], estimate["ci_low"], estimate["ci_high"], n=per_fold, n_splits=n_folds)
+    estimate["accuracy_95ci"] = text if per_fold else f"{format_accuracy(estimate['accuracy'], estimate['ci_low'], estimate['ci_high'])} (n={n_test} over {n_folds} folds)"
+    return estimate
 
 
 def run_grid(
@@ -140,16 +208,19 @@ def run_grid(
     poolings: Sequence[str] = ("avg",),
     head: str = "logistic",
     head_grid: Mapping[str, Sequence] | None = None,
-    weights: object = "DEFAULT",
+    weights: object = None,
     image_size: int | str | None = "auto",
     cache_dir: str | Path | None = None,
     cv: int = 5,
+    outer_cv: int = 5,
+    test_mask: Sequence[bool] | None = None,
     random_state: int = 0,
     device: str = "auto",
     verbose: bool = True,
     n_jobs: int | None = None,
+    resume_dir: str | Path | None = None,
 ) -> GridResult:
-    """Cross-validated grid search over cut point × pooling × head hyperparameters, in one grid.
+    """Grid search over cut point × pooling × head hyperparameters in one grid, and the selection's honest accuracy.
 
     Parameters
     ----------
@@ -167,14 +238,20 @@ def run_grid(
     head_grid : dict, optional
         Head hyperparameters in the head pipeline's names (e.g. ``{"clf__C": [0.1, 1]}``); default
         :func:`classifiers.heads.default_grid`.
-    weights : str, path or None, default="DEFAULT"
-        Featurizer weights; ``None`` is random initialisation (flagged in every report).
+    weights : str, path or None, default=None
+        Featurizer weights (``"DEFAULT"``, an enum name, a ``.pth`` path); ``None`` is random initialisation
+        (flagged in every report).
     image_size : int, None or "auto", default="auto"
         Featurizer crop side.
     cache_dir : path, optional
         Feature cache directory; default ``<data dir>/features`` (see :func:`pipelines.datasets.default_data_dir`).
     cv : int, default=5
-        Folds of the shuffled :class:`~sklearn.model_selection.StratifiedKFold`.
+        Folds of the shuffled :class:`~sklearn.model_selection.StratifiedKFold` of the search (inner folds).
+    outer_cv : int, default=5
+        Outer folds of the nested cross-validation that scores the selection (without ``test_mask``).
+    test_mask : sequence of bool, optional
+        Held-out test images (e.g. the dataset's val/ subset): the search runs on the others and its selection is
+        scored on these; nested cross-validation is then not needed.
     random_state : int, default=0
         Seed of the folds, of the head and of random-init weights.
     device : str, default="auto"
@@ -183,6 +260,9 @@ def run_grid(
         Progress bar while warming the cache.
     n_jobs : int, optional
         Parallel fits of the search.
+    resume_dir : path, optional
+        Folder of a journal (``journal.jsonl``) of the finished outer folds: a killed search run again with the same
+        arguments skips them.
 
     Returns
     -------
@@ -191,8 +271,8 @@ def run_grid(
     Raises
     ------
     ValueError
-        Unknown backbone, cut point, pooling or head, a bad ``head_grid``, or ``cv`` below 2 or above the smallest
-        class count.
+        Unknown backbone, cut point, pooling or head, a bad ``head_grid``, a ``cv``/``outer_cv`` the class counts
+        cannot support, or a ``resume_dir`` holding the journal of another search.
     FileNotFoundError
         Pretrained weights are neither cached nor downloadable.
     """
@@ -211,102 +291,125 @@ def run_grid(
     if head not in list_heads():
         raise ValueError(f"Unknown head {head!r}; valid heads: {', '.join(list_heads())}")
     head_params = _head_param_grid(head, head_grid)
+    items = as_items(X)
     y = np.asarray(y)
-    counts = np.unique(y, return_counts=True)[1]
-    if len(counts) < 2:
+    mask = None if test_mask is None else np.asarray(test_mask, dtype=bool)
+    if mask is not None and (mask.shape != y.shape or mask.all() or not mask.any()):
+        raise ValueError("test_mask must flag some, not all, of the images (one bool per image)")
+    train_counts = np.unique(y if mask is None else y[~mask], return_counts=True)[1]
+    if len(train_counts) < 2:
         raise ValueError("y holds a single class; grid search needs at least two")
-    if not isinstance(cv, (int, np.integer)) or not 2 <= cv <= counts.min():
-        raise ValueError(f"cv must be an int between 2 and the smallest class count ({counts.min()}); got {cv!r}")
+    smallest = int(train_counts.min())
+    inner_min = smallest if mask is not None else smallest - math.ceil(smallest / max(int(outer_cv), 1))
+    if not isinstance(cv, (int, np.integer)) or not 2 <= cv <= inner_min:
+        raise ValueError(f"cv must be an int between 2 and the smallest class count the search sees ({inner_min}); "
+                         f"got {cv!r}")
+    if mask is None and not (isinstance(outer_cv, (int, np.integer)) and 2 <= outer_cv <= train_counts.min()):
+        raise ValueError(f"outer_cv must be an int between 2 and the smallest class count ({train_counts.min()}); "
+                         f"got {outer_cv!r}")
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_data_dir() / "features"
 
     featurizer = CNNFeaturizer(backbone, weights=weights, image_size=image_size, cache=cache_dir, device=device,
                                random_state=random_state, verbose=verbose)
-    _warm_cache(X, featurizer, cuts, poolings)
+    _warm_cache(items, featurizer, cuts, poolings)
     featurizer.set_params(layers=cuts[0], pooling=poolings[0], verbose=False)
 
     pipe = Pipeline([("cnn", featurizer), ("head", make_head(head, random_state=random_state))])
     grid = {"cnn__layers": cuts, "cnn__pooling": poolings, **head_params}
-    folds = StratifiedKFold(cv, shuffle=True, random_state=random_state)
-    fold_sizes = np.array([len(test) for _, test in folds.split(np.zeros(len(y)), y)])
-    search = GridSearchCV(pipe, grid, scoring="accuracy", cv=folds, n_jobs=n_jobs, error_score="raise")
+    short = _short_names(list(head_params))
     n_candidates = len(cuts) * len(poolings) * int(np.prod([len(v) for v in head_params.values()]))
-    log.info("grid search: %d candidates × %d folds = %d classifier fits", n_candidates, cv, n_candidates * cv)
-    search.fit(X, y)
-    return GridResult(search=search, table=_table(search, fold_sizes, list(head_params)))
+    search = GridSearchCV(pipe, grid, scoring="accuracy", n_jobs=n_jobs, error_score="raise",
+                          cv=StratifiedKFold(cv, shuffle=True, random_state=random_state))
+    outer_folds = _outer_folds(y, mask, outer_cv, random_state)
+    settings = {"backbone": backbone, "cuts": [_cut_label(c) for c in cuts], "poolings": poolings, "head": head,
+                "grid": {k: [str(v) for v in vals] for k, vals in head_params.items()}, "weights": str(weights),
+                "image_size": image_size, "cv": cv, "outer_cv": len(outer_folds), "random_state": random_state}
+    journal = Journal(resume_dir, _fingerprint(items, y, settings)) if resume_dir is not None else None
+    log.info("grid search: %d candidates × %d folds, scored on %s", n_candidates, cv,
+             "the held-out test images" if mask is not None else f"{len(outer_folds)} outer folds (nested CV)")
+    records = []
+    for fold, (train, test) in enumerate(tqdm(outer_folds, desc="outer folds", disable=not verbose)):
+        key = {"outer_fold": fold}
+        if journal is None or key not in journal:
+            inner = clone(search).fit([items[i] for i in train], y[train])
+            record = {"key": key, "y_pred": inner.predict([items[i] for i in test]).tolist(),
+                      "selected": _candidate(inner.best_params_, short)}
+            if journal is not None:
+                journal.record(record)
+        records.append(record if journal is None or key not in journal else journal[key])
+    correct = [np.asarray(r["y_pred"], dtype=y.dtype) == y[test] for r, (_, test) in zip(records, outer_folds)]
+    outer = pd.DataFrame({"fold": range(len(outer_folds)), "n_train": [len(tr) for tr, _ in outer_folds],
+                          "n_test": [len(te) for _, te in outer_folds], "accuracy": [c.mean() for c in correct],
+                          "selected": [r["selected"] for r in records]})
+    estimate = _estimate(outer, correct, [y[te] for _, te in outer_folds], held_out=mask is not None)
 
-
-def _image_size(text: str) -> int | str | None:
-    if text.lower() == "auto":
-        return "auto"
-    if text.lower() == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--image-size must be an int, 'auto' or 'none'; got {text!r}") from None
+    train_idx = np.arange(len(y)) if mask is None else np.flatnonzero(~mask)
+    search.fit([items[i] for i in train_idx], y[train_idx])
+    fold_sizes = np.array([len(te) for _, te in search.cv.split(np.zeros(len(train_idx)), y[train_idx])])
+    table = _table(search, fold_sizes, list(head_params), outer["selected"].tolist())
+    return GridResult(search=search, table=table, estimate=estimate, outer=outer)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.grid", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="demo", help="demo, hymenoptera, a class-folder tree or a CSV (default: demo)")
+    p = argparse.ArgumentParser(prog="python -m pipelines.grid", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--dataset", default="demo", help="demo, hymenoptera, a class-folder tree or a CSV")
     p.add_argument("--data-dir", default=None, help="where datasets and the feature cache live (default: "
                    "$CNN_TRANSFER_DATA or ~/.cache/cnn-transfer)")
     p.add_argument("--cache-dir", default=None, help="feature cache directory (default: <data dir>/features)")
-    p.add_argument("--backbone", default="resnet18", choices=list_backbones(), metavar="NAME",
-                   help="backbone (default: resnet18)")
+    p.add_argument("--backbone", default="resnet18", choices=list_backbones(), metavar="NAME", help="backbone")
     p.add_argument("--cuts", nargs="+", default=["layer3", "layer4"], metavar="CUT",
-                   help="cut points searched; 'a+b' concatenates (default: layer3 layer4)")
+                   help="cut points searched; 'a+b' concatenates")
     p.add_argument("--poolings", nargs="+", default=["avg"], metavar="POOL",
-                   help="poolings searched: avg, max, avgmax, grid:k, flatten (default: avg)")
-    p.add_argument("--head", default="logistic", choices=list_heads(), help="classification head (default: logistic)")
-    p.add_argument("--cv", type=int, default=5, help="stratified folds (default: 5)")
-    p.add_argument("--weights", default="DEFAULT",
-                   help="DEFAULT, a torchvision enum name, a .pth path, or 'none' for random init (default: DEFAULT)")
-    p.add_argument("--image-size", type=_image_size, default="auto", help="crop side, 'auto' or 'none' (default: auto)")
-    p.add_argument("--device", default="auto", help="torch device (default: auto)")
+                   help="poolings searched: avg, max, avgmax, grid:k, flatten")
+    p.add_argument("--head", default="logistic", choices=list_heads(), help="classification head")
+    p.add_argument("--cv", type=int, default=5, help="stratified folds of the search (inner folds)")
+    p.add_argument("--outer-cv", type=int, default=5,
+                   help="outer folds of the nested CV that scores the selection (datasets without a val/ subset)")
+    add_weights_arguments(p)
+    p.add_argument("--image-size", type=image_size, default="auto", help="crop side, 'auto' or 'none'")
     p.add_argument("--n-jobs", type=int, default=None, help="parallel classifier fits (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of folds, heads and random-init weights (default: 0)")
-    p.add_argument("--out", default="grid_results", help="output directory (default: grid_results)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no table printed")
+    p.add_argument("--out", default="runs/grid", help="output directory (holds the journal a rerun resumes from)")
+    add_common_arguments(p, seed_help="seed of folds, heads and random-init weights")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 for unavailable weights or bad input)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    weights = None if args.weights.lower() == "none" else args.weights
+def _main(args: argparse.Namespace) -> int:
+    from reports.grid_report import banner_text, display_table, grid_report
+
     cuts = [c.split("+") if "+" in c else c for c in args.cuts]
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else data_dir / "features"
-    try:
-        dataset = load_dataset(args.dataset, data_dir=data_dir, verbose=not args.quiet)
-        result = run_grid(
-            dataset.items, dataset.labels, backbone=args.backbone, cuts=cuts, poolings=args.poolings, head=args.head,
-            weights=weights, image_size=args.image_size, cache_dir=cache_dir, cv=args.cv, random_state=args.seed,
-            device=args.device, verbose=not args.quiet, n_jobs=args.n_jobs,
-        )
-    except FileNotFoundError as exc:
-        print(f"error: {exc}\nPretrained weights are unavailable: provide the file as the message says, or rerun "
-              "with --weights none (random init; accuracies are then meaningless for transfer).", file=sys.stderr)
-        return 2
-    except (ValueError, DownloadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    dataset = load_dataset(args.dataset, data_dir=data_dir, verbose=not args.quiet)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    result = run_grid(
+        dataset.items, dataset.labels, backbone=args.backbone, cuts=cuts, poolings=args.poolings, head=args.head,
+        weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir), image_size=args.image_size,
+        cache_dir=cache_dir, cv=args.cv, outer_cv=args.outer_cv,
+        test_mask=None if dataset.subset is None else dataset.subset == "val", random_state=args.seed,
+        device=args.device, verbose=not args.quiet, n_jobs=args.n_jobs, resume_dir=out,
+    )
     to_csv(result.table, out / "grid.csv")
+    to_csv(result.outer, out / "grid_outer.csv")
     grid_report(result, out / "grid.md", out / "grid.html")
     if not args.quiet:
         note = banner_text(result)
         if note:
             print(note)
         print(f"{dataset.summary()}; weights: {result.weights_label}")
+        print(f"Accuracy of the selected configuration on images the search never saw: "
+              f"{result.estimate['accuracy_95ci']} ({result.estimate['method']})")
         columns = [c for c in result.table.columns if c not in ("accuracy", "ci_low", "ci_high", "n_per_fold",
                                                                   "n_test", "n_folds")]
+        print("Candidates by inner-CV score (descriptive, selection-biased for the winner):")
         print(display_table(result.table)[columns].head(_TOP).round(3).to_string(index=False))
-        print(f"wrote {out / 'grid.csv'}, {out / 'grid.md'} and {out / 'grid.html'}")
+        print(f"wrote {out / 'grid.csv'}, {out / 'grid_outer.csv'}, {out / 'grid.md'} and {out / 'grid.html'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for unavailable weights or bad input)."""
+    return run_cli(_parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ __all__ = ["banner_text", "display_table", "grid_report"]
 log = logging.getLogger(__name__)
 
 _FIXED_COLUMNS = {"rank", "cut", "pooling", "accuracy", "ci_low", "ci_high", "accuracy_95ci", "n_per_fold", "n_test",
-                  "n_folds", "fit_time_s"}
+                  "n_folds", "fit_time_s", "times_selected"}
 
 
 def banner_text(result: GridResult) -> str | None:
@@ -54,21 +54,30 @@ def grid_report(result: GridResult, path_md: str | Path, path_html: str | Path |
         ``{"markdown": Path}`` and ``"html"`` when written.
     """
     cnn = result.featurizer
-    best = result.table.iloc[0]
+    estimate = result.estimate
     clf = type(result.search.best_estimator_.named_steps["head"][-1]).__name__
     document = Document(f"Grid search: {cnn.spec_.name} features, {clf} head")
     note = banner_text(result)
     if note:
         document.add("banner", note)
+    scored_on = ("the dataset's held-out val/ images, which the search never saw (it ran on train/ only)"
+                 if estimate["design"] == "fixed_test" else
+                 f"nested cross-validation: the whole search repeated in each of {estimate['n_folds']} outer training "
+                 "folds, the configuration it selected scored on the outer test fold")
     for text in (
         f"Weights: {result.weights_label}.",
-        f"Cross-validation: {int(best['n_folds'])}-fold stratified, {int(best['n_test'])} test images over all folds; "
-        "accuracy is the mean over folds with its 95% CI (Student t over folds; Wilson on the pooled counts when all "
-        "folds score the same).",
-        f"Best: cut {best['cut']}, pooling {best['pooling']}: {best['accuracy_95ci']}.",
+        f"**Accuracy of the selected configuration: {estimate['accuracy_95ci']}**, scored on {scored_on} "
+        f"({estimate['method']}{'; ' + estimate['note'] if estimate['note'] else ''}).",
+        f"Selected: {result.outer['selected'].iloc[0]}." if len(result.outer) == 1 else
+        "How often the outer folds' searches selected each candidate: `times_selected` below.",
+        "The table lists every candidate's inner cross-validation score: the scores the selection used. They are "
+        "descriptive: the best of them is selection-biased as an estimate of accuracy (it won on those very folds). "
+        "Intervals over folds use the Nadeau–Bengio corrected resampled t (the Wilson interval of the pooled counts "
+        "when every fold scores the same).",
     ):
         document.add("text", text)
-    document.add("table", display_table(result.table), "One row per candidate, best first")
+    document.add("table", result.outer, "Outer evaluation (one row per outer fold, or the held-out test set)")
+    document.add("table", display_table(result.table), "Candidates by inner-CV score (descriptive)")
     paths = document.write(path_md, path_html)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths

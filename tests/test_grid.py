@@ -4,7 +4,8 @@ import pytest
 
 import featurize.transformer as transformer_module
 from conftest import write_image_folder
-from pipelines.grid import GridResult, grid_report, main, run_grid
+from pipelines.grid import GridResult, main, run_grid
+from reports.grid_report import grid_report
 
 KW = dict(backbone="resnet18", weights=None, image_size=32, cv=3, verbose=False)
 C_GRID = {"clf__C": [0.1, 1.0]}
@@ -100,7 +101,7 @@ def test_cli_writes_csv_markdown_html(tmp_path, two_class_arrays, capsys):
 def test_cli_missing_pretrained_weights_exits_2(tmp_path, two_class_arrays, capsys):
     images, labels = two_class_arrays
     write_image_folder(tmp_path / "data", images[::3], labels[::3])
-    argv = ["--dataset", str(tmp_path / "data"), "--cv", "2", "--image-size", "32", "--quiet",
+    argv = ["--dataset", str(tmp_path / "data"), "--cv", "2", "--image-size", "32", "--quiet", "--weights", "DEFAULT",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     assert "not cached" in capsys.readouterr().err
@@ -109,3 +110,62 @@ def test_cli_missing_pretrained_weights_exits_2(tmp_path, two_class_arrays, caps
 
 def test_scores_are_finite(small_grid):
     assert np.isfinite(small_grid.table["accuracy"]).all()
+
+
+def test_table_reports_the_searchs_own_scores(small_grid):
+    res = small_grid.search.cv_results_
+    for _, row in small_grid.table.iterrows():
+        j = next(i for i, p in enumerate(res["params"]) if p["cnn__layers"] == row["cut"] and p["head__clf__C"] == row["C"])
+        assert row["accuracy"] == pytest.approx(res["mean_test_score"][j])
+        assert row["rank"] == res["rank_test_score"][j]
+
+
+def test_selection_is_scored_by_nested_cv_not_by_its_own_folds(small_grid):
+    estimate, outer = small_grid.estimate, small_grid.outer
+    assert estimate["design"] == "resampled" and len(outer) == estimate["n_folds"] == 5
+    assert estimate["n_test"] == 24 and outer["n_test"].sum() == 24
+    assert estimate["accuracy"] == pytest.approx(np.average(outer["accuracy"], weights=outer["n_test"]), abs=0.05)
+    assert small_grid.table["times_selected"].sum() == 5
+    assert "Nadeau" in estimate["method"] or "not testable" in estimate["note"]
+
+
+def test_held_out_test_images_never_steer_the_selection(tmp_path, image_folder):
+    _, paths, labels = image_folder
+    test = np.zeros(len(labels), dtype=bool)
+    test[::3] = True
+    kwargs = dict(cuts=("layer2", "layer4"), head_grid={"clf__C": [1e-3, 1.0]}, cache_dir=tmp_path, test_mask=test,
+                  **KW)
+    first = run_grid(paths, labels, **kwargs)
+    flipped = labels.copy()
+    flipped[test] = 1 - flipped[test]
+    second = run_grid(paths, flipped, **kwargs)
+    assert first.outer["selected"].tolist() == second.outer["selected"].tolist()
+    pd.testing.assert_frame_equal(first.table.drop(columns="fit_time_s"), second.table.drop(columns="fit_time_s"))
+    assert first.estimate["design"] == "fixed_test" and first.estimate["n_test"] == int(test.sum())
+    assert first.estimate["accuracy"] == pytest.approx(1 - second.estimate["accuracy"])
+
+
+def test_interrupted_search_resumes_from_its_journal(tmp_path, image_folder, monkeypatch):
+    import pipelines.grid as grid
+
+    _, paths, labels = image_folder
+    kwargs = dict(cuts=("layer2", "layer4"), head_grid=C_GRID, cache_dir=tmp_path / "cache", **KW)
+    reference = run_grid(paths, labels, **kwargs)
+    real_clone, calls, armed = grid.clone, [], [True]
+
+    def clone(estimator):
+        calls.append(1)
+        if armed[0] and len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_clone(estimator)
+
+    monkeypatch.setattr(grid, "clone", clone)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(paths, labels, resume_dir=tmp_path / "out", **kwargs)
+    calls.clear()
+    armed[0] = False
+    resumed = run_grid(paths, labels, resume_dir=tmp_path / "out", **kwargs)
+    assert len(calls) == 3, "the two finished outer folds are read from the journal"
+    pd.testing.assert_frame_equal(resumed.outer, reference.outer)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_grid(paths, labels, resume_dir=tmp_path / "out", **{**kwargs, "cv": 2})
