@@ -63,7 +63,8 @@ def run_head_benchmark(
     for precompute in (True, False):
         clf = FineTunedCNN(
             backbone=backbone, weights=weights, strategy="head", image_size=image_size, epochs=epochs,
-            batch_size=batch_size, validation_fraction=None, precompute=precompute, device=device, random_state=seed,
+            batch_size=batch_size, min_steps=0, validation_fraction=None, precompute=precompute, device=device,
+            random_state=seed,
         )
         start = time.perf_counter()
         clf.fit(X, y)

@@ -1,7 +1,9 @@
 """Classical classification heads for frozen CNN features.
 
 Every head is a scikit-learn :class:`~sklearn.pipeline.Pipeline` whose last step is named ``"clf"``, with the
-preprocessing suited to CNN activations (non-negative, heavy-tailed, often many more features than images):
+preprocessing suited to CNN activations (non-negative, heavy-tailed, often many more features than images).  Each
+head is ONE :class:`HeadSpec` entry of :data:`HEADS` (preprocessing steps, final estimator, search grid), filled by
+:func:`register_head`:
 
 ``linear_svm``
     L2-normalised features, then :class:`~sklearn.svm.LinearSVC` (Razavian et al., 2014, "CNN features
@@ -17,50 +19,107 @@ preprocessing suited to CNN activations (non-negative, heavy-tailed, often many 
 ``multilayer``
     A Head2Toe-style head (Evci et al., 2022) over the pooled features of *all* cut points concatenated: each block
     (cut point) is standardised separately by :class:`BlockStandardScaler`, a small subset of features is selected
-    inside the pipeline (univariate ANOVA F-test or an L1 linear model), and a logistic regression is fitted on it.
+    inside the pipeline (one of :data:`SELECTIONS`), and a logistic regression is fitted on it.
     :func:`selected_blocks` tells which cut points the selected features came from.
 
-Heads accept any 2-D float matrix, so they also serve the raw-pixel baseline (see :func:`pixels_baseline`).
+:func:`make_tuned_head` wraps a head and its grid in a :class:`~sklearn.model_selection.GridSearchCV` with an inner
+stratified K-fold, so hyperparameters are chosen on training images only.  Heads accept any 2-D float matrix, so
+they also serve the raw-pixel baseline (see :func:`pixels_baseline`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import SelectFromModel, SelectPercentile, f_classif
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 __all__ = [
     "HEADS",
     "SELECTIONS",
     "BlockStandardScaler",
+    "HeadSpec",
+    "SelectionSpec",
     "anova_f",
     "default_grid",
     "list_heads",
     "make_head",
+    "make_tuned_head",
     "pixels_baseline",
+    "register_head",
     "selected_blocks",
 ]
 
-HEADS: dict[str, str] = {
-    "linear_svm": "L2 normalisation + linear SVM (Razavian et al. 2014)",
-    "rbf_svm": "standardisation + RBF-kernel SVM",
-    "logistic": "standardisation + L2 logistic regression, penalty searched 1e-6..1e5 (Kornblith et al. 2019)",
-    "random_forest": "random forest on raw features",
-    "multilayer": "all cut points, per-block standardisation + feature selection + logistic (Head2Toe-style)",
-}
-SELECTIONS: tuple[str, ...] = ("anova", "l1")
-_MULTILAYER_KEYS = ("blocks", "selection", "percentile", "scale")
 _MAX_ITER = 10_000
+Steps = list[tuple[str, BaseEstimator]]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One classification head: how to build its pipeline and what to search.
+
+    Parameters
+    ----------
+    name : str
+        Name given to :func:`make_head`.
+    description : str
+        One line, saying exactly what :func:`default_grid` searches.
+    steps : callable
+        ``steps(options, random_state) -> [(name, transformer), ...]``: the preprocessing steps before ``"clf"``.
+    final : callable
+        ``final(random_state, params) -> estimator``: the ``"clf"`` step, ``params`` overriding its defaults.
+    grid : callable
+        ``grid(options) -> {pipeline parameter: values}``: the default search space.
+    options : tuple of (str, object)
+        Keyword arguments of :func:`make_head` that configure ``steps`` instead of ``"clf"``, with their defaults.
+    """
+
+    name: str
+    description: str
+    steps: Callable[[dict, int | None], Steps]
+    final: Callable[[int | None, dict], BaseEstimator]
+    grid: Callable[[dict], dict[str, list]]
+    options: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """A feature-selection step of the ``multilayer`` head: ``make(random_state, percentile)`` and its grid."""
+
+    name: str
+    description: str
+    make: Callable[[int | None, int], BaseEstimator]
+    grid: Callable[[], dict[str, list]]
+
+
+HEADS: dict[str, HeadSpec] = {}
+
+
+def register_head(spec: HeadSpec) -> HeadSpec:
+    """Add ``spec`` to :data:`HEADS`; a name can be registered once only.
+
+    Raises
+    ------
+    ValueError
+        When a head is already registered under ``spec.name``.
+    """
+    if spec.name in HEADS:
+        raise ValueError(f"A head is already registered under the name {spec.name!r}.")
+    HEADS[spec.name] = spec
+    return spec
 
 
 def list_heads() -> list[str]:
@@ -68,9 +127,10 @@ def list_heads() -> list[str]:
     return list(HEADS)
 
 
-def _check_name(name: str) -> None:
+def _get_head(name: str) -> HeadSpec:
     if name not in HEADS:
         raise ValueError(f"Unknown head {name!r}; valid heads: {', '.join(HEADS)}")
+    return HEADS[name]
 
 
 def anova_f(X, y) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +176,13 @@ class BlockStandardScaler(TransformerMixin, BaseEstimator):
         Only when fitted on a DataFrame with string column names.
     """
 
-    def __init__(self, blocks=None, scale: str = "feature", with_mean: bool = True):
+    _parameter_constraints: dict = {
+        "blocks": [None, Mapping, list, tuple],
+        "scale": [StrOptions({"feature", "block"})],
+        "with_mean": ["boolean"],
+    }
+
+    def __init__(self, *, blocks=None, scale: str = "feature", with_mean: bool = True):
         self.blocks = blocks
         self.scale = scale
         self.with_mean = with_mean
@@ -128,16 +194,19 @@ class BlockStandardScaler(TransformerMixin, BaseEstimator):
                 return np.full(self.n_features_in_, "features", dtype=object)
             return np.array([str(n).split(".")[0] for n in names], dtype=object)
         items = list(self.blocks.items()) if isinstance(self.blocks, Mapping) else self.blocks
-        if not isinstance(items, Sequence) or not all(
-            isinstance(b, (tuple, list)) and len(b) == 2 and isinstance(b[1], (int, np.integer)) and b[1] > 0
-            for b in items
+        if not all(
+            isinstance(b, (tuple, list)) and len(b) == 2 and isinstance(b[1], Integral) and b[1] > 0 for b in items
         ):
-            raise ValueError(f"blocks must be None, a dict {{name: width}} or a list of (name, width); got {self.blocks!r}")
+            raise ValueError(
+                f"blocks must be None, a dict {{name: width}} or a list of (name, width) with widths ≥ 1; "
+                f"got {self.blocks!r}"
+            )
         widths = sum(int(w) for _, w in items)
         if widths != self.n_features_in_:
             raise ValueError(f"blocks widths add up to {widths} but X has {self.n_features_in_} features")
         return np.concatenate([np.full(int(w), str(n), dtype=object) for n, w in items])
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Learn the per-feature means and per-block (or per-feature) scales.
 
@@ -150,8 +219,6 @@ class BlockStandardScaler(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        if self.scale not in ("feature", "block"):
-            raise ValueError(f"scale must be 'feature' or 'block'; got {self.scale!r}")
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
         self.feature_blocks_ = self._resolve_blocks()
         names, first = np.unique(self.feature_blocks_, return_index=True)
@@ -212,16 +279,93 @@ class BlockStandardScaler(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _final_step(name: str, random_state, params: dict):
-    if name == "linear_svm":
-        return LinearSVC(**{"C": 1.0, "max_iter": _MAX_ITER, "random_state": random_state, **params})
-    if name == "rbf_svm":
-        return SVC(**{"kernel": "rbf", "C": 1.0, "gamma": "scale", "random_state": random_state, **params})
-    if name in ("logistic", "multilayer"):
-        return LogisticRegression(**{"C": 1.0, "max_iter": _MAX_ITER, "random_state": random_state, **params})
-    return RandomForestClassifier(
-        **{"n_estimators": 300, "max_features": "sqrt", "random_state": random_state, **params}
+# ---------------------------------------------------------------------------------------------- the tables
+_LOGISTIC_C = (1.0 / np.logspace(-6, 5, 12)).tolist()
+
+
+def _logistic(random_state, params: dict) -> LogisticRegression:
+    return LogisticRegression(**{"C": 1.0, "max_iter": _MAX_ITER, "random_state": random_state, **params})
+
+
+def _l1_selector(random_state, percentile: int) -> SelectFromModel:
+    del percentile
+    return SelectFromModel(LinearSVC(penalty="l1", dual=False, C=0.1, max_iter=_MAX_ITER, random_state=random_state))
+
+
+SELECTIONS: dict[str, SelectionSpec] = {
+    s.name: s
+    for s in (
+        SelectionSpec(
+            "anova", "keep the `percentile` % of features with the highest ANOVA F (robust with few images/class)",
+            lambda random_state, percentile: SelectPercentile(anova_f, percentile=percentile),
+            lambda: {"select__percentile": [2, 10, 30, 100]},
+        ),
+        SelectionSpec(
+            "l1", "keep the features with a non-zero weight in an L1 linear SVM (C = select__estimator__C)",
+            _l1_selector, lambda: {"select__estimator__C": [0.01, 0.1, 1.0]},
+        ),
     )
+}
+
+
+def _get_selection(name: str) -> SelectionSpec:
+    if name not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got {name!r}")
+    return SELECTIONS[name]
+
+
+def _multilayer_steps(options: dict, random_state) -> Steps:
+    selector = _get_selection(options["selection"]).make(random_state, options["percentile"])
+    scaler = BlockStandardScaler(blocks=options["blocks"], scale=options["scale"])
+    return [("scale", scaler), ("select", selector)]
+
+
+def _multilayer_grid(options: dict) -> dict[str, list]:
+    return {**_get_selection(options["selection"]).grid(), "clf__C": [0.01, 0.1, 1.0, 10.0]}
+
+
+register_head(HeadSpec(
+    "linear_svm",
+    "L2 normalisation + linear SVM (Razavian et al. 2014); searches C over 6 values 1e-2..1e3 (log-spaced)",
+    lambda options, random_state: [("scale", Normalizer(norm="l2"))],
+    lambda random_state, params: LinearSVC(**{"C": 1.0, "max_iter": _MAX_ITER, "random_state": random_state, **params}),
+    lambda options: {"clf__C": np.logspace(-2, 3, 6).tolist()},
+))
+register_head(HeadSpec(
+    "rbf_svm",
+    "standardisation + RBF-kernel SVM; searches C in {0.1, 1, 10, 100}, gamma='scale' (1 / (n_features·Var X))",
+    lambda options, random_state: [("scale", StandardScaler())],
+    lambda random_state, params: SVC(**{"kernel": "rbf", "C": 1.0, "gamma": "scale", "random_state": random_state,
+                                        **params}),
+    lambda options: {"clf__C": [0.1, 1.0, 10.0, 100.0], "clf__gamma": ["scale"]},
+))
+register_head(HeadSpec(
+    "logistic",
+    "standardisation + L2 logistic regression (lbfgs); searches C = 1/λ over 12 log-spaced L2 penalties "
+    "λ = 1e-6..1e5 (Kornblith et al. 2019)",
+    lambda options, random_state: [("scale", StandardScaler())],
+    _logistic,
+    lambda options: {"clf__C": list(_LOGISTIC_C)},
+))
+register_head(HeadSpec(
+    "random_forest",
+    "random forest (100 trees, min_samples_leaf=1) on raw features; searches max_features in {'sqrt', 0.1}",
+    lambda options, random_state: [],
+    lambda random_state, params: RandomForestClassifier(
+        **{"n_estimators": 100, "max_features": "sqrt", "random_state": random_state, **params}
+    ),
+    lambda options: {"clf__max_features": ["sqrt", 0.1]},
+))
+register_head(HeadSpec(
+    "multilayer",
+    "all cut points, per-block standardisation + feature selection + logistic (Head2Toe-style); searches "
+    "select__percentile in {2, 10, 30, 100} (anova) or select__estimator__C in {0.01, 0.1, 1} (l1) × "
+    "clf__C in {0.01, 0.1, 1, 10}",
+    _multilayer_steps,
+    _logistic,
+    _multilayer_grid,
+    options=(("blocks", None), ("scale", "feature"), ("selection", "anova"), ("percentile", 10)),
+))
 
 
 def make_head(name: str, *, random_state: int | None = 0, **params) -> Pipeline:
@@ -239,9 +383,10 @@ def make_head(name: str, *, random_state: int | None = 0, **params) -> Pipeline:
 
         ``blocks`` (None, dict or list of (name, width); see :class:`BlockStandardScaler`),
         ``scale`` (``"feature"`` default or ``"block"``),
-        ``selection`` (``"anova"``, default: keep the ``percentile`` % of features with the highest ANOVA F, robust
-        with a handful of images per class; or ``"l1"``: keep the features with a non-zero weight in an
-        L1-penalised linear SVM, whose ``C`` is then step parameter ``select__estimator__C``),
+        ``selection`` (one of :data:`SELECTIONS`: ``"anova"``, default: keep the ``percentile`` % of features with
+        the highest ANOVA F, robust with a handful of images per class; or ``"l1"``: keep the features with a
+        non-zero weight in an L1-penalised linear SVM, whose ``C`` is then step parameter
+        ``select__estimator__C``),
         ``percentile`` (for ``"anova"``, default 10).
 
     Returns
@@ -252,40 +397,26 @@ def make_head(name: str, *, random_state: int | None = 0, **params) -> Pipeline:
     Raises
     ------
     ValueError
-        For an unknown ``name`` or ``selection``.
+        For an unknown ``name`` or ``selection``, or a step option given to a head without that step.
     """
-    _check_name(name)
-    if name != "multilayer":
-        bad = [k for k in _MULTILAYER_KEYS if k in params]
-        if bad:
-            raise ValueError(f"{', '.join(bad)} only apply to head 'multilayer', not {name!r}")
-    if name == "linear_svm":
-        steps = [("scale", Normalizer(norm="l2"))]
-    elif name in ("rbf_svm", "logistic"):
-        steps = [("scale", StandardScaler())]
-    elif name == "random_forest":
-        steps = []
-    else:
-        blocks = params.pop("blocks", None)
-        scale = params.pop("scale", "feature")
-        selection = params.pop("selection", "anova")
-        percentile = params.pop("percentile", 10)
-        if selection == "anova":
-            selector = SelectPercentile(anova_f, percentile=percentile)
-        elif selection == "l1":
-            selector = SelectFromModel(
-                LinearSVC(penalty="l1", dual=False, C=0.1, max_iter=_MAX_ITER, random_state=random_state)
-            )
-        else:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got {selection!r}")
-        steps = [("scale", BlockStandardScaler(blocks=blocks, scale=scale)), ("select", selector)]
-    return Pipeline(steps + [("clf", _final_step(name, random_state, params))])
+    spec = _get_head(name)
+    options = dict(spec.options)
+    misplaced = [k for k in params if k not in options and any(k in dict(h.options) for h in HEADS.values())]
+    if misplaced:
+        owners = sorted({h.name for h in HEADS.values() for k in misplaced if k in dict(h.options)})
+        raise ValueError(
+            f"{', '.join(misplaced)} only apply to head {', '.join(map(repr, owners))}, not {name!r}"
+        )
+    options.update({k: params.pop(k) for k in list(params) if k in options})
+    return Pipeline([*spec.steps(options, random_state), ("clf", spec.final(random_state, params))])
 
 
 def default_grid(name: str, *, selection: str = "anova") -> dict[str, list]:
     """Search space of a head, in :class:`~sklearn.pipeline.Pipeline` parameter names.
 
-    Usable as ``GridSearchCV(make_head(name), default_grid(name))``.  Grids are kept small for small data sets.
+    Usable as ``GridSearchCV(make_head(name), default_grid(name))`` (or see :func:`make_tuned_head`); each head's
+    :attr:`HeadSpec.description` says what it searches.  Grids are kept small: a comparison fits one tuned head per
+    (backbone, cut, head, train size, split).
 
     ``logistic`` follows Kornblith et al. (2019): 12 log-spaced L2 penalties λ from 1e-6 to 1e5, with
     ``C = 1/λ``.  In scikit-learn's objective ``C·Σ_i log-loss_i + ½‖w‖²``, so λ multiplies ½‖w‖² against the
@@ -296,26 +427,58 @@ def default_grid(name: str, *, selection: str = "anova") -> dict[str, list]:
     name : str
         One of :func:`list_heads`.
     selection : {"anova", "l1"}
-        Selection method of the ``multilayer`` head the grid is for.
+        Selection method of the ``multilayer`` head the grid is for (ignored by the other heads).
 
     Returns
     -------
     dict of {str: list}
     """
-    _check_name(name)
-    if name == "linear_svm":
-        return {"clf__C": np.logspace(-2, 3, 6).tolist()}
-    if name == "rbf_svm":
-        return {"clf__C": [0.1, 1.0, 10.0, 100.0], "clf__gamma": ["scale"]}
-    if name == "logistic":
-        return {"clf__C": (1.0 / np.logspace(-6, 5, 12)).tolist()}
-    if name == "random_forest":
-        return {"clf__max_features": ["sqrt", 0.1], "clf__min_samples_leaf": [1, 3]}
-    if selection == "anova":
-        return {"select__percentile": [2, 10, 30, 100], "clf__C": [0.01, 0.1, 1.0, 10.0]}
-    if selection == "l1":
-        return {"select__estimator__C": [0.01, 0.1, 1.0], "clf__C": [0.01, 0.1, 1.0, 10.0]}
-    raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got {selection!r}")
+    spec = _get_head(name)
+    return spec.grid({**dict(spec.options), "selection": selection})
+
+
+def make_tuned_head(
+    name: str, *, n_per_class: int, random_state: int | None = 0, max_folds: int = 5, n_jobs: int | None = None,
+    **params,
+) -> GridSearchCV:
+    """A head whose hyperparameters are chosen by an inner cross-validation on the training images only.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_heads`.
+    n_per_class : int
+        Training images of the smallest class; the inner CV has ``min(max_folds, n_per_class)`` folds.
+    random_state : int or None
+        Seed of the head and of the inner fold shuffling.
+    max_folds : int
+        Upper bound on the number of inner folds.
+    n_jobs : int or None
+        Parallel fits of the search (``GridSearchCV(n_jobs=...)``).
+    **params
+        Forwarded to :func:`make_head` (``selection`` also picks the ``multilayer`` grid).
+
+    Returns
+    -------
+    GridSearchCV
+        Over ``make_head(name)`` and ``default_grid(name)``, scoring ``"accuracy"``, ``refit=True``; after ``fit``,
+        ``best_params_`` holds the chosen hyperparameters.
+
+    Raises
+    ------
+    ValueError
+        When ``n_per_class < 2`` (no stratified inner CV possible) or ``max_folds < 2``.
+    """
+    for label, value in (("n_per_class", n_per_class), ("max_folds", max_folds)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 2:
+            raise ValueError(
+                f"{label}={value!r}: an inner stratified cross-validation needs at least 2 folds and 2 training "
+                f"images per class; with fewer, use make_head({name!r}) with fixed hyperparameters"
+            )
+    head = make_head(name, random_state=random_state, **params)
+    grid = default_grid(name, selection=params.get("selection", "anova"))
+    cv = StratifiedKFold(n_splits=min(int(max_folds), int(n_per_class)), shuffle=True, random_state=random_state)
+    return GridSearchCV(head, grid, scoring="accuracy", cv=cv, refit=True, n_jobs=n_jobs)
 
 
 def selected_blocks(pipeline) -> pd.Series:

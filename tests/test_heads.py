@@ -16,11 +16,15 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from classifiers.heads import (
     HEADS,
+    SELECTIONS,
     BlockStandardScaler,
+    HeadSpec,
     default_grid,
     list_heads,
     make_head,
+    make_tuned_head,
     pixels_baseline,
+    register_head,
     selected_blocks,
 )
 
@@ -56,6 +60,63 @@ def split(X, y):
 def test_list_heads():
     assert list_heads() == list(HEADS)
     assert {"linear_svm", "rbf_svm", "logistic", "random_forest", "multilayer"} <= set(list_heads())
+    assert all(isinstance(spec, HeadSpec) and spec.name == name for name, spec in HEADS.items())
+
+
+def test_register_head_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered under the name 'logistic'"):
+        register_head(HEADS["logistic"])
+    assert list_heads().count("logistic") == 1
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_description_names_every_searched_parameter(name):
+    grids = [default_grid(name, selection=s) for s in SELECTIONS] if name == "multilayer" else [default_grid(name)]
+    for grid in grids:
+        for key, values in grid.items():
+            assert key.split("__")[-1] in HEADS[name].description, key
+            assert str(len(values)) in HEADS[name].description or len(values) <= 4, key
+
+
+def _sparse_or_dense(kind: str, seed: int):
+    """2 informative features among 200 (sparse) or all 200 weakly informative (dense); 20 images per class."""
+    informative, sep = (2, 2.0) if kind == "sparse" else (200, 0.6)
+    return make_classification(n_samples=40, n_features=200, n_informative=informative, n_redundant=0,
+                               n_clusters_per_class=1, class_sep=sep, shuffle=False, random_state=seed)
+
+
+def test_tuned_head_choices_follow_the_data():
+    """The inner CV keeps few features when few are informative and many when all are."""
+    chosen = {}
+    for kind in ("sparse", "dense"):
+        X, y = _sparse_or_dense(kind, seed=0)
+        search = make_tuned_head("multilayer", n_per_class=20, random_state=0).fit(X, y)
+        assert set(search.best_params_) == set(default_grid("multilayer"))
+        chosen[kind] = search.best_params_["select__percentile"]
+    assert chosen["sparse"] == 2 and chosen["dense"] >= 30, chosen
+
+
+@pytest.mark.parametrize("n_per_class, max_folds, n_splits", [(2, 5, 2), (3, 5, 3), (60, 5, 5), (60, 3, 3)])
+def test_tuned_head_inner_cv(n_per_class, max_folds, n_splits):
+    search = make_tuned_head("logistic", n_per_class=n_per_class, max_folds=max_folds, random_state=4)
+    assert isinstance(search, GridSearchCV)
+    assert search.cv.get_n_splits() == n_splits and search.cv.shuffle and search.cv.random_state == 4
+    assert search.scoring == "accuracy" and search.refit is True
+    assert search.param_grid == default_grid("logistic")
+    assert search.estimator.named_steps["clf"].random_state == 4
+
+
+def test_tuned_head_fits_with_two_images_per_class():
+    X, y = relu_features(n_samples=60)
+    keep = np.concatenate([np.flatnonzero(y == c)[:2] for c in range(3)])
+    search = make_tuned_head("linear_svm", n_per_class=2).fit(X[keep], y[keep])
+    assert search.best_params_["clf__C"] in default_grid("linear_svm")["clf__C"]
+
+
+@pytest.mark.parametrize("kwargs", [{"n_per_class": 1}, {"n_per_class": 0}, {"n_per_class": 5, "max_folds": 1}])
+def test_tuned_head_needs_two_images_per_class(kwargs):
+    with pytest.raises(ValueError, match="at least 2 folds and 2 training images per class"):
+        make_tuned_head("logistic", **kwargs)
 
 
 @pytest.mark.parametrize("name", list(HEADS))
@@ -156,7 +217,9 @@ def test_selected_blocks_needs_a_selection_step():
         selected_blocks(make_head("logistic").fit(X, y))
 
 
-@parametrize_with_checks([BlockStandardScaler(), BlockStandardScaler(scale="block"), BlockStandardScaler(with_mean=False)])
+@parametrize_with_checks(
+    [BlockStandardScaler(), BlockStandardScaler(scale="block"), BlockStandardScaler(with_mean=False)]
+)
 def test_block_standard_scaler_sklearn_checks(estimator, check):
     # Only check_array_api_input skips itself (SCIPY_ARRAY_API unset); no check is excluded.
     check(estimator)
@@ -189,7 +252,8 @@ def test_block_standard_scaler_blocks_and_scales():
 @pytest.mark.parametrize(
     "params, match",
     [({"blocks": {"a": 2}}, "add up to 2 but X has 5"), ({"blocks": [("a", 0)]}, "blocks must be"),
-     ({"blocks": "a"}, "blocks must be"), ({"scale": "global"}, "scale must be 'feature' or 'block'")],
+     ({"blocks": "a"}, "'blocks' parameter of BlockStandardScaler must be"),
+     ({"scale": "global"}, r"'scale' parameter of BlockStandardScaler must be a str among .*'block'.*Got 'global'")],
 )
 def test_block_standard_scaler_validates_in_fit(params, match):
     scaler = BlockStandardScaler(**params)

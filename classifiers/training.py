@@ -1,0 +1,343 @@
+"""The fine-tuning loop: batching, optimiser and schedule tables, train/evaluation steps, phases, early stopping.
+
+A fit is a list of :class:`Phase` (e.g. a frozen head-only phase, then the strategy's stages unfrozen) run by
+:func:`run_phases`.  Each epoch appends one row to the history; an :class:`EarlyStopping` callback, when given,
+watches the validation loss, keeps a copy of the best weights and says when patience ran out.  Progress is a tqdm
+bar (``verbose``) and every epoch is logged at INFO level on the ``classifiers.training`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from classifiers.surgery import freeze_except, set_train_mode
+from featurize.devices import autocast, to_device
+from featurize.images import ImageDataset, collate_skipping
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "EarlyStopping",
+    "Optimisation",
+    "Phase",
+    "drop_last",
+    "evaluate",
+    "image_batches",
+    "loss",
+    "phase_epochs",
+    "run_phases",
+    "steps_per_epoch",
+    "tensor_batches",
+    "train_epoch",
+]
+
+log = logging.getLogger(__name__)
+
+Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
+    "adamw": lambda groups, weight_decay: torch.optim.AdamW(groups, weight_decay=weight_decay),
+    "sgd": lambda groups, weight_decay: torch.optim.SGD(groups, momentum=0.9, weight_decay=weight_decay),
+}
+"""Optimiser name -> ``factory(param_groups, weight_decay)``; SGD uses momentum 0.9."""
+
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
+    "cosine": lambda opt, n_epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs),
+    "step": lambda opt, n_epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, n_epochs // 3), gamma=0.1),
+    "constant": lambda opt, n_epochs: None,
+}
+"""Per-epoch schedule name -> ``factory(optimizer, phase_epochs)``: cosine to 0, ×0.1 every third, or constant."""
+
+
+def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in float32 (``target``: class indices or soft MixUp targets)."""
+    return F.cross_entropy(logits.float(), target)
+
+
+# ---------------------------------------------------------------------------------------------- batching
+def drop_last(n: int, batch_size: int, shuffle: bool) -> bool:
+    """The one batching rule: drop a trailing batch of a single image when shuffling (training).
+
+    A batch of one breaks BatchNorm in train mode; evaluation (no shuffle) always keeps every image.
+    """
+    return shuffle and n > 1 and n % batch_size == 1
+
+
+def steps_per_epoch(n: int, batch_size: int, shuffle: bool = True) -> int:
+    """Optimizer steps of one epoch over ``n`` images under :func:`drop_last`."""
+    return n // batch_size if drop_last(n, batch_size, shuffle) else math.ceil(n / batch_size)
+
+
+def phase_epochs(epochs: int, n: int, batch_size: int, min_steps: int) -> int:
+    """``epochs``, raised so that the phase runs at least ``min_steps`` optimizer steps over ``n`` images."""
+    return max(epochs, math.ceil(min_steps / max(steps_per_epoch(n, batch_size), 1)))
+
+
+def tensor_batches(
+    feats: torch.Tensor, indices, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+) -> Batches:
+    """Batches ``(indices, feats[indices])`` of precomputed activations, reshuffled at every call when ``shuffle``."""
+    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    stop = len(indices) - 1 if drop_last(len(indices), batch_size, shuffle) else len(indices)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = indices[torch.randperm(len(indices), generator=generator)] if shuffle else indices
+        for start in range(0, stop, batch_size):
+            chunk = order[start : min(start + batch_size, stop)]
+            yield chunk, feats[chunk]
+
+    return batches
+
+
+def image_batches(
+    items, transform, indices: Sequence[int], batch_size: int, device: torch.device, *, num_workers: int = 0,
+    shuffle: bool = False, generator: torch.Generator | None = None,
+) -> Batches:
+    """Batches ``(indices, images)`` decoded by a DataLoader; an unreadable image raises a ValueError naming it."""
+    loader = DataLoader(
+        ImageDataset(items, transform, indices),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last(len(indices), batch_size, shuffle),
+        num_workers=num_workers,
+        collate_fn=collate_skipping,
+        pin_memory=device.type == "cuda",
+    )
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx, images, errors in loader:
+            if errors:
+                raise ValueError(f"could not read {len(errors)} image(s), e.g. {errors[0][1]}")
+            yield torch.as_tensor(idx), images
+
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------- steps
+@dataclass(frozen=True)
+class Optimisation:
+    """How the trainable parameters move: optimiser name, learning rates, weight decay, schedule name."""
+
+    optimizer: str
+    lr: float
+    lr_backbone: float
+    weight_decay: float
+    schedule: str
+
+    def optimizer_for(self, head_params: list, backbone_params: list) -> torch.optim.Optimizer:
+        """Optimiser with one group for the head (``lr``) and one for unfrozen backbone stages (``lr_backbone``)."""
+        groups = [{"params": head_params, "lr": self.lr}]
+        if backbone_params:
+            groups.append({"params": backbone_params, "lr": self.lr_backbone})
+        return OPTIMIZERS[self.optimizer](groups, self.weight_decay)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training: its name, the module paths trained besides the head, its epochs and patience."""
+
+    name: str
+    trainable: tuple[str, ...]
+    epochs: int
+    patience: int | None = None
+
+
+def train_epoch(
+    net: nn.Module, opt: torch.optim.Optimizer, batches: Batches, y: torch.Tensor, device: torch.device,
+    n_classes: int, batch_transform: Callable | None, epoch: int, lr: float,
+) -> tuple[float, float, int]:
+    """One pass over ``batches``: mean loss, accuracy (on the hard labels) and optimizer steps taken.
+
+    Raises
+    ------
+    FloatingPointError
+        When the loss is NaN/inf; the message names the epoch and batch and suggests a lower learning rate.
+    """
+    total, correct, n, steps = 0.0, 0, 0, 0
+    for step, (indices, x) in enumerate(batches(), 1):
+        x, hard = to_device(x, device), y[indices].to(device)
+        target = hard
+        if batch_transform is not None:
+            x, target = batch_transform(x, F.one_hot(hard, n_classes).float())
+        with autocast(device):
+            logits = net(x)
+        value = loss(logits, target)
+        if not torch.isfinite(value):
+            raise FloatingPointError(
+                f"Training diverged: the loss is {value.item()} at epoch {epoch} (batch {step}). "
+                f"Lower the learning rate (lr={lr:g}; try lr={lr / 10:g})."
+            )
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        steps += 1
+        total += value.item() * len(hard)
+        correct += int((logits.argmax(1) == hard).sum())
+        n += len(hard)
+    return total / max(n, 1), correct / max(n, 1), steps
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, batches: Batches, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """Mean loss and accuracy of ``net`` (eval mode) over ``batches``."""
+    net.eval()
+    total, correct, n = 0.0, 0, 0
+    for indices, x in batches():
+        target = y[indices].to(device)
+        with autocast(device):
+            logits = net(to_device(x, device))
+        total += loss(logits, target).item() * len(target)
+        correct += int((logits.argmax(1) == target).sum())
+        n += len(target)
+    return total / n, correct / n
+
+
+# ---------------------------------------------------------------------------------------------- callbacks
+class EarlyStopping:
+    """Track the best validation loss, keep a copy of the best weights, say when patience ran out.
+
+    Call :meth:`start_phase` at the start of each phase (patience counts per phase), :meth:`update` after every
+    epoch, :meth:`restore` at the end; read :attr:`best_epoch`, :attr:`best_loss`, :attr:`best_score`.
+    """
+
+    def __init__(self) -> None:
+        self._best_loss = math.inf
+        self._best_score = math.nan
+        self._best_epoch = 0
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._wait = 0
+        self._patience: int | None = None
+
+    @property
+    def best_epoch(self) -> int:
+        """1-based epoch of the lowest validation loss so far (0 before any epoch)."""
+        return self._best_epoch
+
+    @property
+    def best_loss(self) -> float:
+        """Lowest validation loss so far."""
+        return self._best_loss
+
+    @property
+    def best_score(self) -> float:
+        """Validation accuracy at :attr:`best_epoch` (NaN before any epoch)."""
+        return self._best_score
+
+    def start_phase(self, patience: int | None) -> None:
+        """Reset the patience counter; ``patience=None`` never stops."""
+        self._patience, self._wait = patience, 0
+
+    def update(self, epoch: int, val_loss: float, val_score: float, net: nn.Module) -> bool:
+        """Record an epoch; True when the phase should stop."""
+        if val_loss < self._best_loss:
+            self._best_loss, self._best_score, self._best_epoch, self._wait = val_loss, val_score, epoch, 0
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        else:
+            self._wait += 1
+        return self._patience is not None and self._wait >= self._patience
+
+    def restore(self, net: nn.Module) -> None:
+        """Load the best weights into ``net`` (no-op before any epoch)."""
+        if self._best_state is not None:
+            net.load_state_dict(self._best_state)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def run_phases(
+    net: nn.Module, head: str, phases: Sequence[Phase], train: Batches, y: torch.Tensor, *, optimisation:
+    Optimisation, device: torch.device, n_classes: int, history: list[dict], run: str, val: Batches | None = None,
+    stopper: EarlyStopping | None = None, max_epochs: int | None = None, batch_transform: Callable | None = None,
+    verbose: bool = False, desc: str = "fine-tune",
+) -> tuple[int, int]:
+    """Train ``net`` phase after phase, appending one history row per epoch.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The network (or the bare head on precomputed activations, then ``head=""``).
+    head : str
+        Module path of the head, always trainable.
+    phases : sequence of Phase
+    train, val : callables returning batch iterators
+        Training batches; validation batches (None: no validation, NaN in the history).
+    y : tensor
+        Encoded labels of every image, indexed by the batches' indices.
+    optimisation : Optimisation
+    device : torch.device
+    n_classes : int
+    history : list of dict
+        Rows ``run, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, lr_backbone, steps,
+        time_s`` are appended to it.
+    run : str
+        Label of this run in the history (``"train"``, ``"select"``, ``"refit"``).
+    stopper : EarlyStopping or None
+        Updated after each epoch (needs ``val``); ends a phase when its patience ran out.
+    max_epochs : int or None
+        Stop after this many epochs in total (the phases keep their schedule length).
+    batch_transform : callable or None
+        MixUp-style ``(images, one_hot) -> (images, soft targets)``.
+    verbose : bool
+        Show a progress bar.
+    desc : str
+        Progress-bar label.
+
+    Returns
+    -------
+    n_epochs, n_steps : int
+        Epochs run and optimizer steps taken.
+    """
+    total = sum(p.epochs for p in phases) if max_epochs is None else min(max_epochs, sum(p.epochs for p in phases))
+    epoch = steps = 0
+    with tqdm(total=total, desc=desc, disable=not verbose) as bar:
+        for phase in phases:
+            if epoch >= total:
+                break
+            paths = [head, *phase.trainable]
+            freeze_except(net, paths)
+            head_params = list(net.get_submodule(head).parameters())
+            backbone_params = [p for path in phase.trainable for p in net.get_submodule(path).parameters()]
+            opt = optimisation.optimizer_for(head_params, backbone_params)
+            sched = SCHEDULES[optimisation.schedule](opt, phase.epochs)
+            if stopper is not None:
+                stopper.start_phase(phase.patience)
+            for _ in range(phase.epochs):
+                if epoch >= total:
+                    break
+                epoch += 1
+                start = time.perf_counter()
+                lrs = [g["lr"] for g in opt.param_groups]
+                set_train_mode(net, paths)
+                train_loss, train_acc, n_steps = train_epoch(
+                    net, opt, train, y, device, n_classes, batch_transform, epoch, optimisation.lr
+                )
+                steps += n_steps
+                if sched is not None:
+                    sched.step()
+                val_loss, val_acc = evaluate(net, val, y, device) if val is not None else (math.nan, math.nan)
+                row = {
+                    "run": run, "epoch": epoch, "phase": phase.name, "train_loss": train_loss,
+                    "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lrs[0],
+                    "lr_backbone": lrs[1] if len(lrs) > 1 else math.nan, "steps": n_steps,
+                    "time_s": time.perf_counter() - start,
+                }
+                history.append(row)
+                log.info("%s epoch %d (%s): %s", run, epoch, phase.name, row)
+                bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+                bar.update()
+                if stopper is not None and stopper.update(epoch, val_loss, val_acc, net):
+                    log.info("early stopping of phase %s at epoch %d (best epoch %d)", phase.name, epoch,
+                             stopper.best_epoch)
+                    break
+    return epoch, steps

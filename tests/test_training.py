@@ -1,0 +1,139 @@
+"""classifiers.training: the batching rule, step budget, optimiser/schedule tables, early stopping, the loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from classifiers import training
+from classifiers.training import (
+    OPTIMIZERS,
+    SCHEDULES,
+    EarlyStopping,
+    Optimisation,
+    Phase,
+    drop_last,
+    image_batches,
+    phase_epochs,
+    run_phases,
+    steps_per_epoch,
+    tensor_batches,
+)
+from featurize.weights import Preprocessing
+
+
+@pytest.mark.parametrize("n, batch, shuffle, dropped", [
+    (33, 32, True, True), (33, 32, False, False), (32, 32, True, False), (1, 32, True, False), (9, 4, True, True),
+    (10, 4, True, False),
+])
+def test_drop_last_rule(n, batch, shuffle, dropped):
+    assert drop_last(n, batch, shuffle) is dropped
+    assert steps_per_epoch(n, batch, shuffle) == (n // batch if dropped else math.ceil(n / batch))
+
+
+@pytest.mark.parametrize("n", [1, 5, 8, 9, 12])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_tensor_and_image_batches_follow_the_same_rule(n, shuffle):
+    """The precomputed path and the DataLoader path see the same batch sizes (one batching rule)."""
+    feats = torch.arange(n, dtype=torch.float32)[:, None]
+    images = np.zeros((n, 8, 8, 3), dtype=np.uint8)
+    prep = Preprocessing(resize=None, crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    sizes = {}
+    for name, batches in [
+        ("tensor", tensor_batches(feats, range(n), 4, shuffle=shuffle, generator=torch.Generator().manual_seed(0))),
+        ("image", image_batches(images, prep, range(n), 4, torch.device("cpu"), shuffle=shuffle,
+                                generator=torch.Generator().manual_seed(0))),
+    ]:
+        sizes[name] = [len(idx) for idx, _ in batches()]
+    assert sizes["tensor"] == sizes["image"]
+    assert len(sizes["tensor"]) == steps_per_epoch(n, 4, shuffle)
+
+
+def test_tensor_batches_reshuffle_and_cover_the_indices():
+    feats = torch.arange(10, dtype=torch.float32)[:, None]
+    batches = tensor_batches(feats, np.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    first, second = [torch.cat([i for i, _ in batches()]).tolist() for _ in range(2)]
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    for idx, x in batches():
+        assert torch.equal(x[:, 0], idx.float())
+
+
+@pytest.mark.parametrize("epochs, n, batch, min_steps, expected", [
+    (6, 10, 32, 60, 60), (6, 10, 32, 0, 6), (10, 240, 32, 60, 10), (3, 240, 32, 60, 8), (1, 65, 32, 10, 5),
+])
+def test_phase_epochs_meets_the_step_floor(epochs, n, batch, min_steps, expected):
+    got = phase_epochs(epochs, n, batch, min_steps)
+    assert got == expected
+    assert got * steps_per_epoch(n, batch) >= min_steps
+
+
+def test_tables_build_optimisers_and_schedules():
+    param = nn.Parameter(torch.zeros(1))
+    assert set(OPTIMIZERS) == {"adamw", "sgd"} and set(SCHEDULES) == {"cosine", "step", "constant"}
+    opt = Optimisation("sgd", 0.1, 0.01, 0.0, "step").optimizer_for([param], [nn.Parameter(torch.zeros(1))])
+    assert isinstance(opt, torch.optim.SGD) and [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
+    sched = SCHEDULES["step"](opt, 6)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    assert SCHEDULES["constant"](opt, 6) is None
+    assert len(Optimisation("adamw", 1e-3, 1e-4, 0.0, "cosine").optimizer_for([param], []).param_groups) == 1
+
+
+def test_early_stopping_public_interface():
+    net = nn.Linear(1, 1)
+    stopper = EarlyStopping()
+    stopper.start_phase(2)
+    losses = [3.0, 1.0, 2.0, 4.0]
+    stops = []
+    for epoch, value in enumerate(losses, 1):
+        with torch.no_grad():
+            net.weight.fill_(epoch)
+        stops.append(stopper.update(epoch, value, 0.5 + epoch / 10, net))
+    assert stops == [False, False, False, True]
+    assert (stopper.best_epoch, stopper.best_loss, stopper.best_score) == (2, 1.0, pytest.approx(0.7))
+    stopper.restore(net)
+    assert net.weight.item() == 2.0
+    stopper.start_phase(None)
+    assert not any(stopper.update(e, 9.0, 0.0, net) for e in range(5, 20))
+
+
+def _toy(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    return x, y
+
+
+def test_run_phases_history_steps_and_max_epochs():
+    x, y = _toy()
+    net = nn.Linear(4, 2)
+    history: list[dict] = []
+    opt = Optimisation("adamw", 1e-2, 1e-3, 0.0, "cosine")
+    train = tensor_batches(x, range(24), 8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    val = tensor_batches(x, range(24, 32), 8)
+    epochs, steps = run_phases(net, "", [Phase("a", (), 2), Phase("b", (), 3)], train, y, optimisation=opt,
+                               device=torch.device("cpu"), n_classes=2, history=history, run="select", val=val)
+    assert (epochs, steps) == (5, 15)
+    assert [h["phase"] for h in history] == ["a", "a", "b", "b", "b"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and {h["run"] for h in history} == {"select"}
+    assert all(h["steps"] == 3 and np.isfinite(h["val_loss"]) for h in history)
+    again: list[dict] = []
+    epochs, _ = run_phases(net, "", [Phase("a", (), 2), Phase("b", (), 3)], train, y, optimisation=opt,
+                           device=torch.device("cpu"), n_classes=2, history=again, run="refit", max_epochs=3)
+    assert epochs == 3 and [h["phase"] for h in again] == ["a", "a", "b"]
+    assert all(math.isnan(h["val_loss"]) for h in again)
+
+
+def test_divergence_names_epoch_and_learning_rate(monkeypatch):
+    x, y = _toy()
+    monkeypatch.setattr(training, "loss", lambda logits, target: (logits * float("nan")).sum())
+    with pytest.raises(FloatingPointError, match=r"epoch 1 \(batch 1\).*lr=0\.1; try lr=0\.01"):
+        run_phases(nn.Linear(4, 2), "", [Phase("a", (), 1)], tensor_batches(x, range(32), 8), y,
+                   optimisation=Optimisation("sgd", 0.1, 0.01, 0.0, "constant"), device=torch.device("cpu"),
+                   n_classes=2, history=[], run="train")
