@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -33,9 +34,9 @@ from featurize.images import load_image
 from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
                            resolve_backbone_weights, run_cli)
 from pipelines.datasets import ImageSet, default_data_dir, load_dataset
-from pipelines.methods import NO_BACKBONE, BuildContext, Method, get_method, list_methods
+from pipelines.methods import FINETUNE_SETTINGS, NO_BACKBONE, BuildContext, Method, get_method, list_methods
 from pipelines.results import RESULT_COLUMNS, Fit, FitKey, Journal, tables
-from pipelines.splits import Split, parse_train_sizes, repeated_splits
+from pipelines.splits import DESIGNS, Split, default_train_sizes, design_of, parse_train_sizes, repeated_splits
 
 __all__ = ["CompareConfig", "CompareResult", "DEFAULT_CUTS", "RESULT_COLUMNS", "run_compare", "main"]
 
@@ -59,25 +60,37 @@ def _command() -> str:
 class CompareConfig:
     """Settings of one comparison (the CLI's options; see ``python -m pipelines.compare --help``).
 
-    ``cuts`` maps a backbone to its cut points (default per family); ``finetune_backbones`` None fine-tunes the first
-    of ``backbones``, ``["all"]`` every one.  ``restart`` discards the journal of an earlier run in ``out``.
+    ``cuts`` maps a backbone to its cut points (default per family; ``penultimate`` is the layer before the
+    classifier); ``train_sizes`` None is the default learning curve the dataset can provide;
+    ``finetune_splits`` None fine-tunes on every split on a GPU and on 3 on a CPU; ``finetune_backbones`` None
+    fine-tunes the first of ``backbones``, ``["all"]`` every one; ``finetune_image_size="same"`` fine-tunes at the
+    frozen features' crop size; ``restart`` discards the journal of an earlier run in ``out``.  Use
+    :meth:`for_protocol` for the published protocols.
     """
 
+    protocol: str = "default"
     dataset: str = "demo"
     backbones: Sequence[str] = ("resnet18", "vgg16")
     cuts: dict[str, list[str]] | None = None
     methods: Sequence[str] = DEFAULT_METHODS
     augment: Sequence[str] = ("none",)
-    train_sizes: Sequence[int | str] = (5, 10, "all")
+    train_sizes: Sequence[int | str] | None = None
     splits: int = 10
-    finetune_splits: int = 3
+    finetune_splits: int | None = None
     finetune_backbones: Sequence[str] | None = None
     weights: str = "auto"
     weights_dir: str | None = None
     pooling: str = "avg"
     image_size: int | str | None = "auto"
-    finetune_image_size: int | str = 160
+    finetune_image_size: int | str | None = "same"
     epochs: int = 6
+    min_steps: int = 60
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_ratio: float = 0.1
+    validation_fraction: float | None = 0.2
     device: str = "auto"
     data_dir: str | None = None
     cache_dir: str | None = None
@@ -87,16 +100,59 @@ class CompareConfig:
     restart: bool = False
     command: str = field(default_factory=_command)
 
+    @classmethod
+    def for_protocol(cls, name: str, **overrides) -> "CompareConfig":
+        """The configuration of a protocol of :data:`PROTOCOLS`, with ``overrides`` on top."""
+        return cls(**{"protocol": name, **protocol(name).settings, **overrides})
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A published evaluation protocol as a set of :class:`CompareConfig` settings."""
+
+    name: str
+    description: str
+    settings: dict
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("default", "this library's comparison: every head tuned by inner CV, fine-tuning with a step budget "
+             "and an epoch count chosen on an inner validation split, then refitted on all training images", {}),
+    Protocol("tutorial", "the PyTorch transfer-learning tutorial: ResNet-18, SGD (momentum 0.9, lr 1e-3), StepLR "
+             "(step 7, gamma 0.1), 25 epochs, batch 4, random-resized crop + flip; 'fine-tune all' (finetune_full) "
+             "and 'fixed feature extractor' (finetune_head) on all training images, scored on the whole val set "
+             "(the last epoch is kept: no epoch is picked on the val images)",
+             {"backbones": ["resnet18"], "methods": ["finetune_full", "finetune_head"], "augment": ["flip_crop"],
+              "optimizer": "sgd", "lr": 1e-3, "lr_ratio": 1.0, "schedule": "step:7", "epochs": 25, "min_steps": 0,
+              "batch_size": 4, "validation_fraction": None, "image_size": "auto", "train_sizes": ["all"]}),
+    Protocol("kornblith", "Kornblith et al. (2019): L-BFGS logistic regression on the penultimate layer, L2 penalty "
+             "searched on a log grid 1e-6..1e5 by inner CV",
+             {"methods": ["logistic"], "cuts": {"*": ["penultimate"]}, "image_size": "auto"}),
+    Protocol("razavian", "Razavian et al. (2014): VGG-16's first fully-connected layer (fc6), L2-normalised, linear "
+             "SVM with C chosen by inner CV",
+             {"backbones": ["vgg16"], "methods": ["linear_svm"], "cuts": {"*": ["fc6"]}, "image_size": "auto"}),
+)}
+"""Protocol presets of ``--protocol``: name → settings (explicit options still override them)."""
+
+
+def protocol(name: str) -> Protocol:
+    """The preset called ``name``; an unknown name raises a ValueError listing the valid ones."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"--protocol: unknown {name!r}; valid protocols: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
 
 @dataclass
 class CompareResult:
     """What :func:`run_compare` produced: ``results`` (one row per configuration × split), ``predictions``,
-    ``meta`` (the manifest) and ``paths`` of the written files."""
+    ``meta`` (the manifest), ``paths`` of the written files and the ``analysis`` (:class:`reports.analysis.Analysis`)
+    the report was written from."""
 
     results: pd.DataFrame
     predictions: pd.DataFrame
     meta: dict
     paths: dict[str, Path]
+    analysis: object = None
 
 
 @dataclass
@@ -141,18 +197,18 @@ def validate(config: CompareConfig) -> None:
     bad = [m for m in config.methods if m not in list_methods()]
     if bad:
         raise ValueError(f"--methods: unknown {bad}; valid methods: {', '.join(list_methods())}")
+    protocol(config.protocol)
     for backbone, cuts in (config.cuts or {}).items():
-        if backbone not in config.backbones:
+        if backbone != "*" and backbone not in config.backbones:
             raise ValueError(f"--cuts: {backbone}:{cuts[0]} names a backbone not in --backbones "
                              f"{list(config.backbones)}")
-        spec = get_backbone_spec(backbone)
-        for cut in cuts:
-            spec.cut(cut)
+    for backbone in config.backbones:
+        cuts_for(config, backbone)
     stray = [b for b in finetune_backbones(config) if b not in config.backbones]
     if stray:
         raise ValueError(f"--finetune-backbones: {stray} not in --backbones {list(config.backbones)}; fine-tuned "
                          "backbones must be compared too ('all' fine-tunes every one)")
-    if config.splits < 1 or config.finetune_splits < 0:
+    if config.splits < 1 or (config.finetune_splits is not None and config.finetune_splits < 0):
         raise ValueError("--splits must be ≥ 1 and --finetune-splits ≥ 0")
 
 
@@ -165,23 +221,38 @@ def finetune_backbones(config: CompareConfig) -> list[str]:
 
 
 def cuts_for(config: CompareConfig, backbone: str) -> list[str]:
-    """Cut points the frozen-feature heads use on ``backbone``: ``config.cuts`` or the family's defaults."""
-    if config.cuts and backbone in config.cuts:
-        return list(config.cuts[backbone])
-    return list(DEFAULT_CUTS[get_backbone_spec(backbone).family])
+    """Cut points the frozen-feature heads use on ``backbone``: ``config.cuts`` (its entry, else the ``"*"`` entry
+    for every backbone) or the family's defaults; ``penultimate`` names the cut point just before the classifier."""
+    spec = get_backbone_spec(backbone)
+    chosen = (config.cuts or {}).get(backbone) or (config.cuts or {}).get("*") or DEFAULT_CUTS[spec.family]
+    penultimate = spec.cut_names[spec.cut_names.index(spec.cut(spec.classifier).name) - 1]
+    return list(dict.fromkeys(penultimate if c == "penultimate" else spec.cut(c).name for c in chosen))
 
 
-def plan(config: CompareConfig, splits: Sequence[Split]) -> list[Job]:
-    """Every fit of the run, in the order the tables list them: per split, each method's backbones, cuts, policies."""
+def finetune_split_count(config: CompareConfig, device: str) -> int:
+    """Splits the costly methods run on: ``finetune_splits``, by default every split on a GPU and 3 on a CPU."""
+    if config.finetune_splits is not None:
+        return min(config.finetune_splits, config.splits)
+    return config.splits if device.startswith("cuda") else min(3, config.splits)
+
+
+def fit_seed(base: int, split: int, method: str) -> int:
+    """The seed of one fit: a different, reproducible one for every (split, method)."""
+    return int(np.random.SeedSequence([base, split, zlib.crc32(method.encode())]).generate_state(1)[0] % 2**31)
+
+
+def plan(config: CompareConfig, splits: Sequence[Split], n_finetune: int) -> list[Job]:
+    """Every fit of the run, in the order the tables list them: per split, each method's backbones, cuts, policies;
+    the costly methods on the first ``n_finetune`` splits only."""
     methods = [get_method(m) for m in config.methods]
     tuned = finetune_backbones(config)
     jobs = []
     for split in splits:
         for method in methods:
-            if method.costly and split.split >= config.finetune_splits:
+            if method.costly and split.split >= n_finetune:
                 continue
             backbones = [NO_BACKBONE] if not method.needs_backbone else tuned if method.costly else config.backbones
-            augments = list(config.augment) if method.augments else [config.augment[0] if method.costly else "none"]
+            augments = list(config.augment) if method.augment is None else [method.augment]
             for backbone in backbones:
                 cuts = {"each": lambda: cuts_for(config, backbone), "all": lambda: ["all"], "none": lambda: [""]}
                 for cut in cuts[method.cuts]():
@@ -248,8 +319,9 @@ class _Runner:
         self.imageset = imageset
         self.runs = runs
         self.pixels = pixels
-        self.settings = {"epochs": config.epochs, "finetune_image_size": config.finetune_image_size,
-                         "cache_dir": cache_dir, "device": device, "seed": config.seed}
+        size = config.image_size if config.finetune_image_size == "same" else config.finetune_image_size
+        self.settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if hasattr(config, name)}
+        self.settings.update(image_size=size, cache_dir=cache_dir, device=device)
 
     def _inputs(self, job: Job) -> tuple[object, object, float]:
         """Training and test inputs of a job, and the share of the extraction time its images cost."""
@@ -268,13 +340,14 @@ class _Runner:
         """Fit the job's estimator on its split's training images and predict its test images."""
         method, split = job.method, job.split
         run = self.runs.get(job.backbone)
+        seed = fit_seed(self.config.seed, split.split, method.name)
         if method.random_init:
-            weights, resolved = None, resolve_weights(get_backbone_spec(job.backbone), None, self.config.seed)
+            weights, resolved = None, resolve_weights(get_backbone_spec(job.backbone), None, seed)
         else:
             weights, resolved = (run.weights, run.resolved) if run else ("none", None)
-        context = BuildContext(backbone=job.backbone if method.needs_backbone else None, weights=weights, augment=job.augment,
-                               n_per_class=len(split.train_idx) // len(self.imageset.classes), seed=self.config.seed,
-                               settings=self.settings)
+        counts = np.bincount(self.imageset.labels[split.train_idx], minlength=len(self.imageset.classes))
+        context = BuildContext(backbone=job.backbone if method.needs_backbone else None, weights=weights,
+                               augment=job.augment, n_per_class=int(counts.min()), seed=seed, settings=self.settings)
         estimator = method.build(context)
         X_train, X_test, extract_time = self._inputs(job)
         start = time.perf_counter()
@@ -282,10 +355,13 @@ class _Runner:
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         y_pred = np.asarray(estimator.predict(X_test))
+        predict_time = time.perf_counter() - start
+        score, chosen = method.chosen(estimator)
         return Fit(key=job.key(self.config.pooling), family=method.family,
                    weights=resolved.identity if resolved else "none",
                    pretrained=resolved.pretrained if resolved else None, y_pred=y_pred, fit_time_s=fit_time,
-                   predict_time_s=time.perf_counter() - start, extract_time_s=extract_time, seed=self.config.seed)
+                   predict_time_s=predict_time, extract_time_s=extract_time, seed=seed, selection_score=score,
+                   hyperparameters=chosen)
 
 
 def _results_config(config: CompareConfig) -> dict:
@@ -325,6 +401,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     FileNotFoundError
         When explicitly requested pretrained weights are missing.
     """
+    from reports.analysis import analyse
     from reports.compare_report import summary_table, write_report
 
     validate(config)
@@ -345,8 +422,10 @@ def run_compare(config: CompareConfig) -> CompareResult:
     for backbone in config.backbones:
         weights = resolve_backbone_weights(backbone, config.weights, config.weights_dir)
         runs[backbone] = BackboneRun(backbone, weights, resolve_weights(get_backbone_spec(backbone), weights))
-    splits = list(repeated_splits(imageset, config.train_sizes, config.splits, config.seed))
-    jobs = plan(config, splits)
+    sizes = default_train_sizes(imageset) if config.train_sizes is None else config.train_sizes
+    splits = list(repeated_splits(imageset, sizes, config.splits, config.seed))
+    n_finetune = finetune_split_count(config, device)
+    jobs = plan(config, splits, n_finetune)
     pending = [job for job in jobs if asdict(job.key(config.pooling)) not in journal]
     for backbone in {job.backbone for job in pending if job.method.inputs == "features"}:
         _extract(config, runs[backbone], imageset.items, cache_dir, device)
@@ -364,7 +443,13 @@ def run_compare(config: CompareConfig) -> CompareResult:
         "classes": imageset.classes,
         "class_counts": {k: int(v) for k, v in imageset.class_counts().items()},
         "unreadable_images": unreadable,
-        "seeds": {"base": config.seed, "splits": config.splits, "finetune_splits": config.finetune_splits},
+        "design": design_of(imageset),
+        "design_description": DESIGNS[design_of(imageset)],
+        "protocol": config.protocol,
+        "protocol_description": protocol(config.protocol).description,
+        "train_sizes": [s for s in dict.fromkeys(split.train_size for split in splits)],
+        "seeds": {"base": config.seed, "splits": config.splits, "finetune_splits": n_finetune,
+                  "per_fit": "fit_seed(base, split, method)"},
         "weights": {b: run.resolved.identity for b, run in runs.items()},
         "weights_labels": {b: run.resolved.label for b, run in runs.items()},
         "pretrained": {b: run.weights is not None for b, run in runs.items()},
@@ -380,60 +465,95 @@ def run_compare(config: CompareConfig) -> CompareResult:
     meta["wall_time_s"] = round(time.perf_counter() - wall, 1)
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     paths = {"results_csv": out / "results.csv", "predictions_csv": out / "predictions.csv"}
-    paths.update(write_report(results, predictions, meta, out))
+    analysis = analyse(results, predictions, meta)
+    paths.update(write_report(results, predictions, meta, out, analysis=analysis))
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
     paths["manifest"] = out / "manifest.json"
-    meta["summary"] = summary_table(results)
-    return CompareResult(results, predictions, meta, paths)
+    meta["summary"] = summary_table(results, analysis.summary)
+    return CompareResult(results, predictions, meta, paths, analysis)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m pipelines.compare`` argument parser (its option names are :class:`CompareConfig`'s fields)."""
-    d = CompareConfig()
+def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
+    """The ``python -m pipelines.compare`` argument parser, with the defaults of a protocol (option names are
+    :class:`CompareConfig`'s fields)."""
+    d = CompareConfig.for_protocol(protocol_name if protocol_name in PROTOCOLS else "default")
     p = argparse.ArgumentParser(
         prog="python -m pipelines.compare",
         description=(
             "Compare pretrained-CNN features + classical heads with end-to-end fine-tuning on an image dataset, over "
-            "repeated paired splits; write results.csv, predictions.csv, summary.md, report.html, plots and "
-            "manifest.json into --out. Every accuracy is reported with n and a 95% CI."
+            "repeated paired training draws; write results.csv, predictions.csv, summary.md, report.html, plots and "
+            "manifest.json into --out. Every accuracy is reported with n and a 95% CI valid for the evaluation "
+            "design (a fixed val/ test set, or random splits of one pool)."
         ),
+        epilog="Protocols: " + " ".join(f"'{p.name}': {p.description}." for p in PROTOCOLS.values()),
         formatter_class=HelpFormatter,
     )
+    p.add_argument("--protocol", default=d.protocol, choices=list(PROTOCOLS),
+                   help="preset of the settings below (see the end of this help); explicit options override it")
     p.add_argument("--dataset", default=d.dataset,
                    help="'demo' (embedded, generated on first use), 'hymenoptera' (downloaded once), an ImageFolder "
                         "directory (class subfolders, optionally under train/ and val/) or a CSV of path,label[,subset]")
     p.add_argument("--backbones", nargs="+", default=list(d.backbones), help=f"any of {', '.join(list_backbones())}")
     p.add_argument("--cuts", nargs="+", default=None, metavar="[BACKBONE:]CUT",
-                   help="cut points for the classical heads, e.g. layer3 layer4 or resnet18:layer3 vgg16:fc7 "
-                        "(default: resnet layer2 layer3 layer4; vgg pool3 pool4 pool5 fc7)")
+                   help="cut points for the classical heads, e.g. layer3 layer4, resnet18:layer3 vgg16:fc7 or "
+                        "penultimate (default: resnet layer2 layer3 layer4; vgg pool3 pool4 pool5 fc7)")
     p.add_argument("--methods", nargs="+", default=list(d.methods), metavar="METHOD",
                    help="; ".join(f"'{m}' = {get_method(m).description}" for m in list_methods()))
     p.add_argument("--augment", nargs="+", default=list(d.augment),
                    help="augmentation policies for fine-tuning (none, flip_crop, strong, mixup, flip_crop+mixup, …)")
-    p.add_argument("--train-sizes", nargs="+", default=[str(s) for s in d.train_sizes],
-                   help="training images per class, integers or 'all'")
-    p.add_argument("--splits", type=int, default=d.splits, help="repeated stratified splits (val set bootstrapped "
-                   "when the dataset has a fixed val folder)")
+    p.add_argument("--train-sizes", nargs="+", default=d.train_sizes,
+                   help="training images per class, integers or 'all' (default: 5 10 20 50, those the dataset "
+                        "can provide, and all)")
+    p.add_argument("--splits", type=int, default=d.splits,
+                   help="repeated stratified training draws (with a fixed val/ folder each is scored on all of it)")
     p.add_argument("--finetune-splits", type=int, default=d.finetune_splits,
-                   help="how many of those splits the (costly) fine-tuning methods run on; 0 skips fine-tuning")
+                   help="how many of those draws the (costly) fine-tuning methods run on; 0 skips fine-tuning "
+                        "(default: every draw on a GPU, 3 on a CPU; the report says how many ran)")
     p.add_argument("--finetune-backbones", nargs="+", default=None,
                    help="backbones that are fine-tuned ('all' for every --backbones entry; default: the first "
                         "--backbones entry)")
     add_weights_arguments(p)
     p.add_argument("--pooling", default=d.pooling, help="avg, max, avgmax, flatten or grid:k")
     p.add_argument("--image-size", type=image_size, default=d.image_size,
-                   help="feature extraction crop size, 'auto' or 'none'")
-    p.add_argument("--finetune-image-size", type=image_size, default=d.finetune_image_size,
-                   help="fine-tuning crop size ('auto' = the weights' 224); smaller is much faster on a CPU")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs (from scratch: twice this)")
+                   help="crop size of the frozen features, 'auto' (the weights' own, 224) or 'none'")
+    p.add_argument("--finetune-image-size", type=_finetune_size, default=d.finetune_image_size,
+                   help="fine-tuning crop size: 'same' as --image-size, 'auto' (224) or an integer")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs per phase (at least)")
+    p.add_argument("--min-steps", type=int, default=d.min_steps,
+                   help="fine-tuning budget floor: each phase runs at least this many optimizer steps")
+    p.add_argument("--optimizer", default=d.optimizer, help="fine-tuning optimizer: adamw or sgd (momentum 0.9)")
+    p.add_argument("--schedule", default=d.schedule, help="learning-rate schedule: cosine, step, step:N, constant")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="fine-tuning mini-batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the new head")
+    p.add_argument("--lr-ratio", type=float, default=d.lr_ratio,
+                   help="backbone learning rate / head learning rate (from scratch: 1)")
+    p.add_argument("--validation-fraction", type=_fraction, default=d.validation_fraction,
+                   help="share of the training images that picks the epoch count (then refitted on all of them), "
+                        "from 10 images/class on; 'none' = no inner validation")
     p.add_argument("--data-dir", default=None, help="where datasets live (default $CNN_TRANSFER_DATA or "
                    "~/.cache/cnn-transfer)")
     p.add_argument("--cache-dir", default=None, help="HDF5 feature cache directory (default <data-dir>/features)")
     p.add_argument("--out", default=d.out, help="output folder")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished fits journaled in --out by an earlier run of another configuration")
-    add_common_arguments(p, seed_help="base seed of splits and models")
+    add_common_arguments(p, seed_help="base seed of the draws and of every fit")
     return p
+
+
+def _finetune_size(text: str) -> int | str | None:
+    return "same" if text.lower() == "same" else image_size(text)
+
+
+def _fraction(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction strictly between 0 and 1, or 'none'; got {text!r}")
+    return value
 
 
 def _cut_map(cuts: Sequence[str] | None, backbones: Sequence[str]) -> dict[str, list[str]] | None:
@@ -452,31 +572,44 @@ def _cut_map(cuts: Sequence[str] | None, backbones: Sequence[str]) -> dict[str, 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """Turn parsed CLI arguments into a :class:`CompareConfig` (every option is the field of the same name)."""
     values = {f.name: getattr(args, f.name) for f in fields(CompareConfig) if hasattr(args, f.name)}
-    values.update(cuts=_cut_map(args.cuts, args.backbones), train_sizes=parse_train_sizes(args.train_sizes))
+    values["cuts"] = _cut_map(args.cuts, args.backbones) if args.cuts else protocol(args.protocol).settings.get("cuts")
+    if args.train_sizes is not None:
+        values["train_sizes"] = parse_train_sizes(args.train_sizes)
     return CompareConfig(**values)
 
 
+def _protocol_in(argv: Sequence[str] | None) -> str:
+    """The ``--protocol`` of a command line (its defaults shape the parser), ``default`` when absent or unknown."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--protocol", default="default")
+    return pre.parse_known_args(argv)[0].protocol
+
+
 def _main(args: argparse.Namespace) -> int:
-    from reports.compare_report import random_init_backbones
     from reports.tables import to_markdown
 
     result = run_compare(config_from_args(args))
-    summary = result.meta["summary"]
-    random_init = random_init_backbones(result.results, result.meta)
-    if random_init:
-        print(f"\n*** RANDOM-INIT WEIGHTS for {', '.join(random_init)}: these numbers say nothing about transfer "
-              "from ImageNet ***")
-    largest = summary["train_size"].max()
+    analysis, summary = result.analysis, result.meta["summary"]
+    if analysis.random_init:
+        print(f"\n*** RANDOM-INIT WEIGHTS for {', '.join(analysis.random_init)}: these numbers say nothing about "
+              "transfer from ImageNet ***")
+    largest = analysis.largest
     top = summary[summary["train_size"] == largest]
-    print(f"\nMean accuracy with 95% CI over splits (n = test images per split × splits), {largest} images/class:")
-    print(to_markdown(top[["backbone", "cut", "method", "family", "pretrained", "accuracy_95ci", "fit_time_s"]]))
+    print(f"\nAccuracy with 95% CI ({analysis.design.replace('_', ' ')} design), {largest} images/class; "
+          "selection_score = inner-CV accuracy on the training images (descriptive table, no ranking):")
+    print(to_markdown(top[["backbone", "cut", "method", "family", "pretrained", "accuracy_95ci", "selection_score",
+                           "fit_time_s"]]))
+    picked = analysis.selected[analysis.selected["train_size"] == largest]
+    print("\nPre-selected (training-side evidence only): " + "; ".join(
+        f"{r['family']}: {analysis.label(r)}" for r in picked.to_dict("records")))
+    print(f"\n{analysis.crossover['statement']}")
     print(f"\nWall time {result.meta['wall_time_s']:.0f} s. Report: {result.paths['report_html']}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for an error the user can fix)."""
-    return run_cli(build_parser(), _main, argv)
+    return run_cli(build_parser(_protocol_in(argv)), _main, argv)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def _table(search: GridSearchCV, fold_sizes: np.ndarray, head_params: Sequence[s
         correct = np.rint(scores[j] * fold_sizes).astype(int)
         mean, lo, hi = mean_ci(scores[j], n_correct=correct, n_test=fold_sizes, overlap=overlap)
         if fold_sizes.min() == fold_sizes.max():
-            text = format_accuracy(mean, lo, hi, n=int(fold_sizes[0]), n_splits=k)
+            text = format_accuracy(mean, lo, hi, n=int(fold_sizes[0]), n_splits=k, unit="folds")
         else:
             text = f"{format_accuracy(mean, lo, hi)} (n={int(fold_sizes.sum())} over {k} folds)"
         row = {"rank": int(res["rank_test_score"][j]), "cut": _cut_label(params["cnn__layers"]),
@@ -194,7 +194,8 @@ def _estimate(outer: pd.DataFrame, correct: list[np.ndarray], classes: list[np.n
                 "ci_high": interval["ci_high"], "n_test": n_test, "n_folds": n_folds, "method": interval["method"],
                 "note": interval["note"]}
     per_fold = int(outer["n_test"].iloc[0]) if outer["n_test"].nunique() == 1 else None
-    text = format_accuracy(estimate["accuracy"], estimate["ci_low"], estimate["ci_high"], n=per_fold, n_splits=n_folds)
+    text = format_accuracy(estimate["accuracy"], estimate["ci_low"], estimate["ci_high"], n=per_fold,
+                           n_splits=n_folds, unit="folds")
     estimate["accuracy_95ci"] = text if per_fold else f"{format_accuracy(estimate['accuracy'], estimate['ci_low'], estimate['ci_high'])} (n={n_test} over {n_folds} folds)"
     return estimate
 

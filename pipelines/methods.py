@@ -2,8 +2,13 @@
 
 A :class:`Method` says what it is called, which family its results belong to, what it is trained on (frozen
 features at one cut point or all of them, raw pixels, or the images themselves), whether it runs on every split or
-only on the few the costly fine-tuning gets, and how its estimator is built for one fit.  Adding a method is one
+only on the few the costly fine-tuning gets, how its estimator is built for one fit, and what that fitted estimator
+chose on its training images alone (its training-side selection score and hyperparameters).  Adding a method is one
 :func:`register_method` call.
+
+Every classical head (and the raw-pixel baseline) is tuned inside each training split by an inner stratified
+cross-validation over its documented grid (:func:`classifiers.heads.make_tuned_head`); fine-tuning chooses its
+number of epochs on an inner validation split of the training images and is then refitted on all of them.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from classifiers.finetune import FineTunedCNN
-from classifiers.heads import HEADS, make_head
+from classifiers.heads import HEADS, make_tuned_head
 
-__all__ = ["FAMILIES", "NO_BACKBONE", "BuildContext", "Method", "METHODS", "get_method", "list_methods", "register_method"]
+__all__ = ["FAMILIES", "FINETUNE_SETTINGS", "NO_BACKBONE", "BuildContext", "Method", "METHODS", "get_method", "list_methods", "register_method"]
 
 FAMILIES: dict[str, str] = {
     "frozen": "frozen CNN features + a classical head",
-    "finetune": "end-to-end fine-tuning of the CNN",
+    "finetune": "end-to-end fine-tuning of the CNN (the new head and some or all of its layers)",
+    "linear_probe_sgd": "a new linear head trained by SGD on the frozen CNN (a linear probe, fitted end to end)",
     "scratch": "the whole CNN trained from random initialisation",
     "pixels": "a classical head on raw pixels (no CNN)",
 }
@@ -49,7 +55,7 @@ class BuildContext:
     seed : int
         Seed of the fit.
     settings : dict
-        Run-wide settings the builders read (``epochs``, ``finetune_image_size``, ``cache_dir``, ``device``).
+        Run-wide fine-tuning settings the builders read (:data:`FINETUNE_SETTINGS` names them).
     """
 
     backbone: str | None
@@ -78,10 +84,13 @@ class Method:
         One fit per cut point, one fit on all cut points together, or no cut point.
     build : callable
         ``build(BuildContext) -> estimator`` with ``fit``/``predict``.
+    chosen : callable
+        ``chosen(fitted estimator) -> (selection_score, hyperparameters)``: what the fit chose on its training images
+        only (inner-CV accuracy of the chosen grid point, or inner-validation accuracy of the chosen epoch).
     costly : bool
         Runs only on the first ``finetune_splits`` splits and the fine-tuned backbones.
-    augments : bool
-        Runs once per ``--augment`` policy.
+    augment : str or None
+        The augmentation policy of its training, or None: once per ``--augment`` policy.
     random_init : bool
         Ignores the run's weights and starts from random initialisation.
     """
@@ -92,8 +101,9 @@ class Method:
     inputs: str
     cuts: str
     build: Callable[[BuildContext], Any]
+    chosen: Callable[[Any], tuple[float, dict]]
     costly: bool = False
-    augments: bool = False
+    augment: str | None = "none"
     random_init: bool = False
 
     def __post_init__(self) -> None:
@@ -131,35 +141,55 @@ def list_methods() -> list[str]:
     return list(METHODS)
 
 
-def _head_builder(name: str) -> Callable[[BuildContext], Any]:
-    return lambda ctx: make_head(name, random_state=ctx.seed)
+FINETUNE_SETTINGS = ("epochs", "min_steps", "image_size", "optimizer", "schedule", "batch_size", "lr", "lr_ratio",
+                     "validation_fraction", "cache_dir", "device")
+"""Keys of :attr:`BuildContext.settings` (the comparison's fine-tuning options)."""
+MIN_VALIDATION_PER_CLASS = 10
+"""Below this many training images per class, fine-tuning keeps no validation split (epochs from the budget)."""
+
+
+def _searched(search) -> tuple[float, dict]:
+    params = {key.rpartition("__")[2]: value for key, value in search.best_params_.items()}
+    return float(search.best_score_), params
+
+
+def _trained(model: FineTunedCNN) -> tuple[float, dict]:
+    return float(model.validation_score_), {"epochs": int(model.selected_epochs_), "steps": int(model.n_steps_)}
+
+
+def _tuned_head(name: str) -> Callable[[BuildContext], Any]:
+    return lambda ctx: make_tuned_head(name, n_per_class=ctx.n_per_class, random_state=ctx.seed)
 
 
 def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:
     def build(ctx: BuildContext) -> FineTunedCNN:
-        settings = ctx.settings
+        s = ctx.settings
+        validation = s["validation_fraction"] if ctx.n_per_class >= MIN_VALIDATION_PER_CLASS else None
         params = {
-            "weights": ctx.weights, "strategy": strategy, "augment": ctx.augment, "epochs": settings["epochs"],
-            "lr": 1e-3, "image_size": settings["finetune_image_size"],
-            "validation_fraction": 0.2 if ctx.n_per_class >= 10 else None, "patience": 3,
-            "cache": settings["cache_dir"], "device": settings["device"], "random_state": settings["seed"],
+            "weights": ctx.weights, "strategy": strategy, "augment": ctx.augment, "epochs": s["epochs"],
+            "min_steps": s["min_steps"], "lr": s["lr"], "lr_ratio": s["lr_ratio"], "optimizer": s["optimizer"],
+            "schedule": s["schedule"], "batch_size": s["batch_size"], "image_size": s["image_size"],
+            "validation_fraction": validation, "refit": True, "patience": 3, "cache": s["cache_dir"],
+            "device": s["device"], "random_state": ctx.seed, **fixed,
         }
-        params.update({k: v(settings) if callable(v) else v for k, v in fixed.items()})
-        return FineTunedCNN(backbone=ctx.backbone, **params)
+        return FineTunedCNN(ctx.backbone, **params)
 
     return build
 
 
 for _name, _description in HEADS.items():
     register_method(Method(_name, "frozen", _description, "features", "all" if _name == "multilayer" else "each",
-                           _head_builder(_name)))
-register_method(Method("pixels", "pixels", "logistic regression on 32×32 raw pixels", "pixels", "none",
-                       lambda ctx: make_head("logistic")))
-register_method(Method("finetune_head", "finetune", "new linear head trained end to end, backbone frozen", "images",
-                       "none", _finetune_builder("head"), costly=True, augments=True))
+                           _tuned_head(_name), _searched))
+register_method(Method("pixels", "pixels", "logistic regression on 32×32 raw pixels, tuned like the heads", "pixels",
+                       "none", _tuned_head("logistic"), _searched))
+register_method(Method("finetune_head", "linear_probe_sgd",
+                       "new linear head trained by SGD on the frozen backbone (a linear probe)", "images", "none",
+                       _finetune_builder("head"), _trained, costly=True, augment=None))
 register_method(Method("finetune_last_block", "finetune", "new head + the deepest stage trained", "images", "none",
-                       _finetune_builder("last_block"), costly=True, augments=True))
+                       _finetune_builder("last_block"), _trained, costly=True, augment=None))
 register_method(Method("finetune_full", "finetune", "every layer trained (discriminative learning rates)", "images",
-                       "none", _finetune_builder("full"), costly=True, augments=True))
-register_method(Method("scratch", "scratch", "the whole network trained from random initialisation", "images", "none",
-                       _finetune_builder("full", epochs=lambda s: 2 * s["epochs"]), costly=True, random_init=True))
+                       "none", _finetune_builder("full"), _trained, costly=True, augment=None))
+register_method(Method("scratch", "scratch",
+                       "the whole network trained from random initialisation (one learning rate, flip + crop "
+                       "augmentation)", "images", "none", _finetune_builder("full", lr_ratio=1.0),
+                       _trained, costly=True, augment="flip_crop", random_init=True))

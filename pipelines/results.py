@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +23,21 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from pipelines.datasets import ImageSet
-from pipelines.splits import Split
+from pipelines.splits import Split, design_of
 
 __all__ = ["RESULT_COLUMNS", "PREDICTION_COLUMNS", "Fit", "FitKey", "Journal", "JournalMismatch", "tables"]
 
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = [
-    "dataset", "backbone", "weights", "pretrained", "cut", "pooling", "method", "family", "augment", "train_size",
-    "split", "n_train", "n_test", "n_correct", "accuracy", "balanced_accuracy", "fit_time_s", "predict_time_s",
-    "extract_time_s", "seed",
+    "dataset", "design", "backbone", "weights", "pretrained", "cut", "pooling", "method", "family", "augment",
+    "train_size", "split", "n_train", "n_test", "n_correct", "accuracy", "balanced_accuracy", "selection_score",
+    "hyperparameters", "fit_time_s", "predict_time_s", "extract_time_s", "seed",
 ]
-"""Columns of ``results.csv``, one row per fit."""
+"""Columns of ``results.csv``, one row per fit.  ``design`` is "fixed_test" or "resampled" (pipelines.splits);
+``selection_score`` is what the fit's own training images said of its choices (inner-CV accuracy of the chosen
+hyperparameters, or inner-validation accuracy of the chosen epoch; empty when nothing was chosen), and
+``hyperparameters`` the choices themselves (JSON)."""
 
 PREDICTION_COLUMNS = ["backbone", "cut", "pooling", "method", "augment", "train_size", "split", "index", "y_true",
                       "y_pred"]
@@ -61,7 +64,8 @@ class FitKey:
 class Fit:
     """One finished fit: which configuration on which split, its test predictions and what it cost.
 
-    ``y_pred`` are class indices aligned with the split's ``test_idx``.
+    ``y_pred`` are class indices aligned with the split's ``test_idx``; ``selection_score`` and ``hyperparameters``
+    come from the training images only.
     """
 
     key: FitKey
@@ -73,6 +77,8 @@ class Fit:
     predict_time_s: float
     extract_time_s: float
     seed: int
+    selection_score: float = float("nan")
+    hyperparameters: dict = field(default_factory=dict)
 
     def row(self, imageset: ImageSet, split: Split) -> dict:
         """The fit's row of ``results.csv``."""
@@ -80,11 +86,13 @@ class Fit:
         correct = int((self.y_pred == y_true).sum())
         key = asdict(self.key)
         return {
-            "dataset": imageset.name, "backbone": key["backbone"], "weights": self.weights,
+            "dataset": imageset.name, "design": design_of(imageset), "backbone": key["backbone"], "weights": self.weights,
             "pretrained": self.pretrained, "cut": key["cut"], "pooling": key["pooling"], "method": key["method"],
             "family": self.family, "augment": key["augment"], "train_size": split.train_size, "split": split.split,
             "n_train": len(split.train_idx), "n_test": len(split.test_idx), "n_correct": correct,
             "accuracy": correct / len(y_true), "balanced_accuracy": balanced_accuracy_score(y_true, self.y_pred),
+            "selection_score": self.selection_score,
+            "hyperparameters": json.dumps(self.hyperparameters, sort_keys=True, default=str),
             "fit_time_s": self.fit_time_s, "predict_time_s": self.predict_time_s,
             "extract_time_s": self.extract_time_s, "seed": self.seed,
         }
@@ -103,7 +111,8 @@ class Fit:
         """JSON-serialisable form (for the journal)."""
         return {"key": asdict(self.key), "family": self.family, "weights": self.weights,
                 "pretrained": self.pretrained, "y_pred": self.y_pred.tolist(), "fit_time_s": self.fit_time_s,
-                "predict_time_s": self.predict_time_s, "extract_time_s": self.extract_time_s, "seed": self.seed}
+                "predict_time_s": self.predict_time_s, "extract_time_s": self.extract_time_s, "seed": self.seed,
+                "selection_score": self.selection_score, "hyperparameters": self.hyperparameters}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "Fit":
@@ -111,7 +120,8 @@ class Fit:
         return cls(key=FitKey(**data["key"]), family=data["family"], weights=data["weights"],
                    pretrained=data["pretrained"], y_pred=np.asarray(data["y_pred"], dtype=np.int64),
                    fit_time_s=data["fit_time_s"], predict_time_s=data["predict_time_s"],
-                   extract_time_s=data["extract_time_s"], seed=data["seed"])
+                   extract_time_s=data["extract_time_s"], seed=data["seed"], selection_score=float(data["selection_score"]),
+                   hyperparameters=dict(data["hyperparameters"]))
 
 
 def tables(fits: Iterable[Fit], imageset: ImageSet,

@@ -1,215 +1,237 @@
-"""Answers to questions 9–16 of the course (Exercise 3, fine-tuning), written from the measured numbers.
+"""Answers to questions 9–16 of the course (Exercise 3, fine-tuning), derived from the measured numbers.
 
-Each answer quotes the run's own results (mean accuracy, 95% CI, n) and says "not measured in this run" when the
-method it needs was not part of the comparison.
+Every sentence that states a finding quotes the number it rests on: an accuracy with its 95% CI and n, or a paired
+difference with its CI and test.  "Better"/"worse" needs a significant paired test, "as good as" an equivalence test
+(TOST, margin :data:`reports.analysis.EQUIVALENCE_MARGIN`); otherwise the answer says the data cannot tell.  The
+configurations compared are the pre-selected ones (:mod:`reports.analysis`), never the best by test accuracy.  An
+answer whose method did not run says "not measured in this run".
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pandas as pd
 
-from reports.stats import (CONFIG_COLUMNS, VARIANT_COLUMNS, config_columns, config_label, crossover,
-                           paired_comparison, paired_difference, resampling_overlap, summarize)
+from reports.analysis import EQUIVALENCE_MARGIN, Analysis, chance_level
 from reports.tables import cut_order_for, format_accuracy
+
+__all__ = ["NOT_MEASURED", "course_answers"]
 
 NOT_MEASURED = "not measured in this run"
 
 
-def _acc(row: pd.Series) -> str:
+def _acc(row: pd.Series | None) -> str:
+    if row is None:
+        return NOT_MEASURED
     return format_accuracy(row["accuracy"], row["ci_low"], row["ci_high"], row["n_test"], row["n_splits"])
 
 
-def _name(row: pd.Series) -> str:
-    return f"**{config_label(row, [c for c in (*CONFIG_COLUMNS, *VARIANT_COLUMNS) if c in row.index])}**"
+def _name(analysis: Analysis, values: dict | pd.Series) -> str:
+    return f"**{analysis.label(values)}**"
 
 
-def _interval(low: float, high: float) -> str:
-    """`` (95% CI …)`` of a paired difference, or why there is none (the same difference on every split)."""
-    if math.isnan(low):
-        return " (the same on every split: no variance, not testable)"
-    return f" (95% CI {low:+.3f} to {high:+.3f})"
+def _true(value) -> bool:
+    """A nullable boolean of a test: True only when the test ran and said yes."""
+    return not pd.isna(value) and bool(value)
 
 
-def _family(summary: pd.DataFrame, family: str) -> pd.DataFrame:
-    if "family" not in summary:
-        return summary.iloc[0:0]
-    return summary[summary["family"] == family]
+def _p(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3g}"
 
 
-def _best(summary: pd.DataFrame) -> pd.Series | None:
-    valid = summary[summary["accuracy"].notna()]
-    return None if valid.empty else valid.loc[valid["accuracy"].idxmax()]
+def _verdict(test: pd.Series | None, better: str, worse: str) -> str:
+    """What a paired difference (a − b) shows: the difference, its CI and test, and the conclusion it supports."""
+    if test is None:
+        return "no paired comparison was possible (not run on the same draws)"
+    diff = f"difference {test['diff']:+.3f}"
+    if math.isnan(test["diff_ci_low"]):
+        return f"{diff} ({test['note'] or 'not testable'}): the data cannot tell"
+    text = (f"{diff} (95% CI {test['diff_ci_low']:+.3f} to {test['diff_ci_high']:+.3f}, {test['test']} "
+            f"p = {_p(test['t_p'])})")
+    if _true(test["significant"]):
+        return f"{text}: {better if test['diff'] > 0 else worse}"
+    if _true(test["equivalent"]):
+        return (f"{text}: equivalent within ±{EQUIVALENCE_MARGIN:.2f} (TOST p = {_p(test['tost_p'])}), i.e. "
+                "as good as")
+    return (f"{text}: neither a significant difference nor equivalence within ±{EQUIVALENCE_MARGIN:.2f} — the data "
+            "cannot tell")
 
 
-class _Context:
-    """Shared inputs of the answers: the summary at the largest train size and the crossover."""
-
-    def __init__(self, results: pd.DataFrame, crossover_result: dict | None, random_init: Sequence[str]):
-        self.results = results
-        self.random_init = set(random_init)
-        if "pretrained" in results:
-            flagged = ~results["pretrained"].fillna(True).astype(bool)
-            self.random_init |= set(results.loc[flagged, "backbone"].astype(str))
-        self.size = int(results["train_size"].max())
-        self.at_size = results[results["train_size"] == self.size]
-        self.config = config_columns(results)
-        self.summary = summarize(self.at_size, by=[*self.config, "train_size"])
-        self.best = _best(self.summary)
-        self.crossover = crossover_result if crossover_result is not None else crossover(results)
+def _frozen(analysis: Analysis) -> tuple[dict | None, pd.Series | None]:
+    choice = analysis.choice("frozen")
+    return choice, None if choice is None else analysis.row(choice)
 
 
-def _q9(ctx: _Context) -> str:
-    scratch = _best(_family(ctx.summary, "scratch"))
+def _q9(a: Analysis) -> str:
+    scratch = a.choice("scratch")
+    frozen, frozen_row = _frozen(a)
     if scratch is None:
-        return (f"A network trained from scratch was {NOT_MEASURED}. With {ctx.size} images per class, the best "
-                f"method reached {_acc(ctx.best)} ({_name(ctx.best)}).")
-    gap = scratch["accuracy"] - ctx.best["accuracy"]
-    verdict = ("so training from scratch is competitive here" if gap > -0.02 else
-               "so a network trained from scratch on this little data is clearly worse than transfer")
-    return (f"Trained from scratch with {ctx.size} images per class, {_name(scratch)} reached {_acc(scratch)}, "
-            f"versus {_acc(ctx.best)} for the best method ({_name(ctx.best)}): a gap of {gap:+.3f}, {verdict}.")
+        return f"A network trained from scratch was {NOT_MEASURED}."
+    text = (f"Trained from scratch with {a.largest} images per class, {_name(a, scratch)} reached "
+            f"{_acc(a.row(scratch))}.")
+    if frozen is None:
+        return text + f" Transfer from frozen features was {NOT_MEASURED}, so there is nothing to compare with."
+    return (text + f" The pre-selected frozen-feature configuration {_name(a, frozen)} reached {_acc(frozen_row)}; "
+            f"scratch − frozen: " + _verdict(a.versus(scratch, frozen), "training from scratch is better here",
+                                             "training from scratch is worse than transfer here") + ".")
 
 
-def _q10(ctx: _Context) -> str:
-    frozen = _family(ctx.summary, "frozen")
+def _q10(a: Analysis) -> str:
+    frozen = a.summary[(a.summary["family"] == "frozen") & (a.summary["train_size"] == a.largest)]
     if frozen.empty:
         return f"Classical classifiers on CNN features were {NOT_MEASURED}."
-    lines = [f"Yes: a classical classifier on frozen CNN features works with {ctx.size} images per class. "
-             "Best configuration per classifier:"]
-    per_method = frozen.loc[frozen.dropna(subset=["accuracy"]).groupby("method")["accuracy"].idxmax()]
-    for _, row in per_method.sort_values("accuracy", ascending=False).iterrows():
-        lines.append(f"- {row['method']} ({config_label(row, ('backbone', 'cut'))}): {_acc(row)}")
-    pixels = _best(_family(ctx.summary, "pixels"))
-    lines.append(f"- raw pixels baseline ({_name(pixels)}): {_acc(pixels)}" if pixels is not None
+    chance = chance_level(a.predictions)
+    lines = [f"Each classical classifier on frozen CNN features at {a.largest} images per class (its configuration "
+             "pre-selected by inner CV among the backbones and cut points tried; chance = always the majority "
+             f"class = {chance:.3f}):"]
+    results = a.results[(a.results["family"] == "frozen") & (a.results["train_size"] == a.largest)]
+    pixels = a.choice("pixels")
+    for method, rows in results.groupby("method", sort=True):
+        means = rows.groupby(a.config, dropna=False)["selection_score"].mean()
+        if means.isna().all():
+            continue
+        values = dict(zip(a.config, means.idxmax() if isinstance(means.idxmax(), tuple) else (means.idxmax(),)))
+        row = a.row(values)
+        if row is None:
+            continue
+        above = not math.isnan(chance) and row["ci_low"] > chance
+        verdict = "works: its CI lies above chance" if above else "not shown to beat chance (its CI reaches it)"
+        line = f"- {method} ({a.label(values)}): {_acc(row)} — {verdict}"
+        if pixels is not None:
+            line += "; versus raw pixels: " + _verdict(a.versus(values, pixels), "better than raw pixels",
+                                                       "worse than raw pixels")
+        lines.append(line)
+    lines.append(f"- raw-pixel baseline ({_name(a, pixels)}): {_acc(a.row(pixels))}" if pixels is not None
                  else f"- raw-pixel baseline: {NOT_MEASURED}")
     return "\n".join(lines)
 
 
-def _q11(ctx: _Context) -> str:
+def _q11(a: Analysis) -> str:
     text = ("Data can be augmented with label-preserving transformations (random crops, flips, small rotations, "
-            "colour jitter) or more images can be collected/borrowed (transfer from ImageNet is the strongest form "
-            "of the latter). ")
-    results = ctx.at_size
-    if "augment" not in results or results["augment"].nunique(dropna=False) <= 1:
-        return text + f"The effect of augmentation was {NOT_MEASURED}."
-    augment = results["augment"].fillna("none").astype(str)
-    base = results.assign(augment=augment)
-    keys = [c for c in (*ctx.config, "train_size", "split") if c in base and c != "augment"]
-    plain = base[base["augment"] == "none"].set_index(keys)["accuracy"]
-    lines = [text + f"Measured effect at {ctx.size} images/class (augmented − none, paired over splits):"]
-    for policy, group in base[base["augment"] != "none"].groupby("augment"):
-        diff = (group.set_index(keys)["accuracy"] - plain).dropna()
-        if diff.empty:
-            lines.append(f"- {policy}: no matching run without augmentation")
+            "colour jitter) or more images can be collected or borrowed (transfer from ImageNet is the strongest "
+            "form of the latter). ")
+    if "augment" not in a.config:
+        return text + f"The effect of augmentation on the same method was {NOT_MEASURED} (one policy only)."
+    results = a.results[a.results["train_size"] == a.largest]
+    lines = [text + f"Measured at {a.largest} images/class (augmented − none, paired on the same draws):"]
+    others = [c for c in a.config if c != "augment"]
+    for key, rows in results.groupby(others, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        base = dict(zip(others, key))
+        if "none" not in set(rows["augment"]):
             continue
-        tests = paired_difference(diff.to_numpy(), overlap=resampling_overlap(group))
-        lines.append(f"- {policy}: mean difference {tests['diff']:+.3f}"
-                     f"{_interval(tests['diff_ci_low'], tests['diff_ci_high'])} over {len(diff)} paired runs")
+        for policy in sorted(set(rows["augment"]) - {"none"}):
+            test = a.versus({**base, "augment": policy}, {**base, "augment": "none"})
+            lines.append(f"- {a.label(base)}, {policy}: " + _verdict(test, "augmentation helps", "augmentation hurts"))
+    if len(lines) == 1:
+        lines.append(f"- no method ran both with and without augmentation: {NOT_MEASURED}")
     return "\n".join(lines)
 
 
-def _q12(ctx: _Context) -> str:
-    frozen, tuned = _best(_family(ctx.summary, "frozen")), _best(_family(ctx.summary, "finetune"))
+def _q12(a: Analysis) -> str:
     text = ("Two ways: (1) use the pretrained network as a fixed feature extractor (cut it, pool the activations, "
-            "train a classical classifier on them); (2) replace the 1000-class layer by a 2-class one and fine-tune "
-            "the head, the last blocks or the whole network. ")
-    parts = [f"Best frozen-feature method: {_name(frozen)} {_acc(frozen)}." if frozen is not None
+            "train a classical classifier on them); (2) replace the 1000-class layer by a new one and fine-tune the "
+            "head, the last blocks or the whole network. ")
+    frozen, frozen_row = _frozen(a)
+    tuned = a.choice("finetune")
+    parts = [f"Pre-selected frozen-feature configuration: {_name(a, frozen)} {_acc(frozen_row)}." if frozen
              else f"Frozen features: {NOT_MEASURED}.",
-             f"Best fine-tuning method: {_name(tuned)} {_acc(tuned)}." if tuned is not None
+             f"Fine-tuning (fixed in advance): {_name(a, tuned)} {_acc(a.row(tuned))}." if tuned
              else f"Fine-tuning: {NOT_MEASURED}."]
+    probe = a.choice("linear_probe_sgd")
+    if probe is not None:
+        parts.append(f"Linear probe trained by SGD on the frozen network: {_name(a, probe)} {_acc(a.row(probe))}.")
     if frozen is not None and tuned is not None:
-        subset = ctx.at_size[ctx.at_size.set_index(ctx.config).index.isin(
-            [tuple(frozen[c] for c in ctx.config), tuple(tuned[c] for c in ctx.config)])]
-        paired = paired_comparison(subset, by=(*ctx.config, "train_size"),
-                                   reference={c: frozen[c] for c in ctx.config})
-        other = paired[~paired["is_reference"]]
-        if not other.empty and other["n_pairs"].iloc[0] >= 2:
-            row = other.iloc[0]
-            test = "" if math.isnan(row["t_p"]) else f", paired t-test p={row['t_p']:.3g}"
-            parts.append(f"Fine-tuning − frozen: {row['diff']:+.3f}{_interval(row['diff_ci_low'], row['diff_ci_high'])}"
-                         f"{test} over {row['n_pairs']} splits.")
+        parts.append("Fine-tuning − frozen: " + _verdict(a.versus(tuned, frozen), "fine-tuning is better here",
+                                                         "frozen features are better here") + ".")
     return text + " ".join(parts)
 
 
-def _q13(ctx: _Context) -> str:
-    text = ("Fine-tuning pays off when there is enough labelled data to adapt the weights without over-fitting, and "
-            "when the target domain differs from ImageNet; with very few images a frozen extractor is safer. ")
-    statement = ctx.crossover.get("statement") or f"The crossover was {NOT_MEASURED}."
-    return text + "Measured: " + statement
+def _q13(a: Analysis) -> str:
+    statement = a.crossover.get("statement") or f"The crossover was {NOT_MEASURED}."
+    return ("Fine-tuning is appropriate once there are enough labelled images for adapting the weights to pay off "
+            "over a frozen extractor. What this run measured: " + statement)
 
 
-def _q14(ctx: _Context) -> str:
-    frozen = _family(ctx.summary, "frozen")
-    frozen = frozen[frozen["cut"].fillna("").astype(str) != ""] if not frozen.empty else frozen
-    if frozen.empty:
+def _q14(a: Analysis) -> str:
+    results = a.results[(a.results["family"] == "frozen") & (a.results["train_size"] == a.largest)]
+    results = results[~results["cut"].astype(str).isin(["", "all"])]
+    if results.empty:
         return f"The choice of cut point was {NOT_MEASURED}."
-    lines = [f"Best cut point per backbone and classifier at {ctx.size} images/class (cut points ordered shallow → "
-             "deep; features go from general (edges, textures) to ImageNet-specific with depth, Yosinski et al. "
-             "2014):"]
-    deepest = 0
-    for (backbone, method), group in frozen.groupby(["backbone", "method"], sort=True):
-        group = group.dropna(subset=["accuracy"])
-        if group.empty:
+    lines = [f"Cut point pre-selected by inner CV, per backbone and classifier, at {a.largest} images/class (cut "
+             "points ordered shallow → deep; features are thought to go from general to ImageNet-specific with "
+             "depth, Yosinski et al. 2014 — a background claim this run does not test):"]
+    deepest_chosen, pairs, tied = 0, 0, 0
+    for (backbone, method), rows in results.groupby(["backbone", "method"], sort=True):
+        means = rows.groupby("cut")["selection_score"].mean().dropna()
+        if means.empty:
             continue
-        order = cut_order_for(str(backbone), group["cut"].unique())
-        best = group.loc[group["accuracy"].idxmax()]
-        depth = order.index(best["cut"]) + 1 if best["cut"] in order else math.nan
-        deepest += depth == len(order)
-        lines.append(f"- {backbone} / {method}: **{best['cut']}** (cut {depth} of {len(order)} tried) {_acc(best)}")
-    pairs = len(lines) - 1
-    lines.append(f"In this run the deepest cut tried was the best in {deepest} of {pairs} backbone/classifier pairs "
-                 "(differences between neighbouring cuts are often within the CIs).")
+        order = cut_order_for(str(backbone), list(rows["cut"].unique()))
+        chosen = str(means.idxmax())
+        base = {c: rows.iloc[0][c] for c in a.config}
+        row = a.row({**base, "cut": chosen})
+        pairs += 1
+        line = (f"- {backbone} / {method}: **{chosen}** (cut {order.index(chosen) + 1} of {len(order)} tried) "
+                f"{_acc(row)}")
+        deepest = order[-1]
+        if chosen == deepest:
+            deepest_chosen += 1
+        else:
+            test = a.versus({**base, "cut": chosen}, {**base, "cut": deepest})
+            line += f"; versus the deepest cut {deepest}: " + _verdict(test, "better", "worse")
+            tied += test is not None and not _true(test["significant"])
+        lines.append(line)
+    lines.append(f"The deepest cut tried was selected in {deepest_chosen} of {pairs} backbone/classifier pairs; where "
+                 f"another cut was selected, its difference to the deepest was not significant in {tied} of "
+                 f"{pairs - deepest_chosen}.")
     lines.append("The part kept is used frozen as a feature extractor (pooled, optionally L2-normalised) or "
                  "fine-tuned together with a new head.")
     return "\n".join(lines)
 
 
-def _backbone_answer(ctx: _Context, prefix: str, label: str) -> str:
-    rows = ctx.summary[ctx.summary["backbone"].astype(str).str.startswith(prefix)]
+def _backbone_answer(a: Analysis, prefix: str, label: str) -> str:
+    rows = a.summary[(a.summary["train_size"] == a.largest)
+                     & a.summary["backbone"].astype(str).str.startswith(prefix)]
     if rows.empty:
         return f"A {label} backbone was {NOT_MEASURED}."
-    lines = [f"{label} results at {ctx.size} images/class:"]
+    lines = [f"{label} results at {a.largest} images/class (pre-selected configuration per family):"]
     for backbone, group in rows.groupby("backbone", sort=True):
-        for family in ("frozen", "finetune", "scratch"):
-            best = _best(_family(group, family))
-            if best is not None:
-                lines.append(f"- {backbone}, best {family}: {_name(best)} {_acc(best)}")
-        if str(backbone) in ctx.random_init:
+        results = a.results[(a.results["backbone"] == backbone) & (a.results["train_size"] == a.largest)]
+        for family in ("frozen", "linear_probe_sgd", "finetune", "scratch"):
+            choice = a.choice(family)
+            if choice is not None and str(choice.get("backbone")) == str(backbone):
+                lines.append(f"- {backbone}, {family}: {_name(a, choice)} {_acc(a.row(choice))}")
+            elif family in set(results["family"]):
+                lines.append(f"- {backbone}, {family}: ran, but another backbone's configuration was pre-selected")
+        if str(backbone) in a.random_init:
             lines.append(f"- {backbone} ran with RANDOM-INIT weights: these numbers say nothing about ImageNet "
                          "transfer.")
     return "\n".join(lines)
 
 
-_QUESTIONS: tuple[tuple[str, str, Callable[[_Context], str]], ...] = (
+_QUESTIONS: tuple[tuple[str, str, Callable[[Analysis], str]], ...] = (
     ("Q9", "Can a neural network be trained effectively on this data?", _q9),
     ("Q10", "With so little data, can another classifier (SVM, random forest, …) be used?", _q10),
     ("Q11", "How can the amount of training data be increased?", _q11),
     ("Q12", "How can an ImageNet-trained network be adapted to this task?", _q12),
     ("Q13", "When is fine-tuning appropriate?", _q13),
     ("Q14", "Where is it most relevant to cut the network, and what to do with the kept part?", _q14),
-    ("Q15", "Adapt a pretrained ResNet to this task.", lambda ctx: _backbone_answer(ctx, "resnet", "ResNet")),
-    ("Q16", "Adapt a pretrained VGG to this task.", lambda ctx: _backbone_answer(ctx, "vgg", "VGG")),
+    ("Q15", "Adapt a pretrained ResNet to this task.", lambda a: _backbone_answer(a, "resnet", "ResNet")),
+    ("Q16", "Adapt a pretrained VGG to this task.", lambda a: _backbone_answer(a, "vgg", "VGG")),
 )
 
 
-def course_answers(results: pd.DataFrame, crossover_result: dict | None = None, heading_level: int = 2,
-                   random_init: Sequence[str] = ()) -> str:
-    """Markdown answers to course questions 9–16 from the measured results.
+def course_answers(analysis: Analysis, heading_level: int = 2) -> str:
+    """Markdown answers to course questions 9–16 from the analysis of a run.
 
     Parameters
     ----------
-    results : DataFrame
-        The long results table of the comparison.
-    crossover_result : dict, optional
-        Output of :func:`reports.stats.crossover`; computed when omitted.
+    analysis : Analysis
+        From :func:`reports.analysis.analyse`.
     heading_level : int, default=2
         Markdown level of the section heading (questions are one level below).
-    random_init : sequence of str, default=()
-        Backbones that ran with random-init weights (in addition to rows whose ``pretrained`` is False); their
-        answers carry a warning.
 
     Returns
     -------
@@ -217,11 +239,8 @@ def course_answers(results: pd.DataFrame, crossover_result: dict | None = None, 
         Markdown text; every quoted accuracy carries its 95% CI and n.
     """
     title = "#" * heading_level + " Course questions 9–16, answered from this run\n\n"
-    if results is None or results.empty or "train_size" not in results:
+    if analysis.results.empty or analysis.summary["accuracy"].isna().all():
         return title + f"No results: every answer is {NOT_MEASURED}.\n"
-    ctx = _Context(results, crossover_result, random_init)
-    if ctx.best is None:
-        return title + f"No valid accuracy: every answer is {NOT_MEASURED}.\n"
     sub = "#" * (heading_level + 1)
-    blocks = [f"{sub} {key}. {question}\n\n{answer(ctx)}\n" for key, question, answer in _QUESTIONS]
+    blocks = [f"{sub} {key}. {question}\n\n{answer(analysis)}\n" for key, question, answer in _QUESTIONS]
     return title + "\n".join(blocks)

@@ -9,138 +9,128 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from reports import plots
+from reports.analysis import EQUIVALENCE_MARGIN, Analysis, analyse, random_init_backbones, selection_text
 from reports.answers import course_answers
 from reports.document import Block, Document
-from reports.stats import config_columns, config_label, crossover, paired_comparison, summarize
 from reports.tables import format_accuracy, method_by_cut, to_csv, with_accuracy_text
+
+__all__ = ["RANDOM_INIT_BANNER", "random_init_backbones", "summary_table", "write_report"]
 
 logger = logging.getLogger(__name__)
 
+REPORT_FILES = ("summary.md", "report.html", "summary.csv", "significance.csv", "accuracy_by_cut.png",
+                "learning_curves.png", "confusion_matrix.png", "accuracy_vs_cost.png")
+"""Every file the report may write; those of an earlier run in the same folder are removed first (none is stale)."""
 RANDOM_INIT_BANNER = "RANDOM-INIT WEIGHTS: these numbers say nothing about transfer from ImageNet"
-CI_NOTE = ("Accuracies are means over splits with a 95% CI and n = test images per split × splits. Repeated splits "
-           "share images, so the t-interval uses the corrected resampled variance of Nadeau & Bengio (2003), "
-           "sd² · (1/splits + n_test/n_train), rather than sd²/splits; with a single split it is the Wilson interval "
-           "of the counts. Significance uses the same correction in a paired t-test, Holm-adjusted.")
+DESIGN_NOTES = {
+    "fixed_test": ("Evaluation design: a fixed test set. Every training draw is scored on the whole val/ subset, so "
+                   "an accuracy has two sources of uncertainty, the training draw and the test images; its 95% CI "
+                   "comes from a two-level analysis (variance of the draw means / draws + test-image variance, "
+                   "Satterthwaite t). Paired differences use the same analysis on per-image correctness (McNemar "
+                   "exact with a single draw). n = test images × training draws."),
+    "resampled": ("Evaluation design: random train/test splits of one pool. Splits share images, so intervals use "
+                  "the corrected resampled t of Nadeau & Bengio (2003), sd² · (1/splits + n_test/n_train); paired "
+                  "differences use the same correction. n = test images per split × splits."),
+}
 
 
-def random_init_backbones(results: pd.DataFrame, meta: dict | None = None) -> list[str]:
-    """Backbones that ran with random-init weights, from ``meta["pretrained"]`` and the ``pretrained`` column.
-
-    Parameters
-    ----------
-    results : DataFrame
-        The long results table (``pretrained`` and ``backbone`` columns used when present).
-    meta : dict, optional
-        Run manifest; ``meta["pretrained"]`` is a dict backbone → bool (a single bool applies to every backbone).
-
-    Returns
-    -------
-    list of str
-        Sorted backbone names (``"(all)"`` when a global ``False`` flag has no backbone names to attach to).
-    """
-    found: set[str] = set()
-    flags = (meta or {}).get("pretrained")
-    if isinstance(flags, dict):
-        found |= {str(b) for b, ok in flags.items() if not bool(ok)}
-    elif flags is not None and not bool(flags):
-        names = set(results["backbone"].astype(str)) if "backbone" in results else set()
-        found |= names or {"(all)"}
-    if "pretrained" in results and not results.empty:
-        mask = ~results["pretrained"].fillna(True).astype(bool)
-        if "family" in results:
-            mask &= results["family"] != "scratch"  # from-scratch training is random-init by design
-        if mask.any():
-            found |= set(results.loc[mask, "backbone"].astype(str)) if "backbone" in results else {"(all)"}
-    return sorted(found)
-
-
-def summary_table(results: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per configuration and train size, best first, for printing.
+def summary_table(results: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration and train size, for printing; ordered by train size (largest first) then by
+    configuration (a ranking by test accuracy would be descriptive only, so none is implied).
 
     Parameters
     ----------
     results : DataFrame
         The long results table.
-    summary : DataFrame, optional
-        ``summarize(results)`` when already computed.
+    summary : DataFrame
+        Its :func:`reports.stats.summarize`.
 
     Returns
     -------
     DataFrame
-        ``train_size, backbone, cut, method`` (plus ``pooling``/``augment`` where they vary), ``family,
-        pretrained, accuracy_95ci`` (``"0.912 [0.871, 0.944] (n=153×10)"``), ``accuracy, ci_low, ci_high, n_test,
-        n_splits, fit_time_s, extract_time_s`` — sorted by train size (largest first) then accuracy.
-        ``family``/``pretrained`` appear when present in ``results``.
+        ``train_size``, the configuration columns, ``family, pretrained, accuracy_95ci``
+        (``"0.912 [0.871, 0.944] (n=153 test images × 10 draws)"``), ``selection_score``, ``accuracy, ci_low,
+        ci_high, ci_clipped, balanced_accuracy, n_test, n_splits, ci_method, fit_time_s, extract_time_s``.
     """
-    summary = with_accuracy_text(summarize(results) if summary is None else summary)
-    columns = ["train_size", *config_columns(results), "family", "pretrained", "accuracy_95ci", "accuracy",
-               "ci_low", "ci_high", "n_test", "n_splits", "fit_time_s", "extract_time_s"]
-    columns = [c for c in columns if c in summary.columns]
-    return (summary.sort_values(["train_size", "accuracy"], ascending=[False, False], na_position="last")
-            [columns].reset_index(drop=True))
+    config = [c for c in summary.columns if c in ("backbone", "cut", "method", "pooling", "augment")]
+    table = with_accuracy_text(summary)
+    scores = results.groupby([*config, "train_size"], dropna=False)["selection_score"].mean().rename(
+        "selection_score").reset_index()
+    table = table.merge(scores, on=[*config, "train_size"], how="left")
+    columns = ["train_size", *config, "family", "pretrained", "accuracy_95ci", "selection_score", "accuracy",
+               "ci_low", "ci_high", "ci_clipped", "balanced_accuracy", "n_test", "n_splits", "ci_method",
+               "fit_time_s", "extract_time_s"]
+    columns = [c for c in columns if c in table.columns]
+    return table.sort_values(["train_size", *config], ascending=[False, *[True] * len(config)])[columns].reset_index(
+        drop=True)
 
 
 def _p_text(p: float) -> str:
-    if math.isnan(p):
+    if pd.isna(p):
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _accuracy_texts(results: pd.DataFrame, summary: pd.DataFrame) -> dict[tuple[str, int], str]:
-    """(configuration label, train size) → ``"0.912 [0.871, 0.944] (n=153×10)"``."""
-    return {
-        (config_label(row, config_columns(results)), int(row["train_size"])): format_accuracy(
-            row["accuracy"], row["ci_low"], row["ci_high"], row["n_test"], row["n_splits"])
-        for _, row in summary.iterrows()
-    }
+def _yes_no(value) -> str:
+    return "not testable" if pd.isna(value) else ("yes" if bool(value) else "no")
 
 
-def _crossover_table(results: pd.DataFrame, curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """The crossover curves with each family's best accuracy as ``mean [CI] (n)`` text."""
-    accuracy = _accuracy_texts(results, summary)
+def _accuracy(analysis: Analysis, values: dict | pd.Series, size: int) -> str:
+    row = analysis.row(dict(values), size)
+    return "" if row is None else format_accuracy(row["accuracy"], row["ci_low"], row["ci_high"], row["n_test"],
+                                                  row["n_splits"])
+
+
+def _selected_table(analysis: Analysis) -> pd.DataFrame:
+    """The pre-selected configuration per train size and family, with how it was chosen and its test accuracy."""
+    sel = analysis.selected
     return pd.DataFrame({
-        "train_size": curves["train_size"],
-        "best_frozen": curves["frozen_best"],
-        "frozen_accuracy_95ci": [accuracy.get((c, int(s)), "") for c, s in zip(curves["frozen_best"],
-                                                                              curves["train_size"])],
-        "best_finetune": curves["finetune_best"],
-        "finetune_accuracy_95ci": [accuracy.get((c, int(s)), "") for c, s in zip(curves["finetune_best"],
-                                                                                curves["train_size"])],
-        "finetune_minus_frozen": curves["difference"],
+        "train_size": sel["train_size"], "family": sel["family"],
+        "configuration": [analysis.label(r) for r in sel.to_dict("records")],
+        "selected_by": sel["selected_by"], "selection_score": sel["selection_score"],
+        "test_accuracy_95ci": [_accuracy(analysis, r, r["train_size"]) for r in sel.to_dict("records")],
     })
 
 
-def _significance(results: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
-    """Paired comparison with the best configuration at the largest train size, formatted for display."""
-    if results.empty:
-        return pd.DataFrame(), None
-    size = int(results["train_size"].max())
-    paired = paired_comparison(results[results["train_size"] == size], by=[*config_columns(results), "train_size"])
+def _significance(analysis: Analysis) -> pd.DataFrame:
+    """Every configuration at the largest size versus the pre-selected frozen-feature reference, for display."""
+    paired = analysis.paired
     if paired.empty:
-        return pd.DataFrame(), size
-    paired = paired.sort_values("accuracy", ascending=False)
-    labels = [config_label(r, config_columns(results)) for _, r in paired.iterrows()]
-    accuracy = _accuracy_texts(results, summary)
-    table = pd.DataFrame({
+        return pd.DataFrame()
+    labels = [analysis.label(r) for r in paired.to_dict("records")]
+    return pd.DataFrame({
         "configuration": labels,
-        "accuracy_95ci": [accuracy.get((label, size), "") for label in labels],
-        "diff_vs_best": paired["diff"].to_numpy(),
-        "diff_95ci": [("" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]")
+        "accuracy_95ci": [_accuracy(analysis, r, analysis.largest) for r in paired.to_dict("records")],
+        "diff_vs_reference": paired["diff"].to_numpy(),
+        "diff_95ci": [("" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]")
                       for lo, hi in zip(paired["diff_ci_low"], paired["diff_ci_high"])],
-        "n_splits": paired["n_pairs"].to_numpy(),
-        "t_test_p": [_p_text(p) for p in paired["t_p"]],
-        "wilcoxon_p": [_p_text(p) for p in paired["wilcoxon_p"]],
+        "test": paired["test"].to_numpy(),
+        "p": [_p_text(p) for p in paired["t_p"]],
         "holm_p": [_p_text(p) for p in paired["p_holm"]],
-        "significant": ["(reference)" if ref else ("yes" if sig else "no")
+        "significant": ["(reference)" if ref else _yes_no(sig)
                         for ref, sig in zip(paired["is_reference"], paired["significant"])],
+        f"equivalent_within_{EQUIVALENCE_MARGIN:g}": ["" if ref else _yes_no(eq)
+                                                     for ref, eq in zip(paired["is_reference"], paired["equivalent"])],
+        "note": paired["note"].fillna("").to_numpy(),
     })
-    return table, size
+
+
+def _crossover_table(analysis: Analysis) -> pd.DataFrame:
+    curves = analysis.crossover["curves"]
+    if curves.empty:
+        return curves
+    out = pd.DataFrame({"train_size": curves["train_size"], "frozen_preselected": curves["frozen_best"],
+                        "finetune_preselected": curves["finetune_best"],
+                        "finetune_minus_frozen": curves["difference"]})
+    if "difference_ci_low" in curves:
+        out["diff_95ci"] = [("" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]")
+                            for lo, hi in zip(curves["difference_ci_low"], curves["difference_ci_high"])]
+    return out
 
 
 def _meta_table(meta: dict) -> pd.DataFrame:
@@ -152,7 +142,8 @@ def _meta_table(meta: dict) -> pd.DataFrame:
     return pd.DataFrame({"key": list(map(str, meta)), "value": [text(v) for v in meta.values()]})
 
 
-def _setup(results: pd.DataFrame, meta: dict) -> list[Block]:
+def _setup(analysis: Analysis, meta: dict) -> list[Block]:
+    results = analysis.results
     lines = []
 
     def add(label: str, value) -> None:
@@ -172,80 +163,94 @@ def _setup(results: pd.DataFrame, meta: dict) -> list[Block]:
     add("Dataset", meta.get("dataset") or values("dataset"))
     for key in ("n_images", "n_classes", "classes"):
         add(key.replace("_", " "), meta.get(key))
+    add("Protocol", f"{meta['protocol']} — {meta.get('protocol_description', '')}" if meta.get("protocol") else None)
     add("Backbones", values("backbone"))
     add("Images per class for training", values("train_size"))
     if "split" in results:
-        add("Splits", results["split"].nunique())
+        draws = results["split"].nunique()
+        add("Training draws", draws)
+        costly = results[results["family"].isin(["finetune", "linear_probe_sgd", "scratch"])]
+        if not costly.empty and costly["split"].nunique() < draws:
+            add("Fine-tuning", f"ran on {costly['split'].nunique()} of the {draws} draws (costly on this device); its "
+                               "intervals and paired tests use those draws only")
     if "n_test" in results and not results.empty:
-        add("Test images per split", values("n_test"))
+        add("Test images per draw", values("n_test"))
     add("Seeds", meta.get("seeds") or values("seed"))
     if {"backbone", "weights"} <= set(results.columns):
         frozen = results[results["family"] != "scratch"] if "family" in results else results
         pairs = frozen[["backbone", "weights"]].drop_duplicates().sort_values("backbone")
-        pairs = pairs[pairs["backbone"] != ""]
         add("Weights", "; ".join(f"{b}: `{w}`" for b, w in pairs.itertuples(index=False)))
     add("Command", f"`{meta['command']}`" if meta.get("command") else None)
-    lines.append("")
-    lines.append(CI_NOTE)
+    lines += ["", DESIGN_NOTES.get(analysis.design, ""), "", selection_text(analysis),
+              ("Every head (and the raw-pixel baseline) was tuned inside each training draw by an inner stratified "
+               "cross-validation over its documented grid; the chosen hyperparameters are in results.csv "
+               "(hyperparameters, selection_score). Fine-tuning chose its epoch count on an inner validation split "
+               "of the training images (from 10 images per class on) and was then refitted on all of them.")]
     blocks = [Block("heading", "Setup"), Block("text", "\n".join(lines))]
     if meta:
         blocks.append(Block("details", _meta_table(meta), "Full run manifest"))
     return blocks
 
 
-def _build(results: pd.DataFrame, predictions: pd.DataFrame, meta: dict, out_dir: Path,
-           written: dict[str, Path]) -> list[Block]:
+def _build(analysis: Analysis, meta: dict, out_dir: Path, written: dict[str, Path]) -> list[Block]:
+    results = analysis.results
     blocks: list[Block] = []
-    random_init = random_init_backbones(results, meta)
-    if random_init:
-        blocks.append(Block("banner", f"{RANDOM_INIT_BANNER} (random-init: {', '.join(random_init)})"))
-    blocks += _setup(results, meta)
+    if analysis.random_init:
+        blocks.append(Block("banner", f"{RANDOM_INIT_BANNER} (random-init: {', '.join(analysis.random_init)})"))
+    blocks += _setup(analysis, meta)
     if results.empty:
         blocks.append(Block("text", "No results were recorded in this run."))
         return blocks
 
-    blocks.append(Block("heading", "Summary: accuracy per method × cut point"))
-    size = int(results["train_size"].max())
-    for backbone, table in method_by_cut(results).items():
-        flag = " — RANDOM-INIT WEIGHTS" if backbone in random_init else ""
+    size = analysis.largest
+    blocks.append(Block("heading", "Accuracy per method × cut point (descriptive)"))
+    blocks.append(Block("text", "Every configuration that ran, with its 95% CI; no ranking is implied by these "
+                                "tables (a ranking by test accuracy would be selection on the test set)."))
+    for backbone, table in method_by_cut(results, summary=analysis.summary).items():
+        flag = " — RANDOM-INIT WEIGHTS" if backbone in analysis.random_init else ""
         blocks.append(Block("table", table, f"{backbone}, {size} images/class{flag}"))
-    summary = summarize(results)
-    full = summary_table(results, summary)
+    full = summary_table(results, analysis.summary)
     written["summary_csv"] = out_dir / "summary.csv"
     to_csv(full, written["summary_csv"])
     blocks.append(Block("details", full.drop(columns=["accuracy_95ci"]), "All configurations and train sizes"))
 
-    table, _ = _significance(results, summary)
+    blocks.append(Block("heading", "Pre-selected configurations"))
+    blocks.append(Block("text", selection_text(analysis)))
+    blocks.append(Block("table", _selected_table(analysis), "One configuration per train size and family"))
+
+    table = _significance(analysis)
     blocks.append(Block("heading", "Significance"))
     if table.empty:
-        blocks.append(Block("text", "Paired comparison not available (no configurations)."))
+        blocks.append(Block("text", "Paired comparison not available (no pre-selected frozen-feature reference)."))
     else:
         written["significance_csv"] = out_dir / "significance.csv"
         to_csv(table, written["significance_csv"])
         blocks.append(Block("text", (
-            f"Each configuration versus the best one at {size} images/class, paired on the same splits: mean "
-            "difference with its 95% CI, paired t-test and Wilcoxon signed-rank p-values, Holm-corrected t-test "
-            "p-value; 'significant' means Holm p < 0.05. The t-test uses the Nadeau–Bengio corrected variance "
-            "because splits share images.")))
-        blocks.append(Block("table", table, f"Paired comparison with the best configuration ({size} images/class)"))
+            f"Each configuration versus the pre-selected frozen-feature configuration at {size} images/class, "
+            "paired on the same draws and test images: difference with its 95% CI, its test, Holm-corrected "
+            f"p-value ('significant' = Holm p < 0.05), and an equivalence test (TOST, ±{EQUIVALENCE_MARGIN:g}) "
+            "behind any 'as good as'. 'not testable' means the data carry no variance estimate for that "
+            "comparison (e.g. identical predictions everywhere).")))
+        blocks.append(Block("table", table, f"Paired comparison with the reference ({size} images/class)"))
 
-    cross = crossover(results)
     blocks.append(Block("heading", "Fine-tuning versus frozen features: crossover"))
-    blocks.append(Block("text", cross["statement"]))
-    if not cross["curves"].empty:
-        blocks.append(Block("table", _crossover_table(results, cross["curves"], summary),
-                            "Best configuration of each family per train size"))
+    blocks.append(Block("text", analysis.crossover["statement"]))
+    cross = _crossover_table(analysis)
+    if not cross.empty:
+        blocks.append(Block("table", cross, "Pre-selected configuration of each family per train size"))
 
+    reference = analysis.choice("frozen") or {}
     blocks.append(Block("heading", "Plots"))
     figures = [
-        ("accuracy_by_cut", "Accuracy vs cut point per backbone and head (95% CI)",
-         lambda p: plots.plot_accuracy_by_cut(results, p)),
-        ("learning_curves", "Learning curves: accuracy vs images per class (95% CI bands)",
-         lambda p: plots.plot_learning_curves(results, p)),
-        ("confusion_matrix", "Confusion matrix of the best configuration (summed over splits)",
-         lambda p: plots.plot_confusion_matrix(predictions, p)),
-        ("accuracy_vs_cost", "Accuracy vs cost (fit + extraction time)",
-         lambda p: plots.plot_accuracy_vs_cost(results, p)),
+        ("accuracy_by_cut", "Accuracy vs cut point per backbone and head (95% CI; descriptive)",
+         lambda p: plots.plot_accuracy_by_cut(results, p, summary=analysis.summary)),
+        ("learning_curves", "Learning curves of the pre-selected configuration of each family (95% CI bands)",
+         lambda p: plots.plot_learning_curves(analysis.summary, analysis.selected, p)),
+        ("confusion_matrix", "Confusion matrix of the pre-selected frozen-feature configuration (summed over draws)",
+         lambda p: plots.plot_confusion_matrix(analysis.predictions, p, {**reference, "train_size": size})
+         if reference else None),
+        ("accuracy_vs_cost", "Accuracy vs cost (fit + extraction time; descriptive)",
+         lambda p: plots.plot_accuracy_vs_cost(results, p, summary=analysis.summary)),
     ]
     for key, caption, draw in figures:
         try:
@@ -256,13 +261,13 @@ def _build(results: pd.DataFrame, predictions: pd.DataFrame, meta: dict, out_dir
         if path is not None:
             written[key] = Path(path)
             blocks.append(Block("figure", Path(path).name, caption))
-    blocks.append(Block("text", course_answers(results, crossover_result=cross, heading_level=2,
-                                                random_init=random_init)))
+    blocks.append(Block("text", course_answers(analysis, heading_level=2)))
     return blocks
 
 
 def write_report(results: pd.DataFrame, predictions: pd.DataFrame | None, meta: dict | None,
-                 out_dir: str | Path, title: str = "Transfer learning comparison") -> dict[str, Path]:
+                 out_dir: str | Path, title: str = "Transfer learning comparison",
+                 analysis: Analysis | None = None) -> dict[str, Path]:
     """Write ``summary.md``, ``report.html``, ``summary.csv``, ``significance.csv`` and the plots.
 
     ``results.csv`` itself is written by the caller. A banner (markdown and HTML) flags any backbone run with
@@ -281,6 +286,8 @@ def write_report(results: pd.DataFrame, predictions: pd.DataFrame | None, meta: 
         Output folder (created).
     title : str, default="Transfer learning comparison"
         Document title.
+    analysis : Analysis, optional
+        :func:`reports.analysis.analyse` of these tables when already computed.
 
     Returns
     -------
@@ -294,7 +301,10 @@ def write_report(results: pd.DataFrame, predictions: pd.DataFrame | None, meta: 
     meta = dict(meta or {})
     predictions = predictions if predictions is not None else pd.DataFrame()
     written: dict[str, Path] = {}
-    document = Document(title, _build(results, predictions, meta, out, written))
+    for stale in REPORT_FILES:
+        (out / stale).unlink(missing_ok=True)
+    analysis = analysis if analysis is not None else analyse(results, predictions, meta)
+    document = Document(title, _build(analysis, meta, out, written))
     paths = document.write(out / "summary.md", out / "report.html")
     written["summary_md"], written["report_html"] = paths["markdown"], paths["html"]
     logger.info("report written to %s", out)

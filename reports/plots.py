@@ -21,7 +21,8 @@ from reports.tables import cut_order_for
 
 logger = logging.getLogger(__name__)
 
-_FAMILY_STYLE = {"frozen": "-", "finetune": "--", "scratch": ":", "pixels": "-."}
+_FAMILY_STYLE = {"frozen": "-", "finetune": "--", "linear_probe_sgd": (0, (5, 1, 1, 1)), "scratch": ":",
+                 "pixels": "-."}
 _MIN_COST_S = 1e-3
 
 
@@ -78,13 +79,20 @@ def _plottable(results: pd.DataFrame | None, plot: str, positive_sizes: bool = F
     return data
 
 
-def _summary_at(data: pd.DataFrame, train_size: int | None) -> tuple[int, pd.DataFrame]:
-    """The train size shown (``train_size``, default the largest) and the summary of ``data`` at that size."""
+def _summary_at(data: pd.DataFrame, train_size: int | None,
+                summary: pd.DataFrame | None) -> tuple[int, pd.DataFrame]:
+    """The train size shown (``train_size``, default the largest) and the summary of ``data`` at that size (the
+    given ``summary`` restricted to the configurations of ``data``, or computed)."""
     size = data["train_size"].max() if train_size is None else train_size
-    return size, summarize(data[data["train_size"] == size])
+    if summary is None:
+        return size, summarize(data[data["train_size"] == size])
+    keys = [c for c in config_columns(data) if c in summary.columns]
+    present = data[keys].drop_duplicates()
+    return size, summary[summary["train_size"] == size].merge(present, on=keys, how="inner")
 
 
-def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: int | None = None) -> Path | None:
+def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: int | None = None,
+                         summary: pd.DataFrame | None = None) -> Path | None:
     """Accuracy (mean, 95% CI error bars) versus cut point, one panel per backbone, one line per head.
 
     Parameters
@@ -95,6 +103,8 @@ def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: in
         PNG to write.
     train_size : int, optional
         Images per class shown; default the largest.
+    summary : DataFrame, optional
+        :func:`reports.stats.summarize` of ``results`` (with the design's intervals) when already computed.
 
     Returns
     -------
@@ -107,7 +117,7 @@ def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: in
     if data.empty:
         logger.info("accuracy-by-cut plot skipped: no method with a cut point")
         return None
-    size, summary = _summary_at(data, train_size)
+    size, summary = _summary_at(data, train_size, summary)
     backbones = sorted(summary["backbone"].astype(str).unique())
     if not backbones:
         return None
@@ -131,16 +141,16 @@ def plot_accuracy_by_cut(results: pd.DataFrame, path: str | Path, train_size: in
     return _save(fig, path)
 
 
-def plot_learning_curves(results: pd.DataFrame, path: str | Path) -> Path | None:
-    """Accuracy versus images per class (log x) with 95% CI bands, one line per method.
-
-    For each method the configuration (backbone, cut) shown is the best one at the largest train size; line style
-    encodes the family (solid frozen, dashed fine-tuning, dotted from scratch).
+def plot_learning_curves(summary: pd.DataFrame, selected: pd.DataFrame, path: str | Path) -> Path | None:
+    """Accuracy versus images per class (log x) with 95% CI bands, one line per family: at each train size its
+    pre-selected configuration (chosen on training-side evidence, never on test accuracy).
 
     Parameters
     ----------
-    results : DataFrame
-        The long results table.
+    summary : DataFrame
+        :func:`reports.stats.summarize` of the run.
+    selected : DataFrame
+        :func:`reports.stats.select_best` with ``within=("train_size", "family")``.
     path : str or Path
         PNG to write.
 
@@ -148,36 +158,36 @@ def plot_learning_curves(results: pd.DataFrame, path: str | Path) -> Path | None
     -------
     Path or None
     """
-    data = _plottable(results, "learning-curve", positive_sizes=True)
-    if data is None:
+    if summary is None or summary.empty or selected is None or selected.empty:
+        logger.info("learning-curve plot skipped: no pre-selected configuration")
         return None
-    summary = summarize(data)
-    largest = summary["train_size"].max()
+    keys = [c for c in selected.columns if c in summary.columns and c not in ("family", "selection_score",
+                                                                             "n_splits", "n_candidates")]
+    curves = selected[[*keys, "family"]].merge(summary.drop(columns=["family"]), on=keys, how="inner")
+    curves = curves[curves["train_size"] > 0]
+    if curves.empty:
+        logger.info("learning-curve plot skipped: no results for the pre-selected configurations")
+        return None
     fig = _figure(6.5, 4.5)
     ax = fig.subplots()
-    for method, group in summary.groupby("method", sort=True):
-        at_max = group[group["train_size"] == group["train_size"].max()]
-        if at_max["accuracy"].isna().all():
-            continue
-        best = at_max.loc[at_max["accuracy"].idxmax()]
-        variants = [c for c in VARIANT_COLUMNS if c in group.columns]
-        same = np.logical_and.reduce([_blankless(group[c]) == _text(best[c]) for c in ("backbone", "cut", *variants)])
-        curve = group[same].sort_values("train_size")
-        family = str(best.get("family", "frozen"))
-        label = config_label(best, ("method", "backbone", "cut", *variants))
-        line = ax.plot(curve["train_size"], curve["accuracy"], marker="o", linestyle=_FAMILY_STYLE.get(family, "-"),
-                       label=label)[0]
+    config = [c for c in keys if c != "train_size"]
+    for family, curve in curves.groupby("family", sort=True):
+        curve = curve.sort_values("train_size")
+        names = sorted({config_label(r, config) for r in curve.to_dict("records")})
+        label = f"{family}: {names[0]}" if len(names) == 1 else f"{family} (pre-selected per size)"
+        line = ax.plot(curve["train_size"], curve["accuracy"], marker="o",
+                       linestyle=_FAMILY_STYLE.get(str(family), "-"), label=label)[0]
         ax.fill_between(curve["train_size"], curve["ci_low"].fillna(curve["accuracy"]),
                         curve["ci_high"].fillna(curve["accuracy"]), color=line.get_color(), alpha=0.15)
     ax.set_xscale("log")
-    sizes = sorted(summary["train_size"].unique())
+    sizes = sorted(curves["train_size"].unique())
     ax.set_xticks(sizes, [str(int(s)) for s in sizes])
     ax.minorticks_off()
     return _finish_accuracy_plot(fig, ax, "training images per class (log scale)",
-                                 f"Learning curves (best configuration per method at {int(largest)} img/class)", path)
+                                 "Learning curves (pre-selected configuration of each family)", path)
 
 
-def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: dict | None = None) -> Path | None:
+def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: dict) -> Path | None:
     """Confusion matrix of one configuration, counts summed over its splits.
 
     Parameters
@@ -186,10 +196,10 @@ def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: d
         ``backbone, cut, method, train_size, split, index, y_true, y_pred``.
     path : str or Path
         PNG to write.
-    config : dict, optional
+    config : dict
         Values selecting the configuration, e.g. ``{"backbone": "resnet18", "cut": "avgpool", "method":
-        "logistic", "train_size": 120}`` (keys absent from ``predictions`` are ignored). Default: the configuration
-        with the most correct predictions at the largest train size.
+        "logistic", "train_size": 120}`` (keys absent from ``predictions`` are ignored); choose it before looking
+        at test accuracy (e.g. the pre-selected configuration).
 
     Returns
     -------
@@ -201,15 +211,7 @@ def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: d
         return None
     preds = predictions.dropna(subset=["y_true", "y_pred"])
     keys = [*config_columns(preds), "train_size"] if "train_size" in preds.columns else config_columns(preds)
-    if config is None and keys:
-        if "train_size" in preds:
-            preds = preds[preds["train_size"] == preds["train_size"].max()]
-        score = preds.assign(_ok=preds["y_true"] == preds["y_pred"]).groupby(keys, dropna=False)["_ok"].mean()
-        if score.empty:
-            return None
-        best = score.idxmax()
-        config = dict(zip(keys, best if isinstance(best, tuple) else (best,)))
-    for key, value in (config or {}).items():
+    for key, value in config.items():
         if key in preds.columns:
             blank = _text(value) == ""
             preds = preds[_blankless(preds[key]) == "" if blank else preds[key] == value]
@@ -234,14 +236,15 @@ def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: d
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     n_splits = preds["split"].nunique() if "split" in preds else 1
-    size = (config or {}).get("train_size")
-    title = config_label(config or {}, [k for k in keys if k != "train_size"])
+    size = config.get("train_size")
+    title = config_label(config, [k for k in keys if k != "train_size"])
     title += f", {size} img/class" if size is not None else ""
     ax.set_title(f"{title}\n(n={len(preds)} predictions over {n_splits} split(s))", fontsize="medium")
     return _save(fig, path)
 
 
-def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: int | None = None) -> Path | None:
+def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: int | None = None,
+                          summary: pd.DataFrame | None = None) -> Path | None:
     """Accuracy (95% CI) versus cost per split (fit + feature-extraction seconds, log x), one point per
     configuration, coloured by family. Costs below 1 ms (or missing) are drawn at 1 ms.
 
@@ -253,6 +256,8 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
         PNG to write.
     train_size : int, optional
         Images per class shown; default the largest.
+    summary : DataFrame, optional
+        :func:`reports.stats.summarize` of ``results`` when already computed.
 
     Returns
     -------
@@ -261,7 +266,7 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
     data = _plottable(results, "accuracy-vs-cost")
     if data is None:
         return None
-    size, summary = _summary_at(data, train_size)
+    size, summary = _summary_at(data, train_size, summary)
     if summary.empty:
         return None
     cost = summary["fit_time_s"].fillna(0) + summary["extract_time_s"].fillna(0)

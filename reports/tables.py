@@ -122,8 +122,8 @@ def to_csv(df: pd.DataFrame, path: str | Path | None = None) -> str:
 
 
 def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_splits: int | None = None,
-                    digits: int = 3) -> str:
-    """``"0.912 [0.871, 0.944] (n=153×10)"``: a mean accuracy with its 95% CI and test size.
+                    digits: int = 3, unit: str = "draws") -> str:
+    """``"0.912 [0.871, 0.944] (n=153 test images × 10 draws)"``: a mean accuracy with its 95% CI and test size.
 
     Parameters
     ----------
@@ -132,9 +132,11 @@ def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_s
     n : int, optional
         Test images per split.
     n_splits : int, optional
-        Number of splits; shown as ``n=153×10`` when greater than 1.
+        Number of training draws (or folds); shown as ``× 10 draws`` when greater than 1.
     digits : int, default=3
         Decimals.
+    unit : str, default="draws"
+        What ``n_splits`` counts (``"draws"``, ``"folds"``).
 
     Returns
     -------
@@ -148,7 +150,8 @@ def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_s
     text = f"{mean:.{digits}f}"
     text += " [CI n/a]" if missing(lo) or missing(hi) else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
     if n is not None and not missing(n):
-        text += f" (n={int(n)}×{int(n_splits)})" if n_splits and n_splits > 1 else f" (n={int(n)})"
+        images = f"n={int(n)} test images"
+        text += f" ({images} × {int(n_splits)} {unit})" if n_splits and n_splits > 1 else f" ({images})"
     return text
 
 
@@ -162,7 +165,8 @@ def with_accuracy_text(summary: pd.DataFrame, column: str = "accuracy_95ci") -> 
 
 
 def method_by_cut(results: pd.DataFrame, train_size: int | None = None,
-                  cut_order: dict[str, Sequence[str]] | None = None) -> dict[str, pd.DataFrame]:
+                  cut_order: dict[str, Sequence[str]] | None = None,
+                  summary: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Per backbone, a method × cut point table of formatted mean accuracy with 95% CI.
 
     Parameters
@@ -173,6 +177,8 @@ def method_by_cut(results: pd.DataFrame, train_size: int | None = None,
         Images per class to tabulate; default the largest in ``results``.
     cut_order : dict, optional
         Backbone → cut names, shallow to deep; default from :func:`cut_order_for`.
+    summary : DataFrame, optional
+        :func:`reports.stats.summarize` of ``results`` when already computed (with the design's intervals).
 
     Returns
     -------
@@ -184,8 +190,8 @@ def method_by_cut(results: pd.DataFrame, train_size: int | None = None,
     if results.empty or "train_size" not in results:
         return {}
     size = results["train_size"].max() if train_size is None else train_size
-    subset = results[results["train_size"] == size]
-    summary = summarize(subset)
+    summary = summarize(results[results["train_size"] == size]) if summary is None else summary
+    summary = summary[summary["train_size"] == size]
     variants = [c for c in VARIANT_COLUMNS if c in summary.columns]
     if variants:
         summary = summary.assign(method=[config_label(r, ["method", *variants]) for _, r in summary.iterrows()])

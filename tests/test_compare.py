@@ -41,7 +41,7 @@ def test_compare_cli_writes_every_output(tiny_dataset, tmp_path, capsys):
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "RANDOM-INIT" in printed and "(n=12×2)" in printed
+    assert "RANDOM-INIT" in printed and "(n=12 test images × 2 draws)" in printed
 
     for name in ("results.csv", "predictions.csv", "summary.md", "report.html", "manifest.json"):
         assert (out / name).is_file(), name
@@ -52,7 +52,7 @@ def test_compare_cli_writes_every_output(tiny_dataset, tmp_path, capsys):
     pixels = splits * sizes
     finetune = 1 * sizes * 2  # finetune_head + scratch on the first split only
     assert len(results) == frozen + pixels + finetune
-    assert set(results["family"]) == {"frozen", "pixels", "finetune", "scratch"}
+    assert set(results["family"]) == {"frozen", "pixels", "linear_probe_sgd", "scratch"}
     assert (results["n_test"] == 12).all() and results["accuracy"].between(0, 1).all()
     assert not results.loc[results["family"] != "pixels", "pretrained"].astype(str).eq("True").any()
 

@@ -55,7 +55,7 @@ def test_table_has_one_row_per_candidate_with_ci(small_grid):
         assert column in table
     assert (table["ci_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci_high"]).all()
     assert (table["n_test"] == 24).all() and (table["n_folds"] == 3).all()
-    assert table["accuracy_95ci"].str.contains(r"\(n=8×3\)").all()
+    assert table["accuracy_95ci"].str.contains(r"\(n=8 test images × 3 folds\)").all()
     assert not small_grid.pretrained and "RANDOM-INIT" in small_grid.weights_label
 
 
@@ -95,7 +95,7 @@ def test_cli_writes_csv_markdown_html(tmp_path, two_class_arrays, capsys):
     assert "RANDOM-INIT" in (out / "grid.md").read_text()
     assert "RANDOM-INIT" in (out / "grid.html").read_text()
     printed = capsys.readouterr().out
-    assert "RANDOM-INIT" in printed and "(n=8×3)" in printed
+    assert "RANDOM-INIT" in printed and "(n=8 test images × 3 folds)" in printed
 
 
 def test_cli_missing_pretrained_weights_exits_2(tmp_path, two_class_arrays, capsys):

@@ -254,7 +254,7 @@ def test_crossover_finds_planted_crossover(results):
 def test_crossover_not_reached_and_already_ahead():
     never = crossover(make_results(crossover_at=5000), fixed=FIXED, n_boot=100)
     assert never["estimate"] is None and never["status"] == "not_reached"
-    assert "did not overtake the best frozen-feature method within the data (up to 80 images/class)" in \
+    assert "did not overtake the pre-selected frozen-feature configuration within the data (up to 80 images/class)" in \
         never["statement"]
     ahead = crossover(make_results(crossover_at=0.5), fixed=FIXED, n_boot=100)
     assert ahead["status"] == "finetune_ahead" and ahead["estimate"] is None
