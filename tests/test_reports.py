@@ -48,7 +48,9 @@ def make_results(seed: int = 0, sizes=(5, 20, 80), n_splits: int = 5, crossover_
                         dataset="synthetic", backbone=backbone, weights="DEFAULT" if pretrained else "random:0",
                         pretrained=pretrained, cut=cut, pooling="avg" if cut else "", method=method, family=family,
                         augment="none", train_size=size, split=split, n_train=2 * size, n_test=n_test, n_correct=k,
-                        accuracy=k / n_test, balanced_accuracy=k / n_test, fit_time_s=float(rng.uniform(0.01, 5)),
+                        accuracy=k / n_test, balanced_accuracy=k / n_test,
+                        selection_score=float(np.clip(p + rng.normal(0, 0.02), 0, 1)), hyperparameters="{}",
+                        fit_time_s=float(rng.uniform(0.01, 5)),
                         predict_time_s=0.01, extract_time_s=float(rng.uniform(0.1, 2)), seed=split))
     return pd.DataFrame(rows)
 
