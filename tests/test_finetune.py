@@ -14,6 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
 from classifiers import training
+from conftest import make_two_class_images
 from classifiers.finetune import FineTunedCNN
 from featurize.backbones import get_backbone_spec
 from featurize.weights import load_model, resolve_weights
@@ -321,3 +322,75 @@ EXPECTED_FAILURES = {
 @parametrize_with_checks([TabularAsImages(**TINY)], expected_failed_checks=lambda est: EXPECTED_FAILURES)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# ---------------------------------------------------------------------------------------------- behaviour
+# Each check_* asserts one behaviour the estimator must have; tests/test_faults_classifiers.py plants the fault each
+# one guards against and asserts that the check then fails.
+LEARN = dict(backbone="resnet18", weights=None, strategy="head", image_size=32, epochs=30, min_steps=0, lr=0.01,
+             batch_size=8, validation_fraction=None, device="cpu", random_state=0)
+
+
+def separable_split(n_per_class: int = 16, seed: int = 5):
+    """Stripes vs a bright disc, 40×40 px, split half/half (every other image): train X, y, test X, y."""
+    X, y = make_two_class_images(n_per_class, size=(40, 40), seed=seed)
+    train = np.arange(len(y)) % 2 == 0
+    return X[train], y[train], X[~train], y[~train]
+
+
+def check_learns(**params) -> None:
+    """Fine-tuning takes held-out accuracy from chance (untrained head) to >= 0.9."""
+    X, y, X_test, y_test = separable_split()
+    untrained = FineTunedCNN(**{**LEARN, **params, "lr": 1e-12}).fit(X, y).score(X_test, y_test)
+    assert untrained <= 0.7, f"premise: the untrained head is near chance, got {untrained:.2f}"
+    score = FineTunedCNN(**{**LEARN, **params}).fit(X, y).score(X_test, y_test)
+    assert score >= 0.9, f"fine-tuning reached only {score:.2f} held-out accuracy (n={len(y_test)})"
+
+
+def check_restores_best(X, y) -> None:
+    """Without refit, the kept weights give the lowest validation loss of the history, not the last one.
+
+    Labels are shuffled (seeded) so that the validation loss goes up and down instead of falling to 0.
+    """
+    y = y[np.random.default_rng(0).permutation(len(y))]
+    clf = FineTunedCNN(backbone="resnet18", image_size=32, lr=0.1, patience=None, refit=False,
+                       **{**FAST, "epochs": 8, "batch_size": 4, "validation_fraction": 0.25}).fit(X, y)
+    val_losses = [h["val_loss"] for h in clf.history_]
+    assert clf.best_epoch_ < len(val_losses), "premise: the last epoch is not the best one"
+    val = clf.validation_indices_
+    proba = clf.predict_proba(X[val])
+    codes = np.searchsorted(clf.classes_, y[val])
+    kept = -np.mean(np.log(proba[np.arange(len(val)), codes]))
+    assert kept == pytest.approx(min(val_losses), rel=1e-4), f"kept weights' validation loss {kept} {val_losses}"
+    assert kept < val_losses[-1]
+
+
+SEEDED = {
+    "head-refit": dict(strategy="head", validation_fraction=0.25, refit=True, epochs=3),
+    "last_block-flip_crop": dict(strategy="last_block", augment="flip_crop", batch_size=8),
+}
+
+
+def check_seeds(X, y, **params) -> None:
+    """Same random_state: bit-identical probabilities; another random_state: another model."""
+    params = dict(backbone="resnet18", image_size=32, **{**FAST, **params})
+    a = FineTunedCNN(**params).fit(X, y)
+    b = FineTunedCNN(**params).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    other = FineTunedCNN(**{**params, "random_state": 1}).fit(X, y)
+    assert not np.allclose(other.predict_proba(X), a.predict_proba(X)), "random_state=1 gave random_state=0's model"
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_fine_tuning_learns(precompute):
+    check_learns(precompute=precompute)
+
+
+def test_early_stopping_keeps_the_best_validation_weights(small):
+    check_restores_best(*small)
+
+
+@pytest.mark.parametrize("config", list(SEEDED))
+def test_seeds_matter(small, config):
+    check_seeds(*small, **SEEDED[config])
