@@ -174,6 +174,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         Optimizer steps that produced the kept weights.
     validation_score_ : float
         Inner-validation accuracy at the selected epoch; NaN without validation.
+    validation_indices_ : ndarray or None
+        Positions in ``X`` of the inner validation images (None without validation).
     training_path_ : str
         ``"precomputed"`` (head trained on cached activations) or ``"forward"``.
     precompute_time_s_ : float
@@ -390,6 +392,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         eval_transform = self.weights_.preprocessing.with_size(size)
         train_transform, batch_transform = get_augmentation(self.augment, self.weights_.preprocessing, size)
         train_idx, val_idx = self._split(y_enc, seed)
+        self.validation_indices_ = val_idx
         y_t = torch.as_tensor(y_enc, dtype=torch.long)
 
         devices = [self.device_.index or 0] if self.device_.type == "cuda" else []
@@ -506,6 +509,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             "selected_epochs": self.selected_epochs_,
             "n_steps": self.n_steps_,
             "validation_score": self.validation_score_,
+            "validation_indices": None if self.validation_indices_ is None else self.validation_indices_.tolist(),
             "training_path": self.training_path_,
         }
         torch.save(payload, path)
@@ -545,6 +549,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         est.selected_epochs_ = payload.get("selected_epochs", est.best_epoch_)
         est.n_steps_ = payload.get("n_steps", -1)
         est.validation_score_ = payload.get("validation_score", math.nan)
+        indices = payload.get("validation_indices")
+        est.validation_indices_ = None if indices is None else np.asarray(indices, dtype=np.int64)
         est.training_path_ = payload["training_path"]
         est.precompute_time_s_ = 0.0
         return est

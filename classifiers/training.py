@@ -256,10 +256,23 @@ class EarlyStopping:
 
 # ---------------------------------------------------------------------------------------------- the loop
 def run_phases(
-    net: nn.Module, head: str, phases: Sequence[Phase], train: Batches, y: torch.Tensor, *, optimisation:
-    Optimisation, device: torch.device, n_classes: int, history: list[dict], run: str, val: Batches | None = None,
-    stopper: EarlyStopping | None = None, max_epochs: int | None = None, batch_transform: Callable | None = None,
-    verbose: bool = False, desc: str = "fine-tune",
+    net: nn.Module,
+    head: str,
+    phases: Sequence[Phase],
+    train: Batches,
+    y: torch.Tensor,
+    *,
+    optimisation: Optimisation,
+    device: torch.device,
+    n_classes: int,
+    history: list[dict],
+    run: str,
+    val: Batches | None = None,
+    stopper: EarlyStopping | None = None,
+    max_epochs: int | None = None,
+    batch_transform: Callable | None = None,
+    verbose: bool = False,
+    desc: str = "fine-tune",
 ) -> tuple[int, int]:
     """Train ``net`` phase after phase, appending one history row per epoch.
 

@@ -14,6 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
 from classifiers import training
+from conftest import make_two_class_images
 from classifiers.finetune import FineTunedCNN
 from featurize.backbones import get_backbone_spec
 from featurize.weights import load_model, resolve_weights
@@ -170,6 +171,65 @@ def test_save_load_round_trip(small, tmp_path, backbone, cut, size):
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     pd.testing.assert_frame_equal(pd.DataFrame(loaded.history_), pd.DataFrame(clf.history_))
     assert loaded.weights_ == clf.weights_ and loaded.best_epoch_ == clf.best_epoch_
+    assert (loaded.selected_epochs_, loaded.n_steps_) == (clf.selected_epochs_, clf.n_steps_)
+    assert np.isnan(loaded.validation_score_) and np.isnan(clf.validation_score_)
+
+
+@pytest.mark.parametrize("validation_fraction", [None, 0.25])
+def test_min_steps_raises_the_epochs_of_each_phase(small, validation_fraction):
+    """16 images, batch 32: one step per epoch, so epochs=2 with min_steps=7 runs 7 epochs of one step."""
+    X, y = small
+    params = {**FAST, "epochs": 2, "min_steps": 7, "validation_fraction": validation_fraction, "patience": None,
+              "refit": False}
+    clf = FineTunedCNN(backbone="resnet18", image_size=32, **params).fit(X, y)
+    assert clf.n_epochs_ == len(clf.history_) == 7
+    assert all(h["steps"] == 1 for h in clf.history_)
+    assert clf.n_steps_ == clf.selected_epochs_
+    frozen = FineTunedCNN(backbone="resnet18", strategy="last_block", freeze_epochs=1, image_size=32,
+                          **{**params, "min_steps": 3, "batch_size": 8, "validation_fraction": None}).fit(X, y)
+    assert [h["phase"] for h in frozen.history_] == ["frozen"] * 2 + ["last_block"] * 2
+    assert frozen.n_steps_ == 8
+
+
+@pytest.mark.parametrize("strategy, path", [("head", "precomputed"), ("last_block", "forward")])
+def test_refit_trains_on_all_images_from_the_same_start(small, strategy, path):
+    """The refit = a fresh fit on every image for ``selected_epochs_`` epochs (constant schedule: same lr path)."""
+    X, y = small
+    params = dict(backbone="resnet18", strategy=strategy, image_size=32, schedule="constant", optimizer="sgd",
+                  lr=0.05, **{**FAST, "epochs": 4, "batch_size": 4})
+    clf = FineTunedCNN(**{**params, "validation_fraction": 0.25, "patience": None, "refit": True}).fit(X, y)
+    assert clf.training_path_ == path
+    runs = [h["run"] for h in clf.history_]
+    assert runs == ["select"] * 4 + ["refit"] * clf.selected_epochs_
+    select = [h for h in clf.history_ if h["run"] == "select"]
+    refit = [h for h in clf.history_ if h["run"] == "refit"]
+    assert {h["steps"] for h in select} == {3} and {h["steps"] for h in refit} == {4}, "12 then 16 images, batch 4"
+    best = min(select, key=lambda h: h["val_loss"])
+    assert clf.selected_epochs_ == best["epoch"] == clf.best_epoch_
+    assert clf.validation_score_ == best["val_accuracy"]
+    assert clf.n_steps_ == 4 * clf.selected_epochs_
+    fresh = FineTunedCNN(**{**params, "epochs": clf.selected_epochs_}).fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), fresh.predict_proba(X))
+
+
+def test_without_refit_keeps_the_selection_run(small):
+    X, y = small
+    clf = FineTunedCNN(backbone="resnet18", image_size=32,
+                       **{**FAST, "epochs": 3, "validation_fraction": 0.25, "refit": False}).fit(X, y)
+    assert {h["run"] for h in clf.history_} == {"select"} and len(clf.history_) == clf.n_epochs_
+    assert 0.0 <= clf.validation_score_ <= 1.0
+    plain = FineTunedCNN(backbone="resnet18", image_size=32, **FAST).fit(X, y)
+    assert {h["run"] for h in plain.history_} == {"train"} and np.isnan(plain.validation_score_)
+    assert plain.selected_epochs_ == plain.n_epochs_ == 1
+
+
+def test_default_budget_gives_a_tiny_training_set_enough_steps(small):
+    """Defaults: min_steps=60 and a refit; with 16 images (one step per epoch) the phase runs 60 epochs."""
+    X, y = small
+    clf = FineTunedCNN(backbone="resnet18", image_size=32, weights=None, device="cpu", validation_fraction=None)
+    assert (clf.min_steps, clf.refit) == (60, True)
+    clf.fit(X, y)
+    assert clf.n_steps_ == 60 and clf.n_epochs_ == 60
 
 
 def test_nan_loss_names_epoch_and_learning_rate(small, monkeypatch):
@@ -262,3 +322,75 @@ EXPECTED_FAILURES = {
 @parametrize_with_checks([TabularAsImages(**TINY)], expected_failed_checks=lambda est: EXPECTED_FAILURES)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# ---------------------------------------------------------------------------------------------- behaviour
+# Each check_* asserts one behaviour the estimator must have; tests/test_faults_classifiers.py plants the fault each
+# one guards against and asserts that the check then fails.
+LEARN = dict(backbone="resnet18", weights=None, strategy="head", image_size=32, epochs=30, min_steps=0, lr=0.01,
+             batch_size=8, validation_fraction=None, device="cpu", random_state=0)
+
+
+def separable_split(n_per_class: int = 16, seed: int = 5):
+    """Stripes vs a bright disc, 40×40 px, split half/half (every other image): train X, y, test X, y."""
+    X, y = make_two_class_images(n_per_class, size=(40, 40), seed=seed)
+    train = np.arange(len(y)) % 2 == 0
+    return X[train], y[train], X[~train], y[~train]
+
+
+def check_learns(**params) -> None:
+    """Fine-tuning takes held-out accuracy from chance (untrained head) to >= 0.9."""
+    X, y, X_test, y_test = separable_split()
+    untrained = FineTunedCNN(**{**LEARN, **params, "lr": 1e-12}).fit(X, y).score(X_test, y_test)
+    assert untrained <= 0.7, f"premise: the untrained head is near chance, got {untrained:.2f}"
+    score = FineTunedCNN(**{**LEARN, **params}).fit(X, y).score(X_test, y_test)
+    assert score >= 0.9, f"fine-tuning reached only {score:.2f} held-out accuracy (n={len(y_test)})"
+
+
+def check_restores_best(X, y) -> None:
+    """Without refit, the kept weights give the lowest validation loss of the history, not the last one.
+
+    Labels are shuffled (seeded) so that the validation loss goes up and down instead of falling to 0.
+    """
+    y = y[np.random.default_rng(0).permutation(len(y))]
+    clf = FineTunedCNN(backbone="resnet18", image_size=32, lr=0.1, patience=None, refit=False,
+                       **{**FAST, "epochs": 8, "batch_size": 4, "validation_fraction": 0.25}).fit(X, y)
+    val_losses = [h["val_loss"] for h in clf.history_]
+    assert clf.best_epoch_ < len(val_losses), "premise: the last epoch is not the best one"
+    val = clf.validation_indices_
+    proba = clf.predict_proba(X[val])
+    codes = np.searchsorted(clf.classes_, y[val])
+    kept = -np.mean(np.log(proba[np.arange(len(val)), codes]))
+    assert kept == pytest.approx(min(val_losses), rel=1e-4), f"kept weights' validation loss {kept} {val_losses}"
+    assert kept < val_losses[-1]
+
+
+SEEDED = {
+    "head-refit": dict(strategy="head", validation_fraction=0.25, refit=True, epochs=3),
+    "last_block-flip_crop": dict(strategy="last_block", augment="flip_crop", batch_size=8),
+}
+
+
+def check_seeds(X, y, **params) -> None:
+    """Same random_state: bit-identical probabilities; another random_state: another model."""
+    params = dict(backbone="resnet18", image_size=32, **{**FAST, **params})
+    a = FineTunedCNN(**params).fit(X, y)
+    b = FineTunedCNN(**params).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    other = FineTunedCNN(**{**params, "random_state": 1}).fit(X, y)
+    assert not np.allclose(other.predict_proba(X), a.predict_proba(X)), "random_state=1 gave random_state=0's model"
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_fine_tuning_learns(precompute):
+    check_learns(precompute=precompute)
+
+
+def test_early_stopping_keeps_the_best_validation_weights(small):
+    check_restores_best(*small)
+
+
+@pytest.mark.parametrize("config", list(SEEDED))
+def test_seeds_matter(small, config):
+    check_seeds(*small, **SEEDED[config])

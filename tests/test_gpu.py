@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import featurize.transformer
+from classifiers.finetune import FineTunedCNN
 from conftest import make_two_class_images
 from featurize import CNNFeaturizer
 
@@ -62,10 +63,9 @@ def test_cuda_cache_hit_identical(images, tmp_path, monkeypatch):
 
 
 def test_finetune_last_block_on_cuda():
-    finetune = pytest.importorskip("classifiers.finetune")
     X, y = make_two_class_images(8, size=(64, 64), seed=1)
-    clf = finetune.FineTunedCNN(backbone="resnet18", weights=None, strategy="last_block", epochs=1, batch_size=8,
-                                image_size=64, validation_fraction=None, device="cuda").fit(X, y)
+    clf = FineTunedCNN(backbone="resnet18", weights=None, strategy="last_block", epochs=1, min_steps=0, batch_size=8,
+                       image_size=64, validation_fraction=None, device="cuda").fit(X, y)
     # documented: model_ is "the adapted network (on CPU, eval mode)"
     assert {p.device.type for p in clf.model_.parameters()} == {"cpu"}
     proba = clf.predict_proba(X)
