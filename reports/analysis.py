@@ -169,7 +169,7 @@ def analyse(results: pd.DataFrame, predictions: pd.DataFrame | None, meta: dict 
     config = config_columns(results)
     summary = summarize(results, predictions if not predictions.empty else None)
     selected = select_best(results, within=("train_size", "family"), fixed=_fixed_in_advance(results, config))
-    largest = int(results["train_size"].max())
+    largest = int(results["train_size"].max()) if not results.empty else 0
     reference = selected[(selected["family"] == "frozen")] if (selected["family"] == "frozen").any() else None
     at_largest = results[results["train_size"] == largest]
     paired = pd.DataFrame()

@@ -83,9 +83,10 @@ def _q10(a: Analysis) -> str:
     if frozen.empty:
         return f"Classical classifiers on CNN features were {NOT_MEASURED}."
     chance = chance_level(a.predictions)
+    chance_text = ("chance level unknown without predictions" if math.isnan(chance) else
+                   f"chance = always the majority class = {chance:.3f}")
     lines = [f"Each classical classifier on frozen CNN features at {a.largest} images per class (its configuration "
-             "pre-selected by inner CV among the backbones and cut points tried; chance = always the majority "
-             f"class = {chance:.3f}):"]
+             f"pre-selected by inner CV among the backbones and cut points tried; {chance_text}):"]
     results = a.results[(a.results["family"] == "frozen") & (a.results["train_size"] == a.largest)]
     pixels = a.choice("pixels")
     for method, rows in results.groupby("method", sort=True):
@@ -96,9 +97,10 @@ def _q10(a: Analysis) -> str:
         row = a.row(values)
         if row is None:
             continue
-        above = not math.isnan(chance) and row["ci_low"] > chance
-        verdict = "works: its CI lies above chance" if above else "not shown to beat chance (its CI reaches it)"
-        line = f"- {method} ({a.label(values)}): {_acc(row)} — {verdict}"
+        line = f"- {method} ({a.label(values)}): {_acc(row)}"
+        if not math.isnan(chance):
+            line += (" — works: its CI lies above chance" if row["ci_low"] > chance else
+                     " — not shown to beat chance (its CI reaches it)")
         if pixels is not None:
             line += "; versus raw pixels: " + _verdict(a.versus(values, pixels), "better than raw pixels",
                                                        "worse than raw pixels")
@@ -113,7 +115,7 @@ def _q11(a: Analysis) -> str:
             "colour jitter) or more images can be collected or borrowed (transfer from ImageNet is the strongest "
             "form of the latter). ")
     if "augment" not in a.config:
-        return text + f"The effect of augmentation on the same method was {NOT_MEASURED} (one policy only)."
+        return text + f"The effect of augmentation was {NOT_MEASURED} (one augmentation policy only)."
     results = a.results[a.results["train_size"] == a.largest]
     lines = [text + f"Measured at {a.largest} images/class (augmented − none, paired on the same draws):"]
     others = [c for c in a.config if c != "augment"]

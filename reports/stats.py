@@ -1109,8 +1109,12 @@ def crossover(
     ci_text = " (single split: no CI)"
     if out["ci"] is not None:
         q, r = out["ci"], out["resamples"]
-        low = f"below {int(lo_size)}" if math.isinf(q[0]) else f"{q[0]:.0f}"
-        high = "beyond the data" if math.isinf(q[1]) else f"{q[1]:.0f}"
+        def bound(value: float) -> str:
+            if math.isinf(value):
+                return f"below {int(lo_size)}" if value < 0 else "beyond the data"
+            return f"{value:.0f}"
+
+        low, high = bound(q[0]), bound(q[1])
         ci_text = (f" ({round(level * 100)}% CI {low} to {high}; {out['method']}, {r['total']} resamples: "
                    f"{r['crossing']} with a crossing, {r['finetune_ahead']} fine-tuning ahead everywhere, "
                    f"{r['never_ahead']} never ahead, {r['undefined']} undefined)")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports.analysis import analyse
 from reports.answers import NOT_MEASURED, course_answers
 from reports.compare_report import RANDOM_INIT_BANNER, random_init_backbones, summary_table, write_report
 from reports.document import markdown_to_html
@@ -63,7 +64,8 @@ def make_predictions(results: pd.DataFrame, n: int = 12, seed: int = 0) -> pd.Da
         for i in range(n):
             y = CLASSES[rng.integers(2)]
             wrong = rng.random() > r.accuracy
-            rows.append(dict(backbone=r.backbone, cut=r.cut, method=r.method, train_size=r.train_size,
+            rows.append(dict(backbone=r.backbone, cut=r.cut, pooling=r.pooling, method=r.method, augment=r.augment,
+                             train_size=r.train_size,
                              split=r.split, index=i, y_true=y, y_pred=CLASSES[1 - CLASSES.index(y)] if wrong else y))
     return pd.DataFrame(rows)
 
@@ -215,7 +217,7 @@ def test_runs_that_differ_only_in_augmentation_or_pooling_are_never_merged(resul
     fixed = {"frozen": {"backbone": "resnet18", "cut": "avgpool", "method": "linear_svm", "pooling": "avg"},
              "finetune": flip_full}
     assert "flip_crop" in crossover(both, fixed=fixed)["curves"]["finetune_best"].iloc[0]
-    assert "flip_crop" in summary_table(both).to_string()
+    assert "flip_crop" in summary_table(both, summary).to_string()
     assert any("max" in m for m in method_by_cut(both)["resnet18"]["method"])
     assert set(summarize(results).columns).isdisjoint({"pooling", "augment"})
 
@@ -272,9 +274,10 @@ def test_crossover_not_reached_and_already_ahead():
 
 
 def test_format_accuracy():
-    assert format_accuracy(0.9123, 0.871, 0.944, 153, 10) == "0.912 [0.871, 0.944] (n=153×10)"
-    assert format_accuracy(0.5, 0.4, 0.6, 100) == "0.500 [0.400, 0.600] (n=100)"
-    assert format_accuracy(0.5, np.nan, np.nan, 100, 1) == "0.500 [CI n/a] (n=100)"
+    assert format_accuracy(0.9123, 0.871, 0.944, 153, 10) == "0.912 [0.871, 0.944] (n=153 test images × 10 draws)"
+    assert format_accuracy(0.5, 0.4, 0.6, 100) == "0.500 [0.400, 0.600] (n=100 test images)"
+    assert format_accuracy(0.5, np.nan, np.nan, 100, 1) == "0.500 [CI n/a] (n=100 test images)"
+    assert format_accuracy(0.5, 0.4, 0.6, 8, 3, unit="folds") == "0.500 [0.400, 0.600] (n=8 test images × 3 folds)"
     assert format_accuracy(np.nan, np.nan, np.nan, 0) == "n/a"
 
 
@@ -294,7 +297,7 @@ def test_method_by_cut(results):
     resnet = tables["resnet18"]
     assert list(resnet.columns) == ["method", "(no cut)", "layer3", "layer4", "avgpool"]
     cell = resnet.set_index("method").loc["logistic", "avgpool"]
-    assert cell.endswith("(n=60×5)") and "[" in cell
+    assert cell.endswith("(n=60 test images × 5 draws)") and "[" in cell
 
 
 # --- plots, answers, report -----------------------------------------------------------------------------------
@@ -302,21 +305,24 @@ def test_method_by_cut(results):
 
 def test_plots_write_png(results, tmp_path):
     preds = make_predictions(results[results["train_size"] == 80])
-    paths = [plot_accuracy_by_cut(results, tmp_path / "cut.png"), plot_learning_curves(results, tmp_path / "lc.png"),
-             plot_confusion_matrix(preds, tmp_path / "cm.png"), plot_accuracy_vs_cost(results, tmp_path / "c.png")]
+    analysis = analyse(results, None)
+    config = {"backbone": "resnet18", "cut": "avgpool", "method": "logistic", "train_size": 80}
+    paths = [plot_accuracy_by_cut(results, tmp_path / "cut.png"),
+             plot_learning_curves(analysis.summary, analysis.selected, tmp_path / "lc.png"),
+             plot_confusion_matrix(preds, tmp_path / "cm.png", config), plot_accuracy_vs_cost(results, tmp_path / "c.png")]
     for path in paths:
         assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert plot_confusion_matrix(preds.iloc[:0], tmp_path / "none.png") is None
+    assert plot_confusion_matrix(preds.iloc[:0], tmp_path / "none.png", config) is None
     assert plot_accuracy_by_cut(results.query("family == 'finetune'"), tmp_path / "none.png") is None
 
 
 def test_course_answers(results):
-    text = course_answers(results)
+    text = course_answers(analyse(results, None))
     for q in range(9, 17):
         assert f"### Q{q}." in text
     assert f"from scratch was {NOT_MEASURED}" in text
     assert "augmentation was not measured" in text
-    assert "(n=60×5)" in text and "overtakes" in text
+    assert "(n=60 test images × 5 draws)" in text and "overtakes" in text
 
 
 def test_markdown_subset_to_html():
@@ -358,7 +364,7 @@ def test_random_init_banner(via, tmp_path):
     assert RANDOM_INIT_BANNER in written["report_html"].read_text()
     assert RANDOM_INIT_BANNER in written["summary_md"].read_text()
     assert random_init_backbones(results, meta) == (["vgg11"] if via == "meta" else ["resnet18", "vgg11"])
-    answers = course_answers(results, random_init=["vgg11"])
+    answers = course_answers(analyse(results, None, meta))
     assert "vgg11 ran with RANDOM-INIT weights" in answers
 
 
@@ -382,10 +388,9 @@ def test_degenerate_inputs_still_write_report(case, results, tmp_path):
 
 
 def test_summary_table(results):
-    table = summary_table(results)
+    table = summary_table(results, summarize(results))
     assert table["train_size"].iloc[0] == 80
-    assert table["accuracy"].iloc[0] == table.query("train_size == 80")["accuracy"].max()
-    assert table["accuracy_95ci"].str.endswith("(n=60×5)").all()
+    assert table["accuracy_95ci"].str.endswith("(n=60 test images × 5 draws)").all()
     assert {"backbone", "cut", "method", "pretrained", "ci_low", "ci_high", "n_test", "n_splits"} <= set(table)
 
 
@@ -418,8 +423,8 @@ def test_answers_call_a_constant_difference_untestable_not_certain():
                                                     ("", "finetune_full", "finetune", acc + 0.05, "flip_crop")]:
             rows.append(dict(backbone="resnet18", cut=cut, pooling="avg" if cut else "", method=method, family=family,
                              augment=augment, train_size=10, split=split, n_train=20, n_test=100,
-                             n_correct=round(value * 100), accuracy=value, pretrained=True))
-    text = course_answers(pd.DataFrame(rows))
-    assert "Fine-tuning − frozen: +0.100 (the same on every split: no variance, not testable)" in text
-    assert "flip_crop: mean difference -0.050 (the same on every split: no variance, not testable)" in text
+                             n_correct=round(value * 100), accuracy=value, pretrained=True, selection_score=0.7))
+    text = course_answers(analyse(pd.DataFrame(rows), None))
+    assert "Fine-tuning − frozen: difference +0.100 (not testable: the same difference on every split" in text
+    assert "flip_crop: difference -0.050 (not testable: the same difference on every split" in text
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
