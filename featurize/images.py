@@ -12,10 +12,29 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "as_items", "describe", "content_key", "load_image", "ImageDataset", "collate_skipping"]
+__all__ = ["IMAGE_EXTENSIONS", "UnreadableImagesWarning", "as_items", "describe", "content_key", "load_image", "ImageDataset", "collate_skipping"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 """File extensions read as images when listing folders."""
+
+
+class UnreadableImagesWarning(UserWarning):
+    """Some images could not be read and gave NaN rows.
+
+    Attributes
+    ----------
+    images : list of (int, str)
+        Every unreadable image as (position in the input, "<path or #position>: <reason>"), in input order,
+        duplicates included.
+    """
+
+    def __init__(self, images: Sequence[tuple[int, str]]):
+        self.images = [(int(i), str(reason)) for i, reason in images]
+        super().__init__(f"{len(self.images)} image(s) could not be read and give NaN rows: "
+                         f"{[reason for _, reason in self.images]}")
+
+    def __reduce__(self):
+        return type(self), (self.images,)
 
 
 def as_items(X: object) -> Sequence:

@@ -9,15 +9,15 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from featurize.backbones import get_backbone_spec, list_backbones, spatial_sizes
 from featurize.cache import FeatureCache
 from featurize.devices import precision_of, resolve_device
-from featurize.extract import iter_features, parse_pooling, pooled_dim, pooling_label
-from featurize.images import as_items, content_key, describe
+from featurize.extract import iter_features, pooled_dim, pooling_label, pooling_of
+from featurize.images import UnreadableImagesWarning, as_items, content_key, describe
 from featurize.weights import load_model, resolve_weights, warn_if_random
 
 __all__ = ["CNNFeaturizer"]
@@ -54,7 +54,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
     num_workers : int, default=0
         DataLoader workers decoding images.
     on_error : {"raise", "skip"}, default="raise"
-        Unreadable images raise a ``ValueError`` naming the file, or give NaN rows listed in ``skipped_``.
+        Unreadable images raise a ``ValueError`` naming the file, or give NaN rows, listed (position and reason)
+        by an :class:`~featurize.images.UnreadableImagesWarning` (its ``images`` attribute).
     random_state : int, default=0
         Seed of the random initialisation when ``weights=None``.
     amp : bool, default=True
@@ -72,8 +73,18 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
     device_ : torch.device
     feature_dims_ : dict
         Cut point → pooled dimension.
-    skipped_ : list of str
-        Images that could not be read in the last ``transform`` (``on_error="skip"``).
+
+    Warns
+    -----
+    UnreadableImagesWarning
+        From ``transform`` with ``on_error="skip"``, listing every unreadable image (duplicates included).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     X = CNNFeaturizer("resnet18", on_error="skip").fit().transform(paths)
+    >>> skipped = [w.message.images for w in caught if issubclass(w.category, UnreadableImagesWarning)]
     """
 
     _parameter_constraints: dict = {
@@ -95,6 +106,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         backbone: str = "resnet18",
+        *,
         layers: str | Sequence[str] = "layer4",
         pooling: str = "avg",
         weights: object = "DEFAULT",
@@ -122,6 +134,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         self.amp = amp
         self.verbose = verbose
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
         """Validate the parameters and resolve backbone, cut points and weights (no model is built).
 
@@ -135,7 +148,6 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        self._validate_params()
         if X is not None and len(as_items(X)) == 0:
             raise ValueError("X is empty: CNNFeaturizer.fit needs at least one image (or X=None)")
         if self.backbone not in list_backbones():
@@ -147,23 +159,22 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         if not layers:
             raise ValueError(f"layers is empty; choose among {', '.join(spec.cut_names)}")
         self.layers_ = [spec.cut(name).name for name in layers]
-        parse_pooling(self.pooling)
+        pooling = pooling_of(self.pooling)
         self.weights_ = resolve_weights(spec, self.weights, self.random_state)
         base = self.weights_.preprocessing
         self.preprocessing_ = base if self.image_size == "auto" else base.with_size(self.image_size)
-        if self.preprocessing_.crop is None and parse_pooling(self.pooling)[0] == "flatten":
-            raise ValueError("pooling='flatten' needs a fixed image_size (got image_size=None: image sizes vary)")
+        if self.preprocessing_.crop is None and pooling.size_dependent:
+            raise ValueError(f"pooling={self.pooling!r} needs a fixed image_size (got image_size=None: image sizes vary)")
         self.device_ = resolve_device(self.device)
         self.spec_ = spec
         sizes = spatial_sizes(spec.name, self.preprocessing_.crop or 224)
         self.feature_dims_ = {name: pooled_dim(spec.cut(name), self.pooling, sizes[name]) for name in self.layers_}
-        self.skipped_ = []
         warn_if_random(spec.name, self.weights_)
         return self
 
     def _stored_cuts(self) -> list[str]:
-        """Cut points one cached pass stores: every standard one, except for ``flatten`` (unbounded size)."""
-        if parse_pooling(self.pooling)[0] == "flatten":
+        """Cut points one cached pass stores: every standard one, except for size-dependent poolings (``flatten``)."""
+        if pooling_of(self.pooling).size_dependent:
             return list(self.layers_)
         return self.spec_.cut_names
 
@@ -202,6 +213,11 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         ndarray of shape (n_images, sum of feature_dims_), float32
             NaN rows for images skipped with ``on_error="skip"``.
 
+        Warns
+        -----
+        UnreadableImagesWarning
+            With ``on_error="skip"``, when some images cannot be read (``.images``: (position, reason) pairs).
+
         Raises
         ------
         ValueError
@@ -214,9 +230,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
             blocks = self._forward(items, range(len(items)), self.layers_, errors)
         else:
             blocks = self._cached(items, errors)
-        self.skipped_ = [errors[i] for i in sorted(errors)]
         if errors:
-            warnings.warn(f"{len(errors)} image(s) could not be read and give NaN rows: {self.skipped_}", stacklevel=2)
+            warnings.warn(UnreadableImagesWarning(sorted(errors.items())), stacklevel=2)
         return np.concatenate([blocks[name] for name in self.layers_], axis=1)
 
     def _forward(self, items, indices, cuts, errors, sink=None) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import featurize.transformer as transformer_module
-from featurize import CacheKeyError, CNNFeaturizer
+from featurize import CacheKeyError, CNNFeaturizer, UnreadableImagesWarning
 
 KW = dict(backbone="resnet18", weights=None, image_size=64, batch_size=4)
 
@@ -104,10 +104,14 @@ def test_skip_gives_nan_rows_and_lists_the_files(tmp_path, image_folder):
     items = [paths[0], bad, tmp_path / "missing.png", paths[1]]
     for cache in (None, tmp_path / "c"):
         f = CNNFeaturizer(layers="layer4", cache=cache, on_error="skip", **KW).fit()
-        with pytest.warns(UserWarning, match="broken.jpg"):
+        with pytest.warns(UnreadableImagesWarning, match="broken.jpg") as caught:
             out = f.transform(items)
         assert np.isnan(out[1]).all() and np.isnan(out[2]).all() and np.isfinite(out[[0, 3]]).all()
-        assert len(f.skipped_) == 2 and "broken.jpg" in f.skipped_[0] and "missing.png" in f.skipped_[1]
+        skipped = [w.message.images for w in caught if issubclass(w.category, UnreadableImagesWarning)]
+        assert len(skipped) == 1
+        (first, reason1), (second, reason2) = skipped[0]
+        assert (first, second) == (1, 2) and "broken.jpg" in reason1 and "missing.png" in reason2
+        assert not hasattr(f, "skipped_"), "transform changes no state"
 
 
 KILL_SCRIPT = textwrap.dedent(
