@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from featurize.backbones import CutPoint
 from featurize.devices import autocast, prepare, to_device
-from featurize.images import ImageDataset, collate_skipping
+from featurize.images import MAX_PIXELS, ImageDataset, collate_keyed
 
 __all__ = [
     "Pooling", "POOLINGS", "StopForward", "parse_pooling", "pooling_of", "pooling_label", "pooled_dim", "pool",
@@ -204,9 +204,11 @@ class MultiCutExtractor:
 
 @dataclass
 class Batch:
-    """Pooled features of one batch: item ``indices``, ``features`` {cut: (b, D) float32 array}, ``errors``."""
+    """Pooled features of one batch: item ``indices``, their content ``keys`` (of the bytes decoded), ``features``
+    {cut: (b, D) float32 array}, and ``errors`` (index, message)."""
 
     indices: list[int]
+    keys: list[str]
     features: dict[str, np.ndarray]
     errors: list[tuple[int, str]]
 
@@ -223,6 +225,7 @@ def iter_features(
     device: torch.device = torch.device("cpu"),
     amp: bool = True,
     num_workers: int = 0,
+    max_pixels: int | None = MAX_PIXELS,
     verbose: bool = False,
 ) -> Iterator[Batch]:
     """Decode, preprocess and featurize images batch by batch.
@@ -245,6 +248,8 @@ def iter_features(
         DataLoader settings; images decode in the workers.
     device : torch.device
         Where the forward runs; CUDA gets channels_last and bf16 autocast (``amp``).
+    max_pixels : int or None
+        Image files with more pixels are reported as errors before decoding.
     verbose : bool
         Show a tqdm progress bar.
 
@@ -253,19 +258,19 @@ def iter_features(
     Batch
         Features (float32, on the CPU) of the images decoded successfully, and the failures.
     """
-    dataset = ImageDataset(items, transform, indices)
+    dataset = ImageDataset(items, transform, indices, with_keys=True, max_pixels=max_pixels)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=collate_skipping,
+        collate_fn=collate_keyed,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
     model = prepare(model, device)
     extractor = MultiCutExtractor(model, cuts, pooling)
     with tqdm(total=len(dataset), unit="img", desc="featurize", disable=not verbose) as bar, torch.inference_mode():
-        for idx, images, errors in loader:
+        for idx, images, errors, keys in loader:
             features: dict[str, list[np.ndarray]] = {c.name: [] for c in cuts}
             groups = [images] if isinstance(images, torch.Tensor) else [t[None] for t in images or []]
             for group in groups:
@@ -276,6 +281,7 @@ def iter_features(
                     features[name].append(tensor.float().cpu().numpy())
             yield Batch(
                 indices=list(idx),
+                keys=list(keys),
                 features={n: np.concatenate(f) if f else np.empty((0, 0), np.float32) for n, f in features.items()},
                 errors=errors,
             )

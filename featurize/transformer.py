@@ -17,12 +17,15 @@ from featurize.backbones import get_backbone_spec, list_backbones, spatial_sizes
 from featurize.cache import FeatureCache
 from featurize.devices import precision_of, resolve_device
 from featurize.extract import iter_features, pooled_dim, pooling_label, pooling_of
-from featurize.images import UnreadableImagesWarning, as_items, content_key, describe
+from featurize.images import MAX_PIXELS, UnreadableImagesWarning, as_items, content_key, describe
 from featurize.weights import load_model, resolve_weights, warn_if_random
 
 __all__ = ["CNNFeaturizer"]
 
 log = logging.getLogger(__name__)
+
+_MAX_ROUNDS = 3
+"""Forward rounds of one cached transform; a further round runs only for images rewritten while being read."""
 
 
 class CNNFeaturizer(TransformerMixin, BaseEstimator):
@@ -60,6 +63,10 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         Seed of the random initialisation when ``weights=None``.
     amp : bool, default=True
         bfloat16 autocast on CUDA (no effect on CPU); part of the cache key.
+    max_pixels : int or None, default=64_000_000
+        Image files with more pixels are unreadable (an error naming the file, or a NaN row with ``on_error="skip"``)
+        and are never decoded: a small PNG can hold a huge image (3 bytes per pixel per worker once decoded).
+        ``None`` lifts the limit.  Not part of the cache key.
     verbose : bool, default=False
         Progress bar.
 
@@ -100,6 +107,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         "on_error": [StrOptions({"raise", "skip"})],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "amp": ["boolean"],
+        "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
     }
 
@@ -118,6 +126,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         on_error: str = "raise",
         random_state: int | None = 0,
         amp: bool = True,
+        max_pixels: int | None = MAX_PIXELS,
         verbose: bool = False,
     ):
         self.backbone = backbone
@@ -132,6 +141,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         self.on_error = on_error
         self.random_state = random_state
         self.amp = amp
+        self.max_pixels = max_pixels
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -252,6 +262,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
             device=self.device_,
             amp=self.amp,
             num_workers=self.num_workers,
+            max_pixels=self.max_pixels,
             verbose=self.verbose,
         ):
             if sink is not None:
@@ -270,6 +281,12 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
             )
 
     def _cached(self, items, errors: dict[int, str]) -> dict[str, np.ndarray]:
+        """Look every image up by content key; forward only the missing ones (one per key) and store them.
+
+        Keys are computed here by hashing only (no decode), so a fully cached transform builds no model.  Rows are
+        stored under the key of the bytes the workers actually decoded: an image rewritten after the lookup is
+        stored (and returned) as what was decoded, never under its former content's key.
+        """
         cache = self.cache_file()
         keys: list[str | None] = []
         for i, item in enumerate(items):
@@ -279,24 +296,38 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
                 keys.append(None)
                 self._record([(i, f"{describe(item, i)}: {type(exc).__name__}: {exc}")], errors)
         rows = cache.lookup([k or "" for k in keys])
-        first_of: dict[str, int] = {}
-        for i, (k, r) in enumerate(zip(keys, rows)):
-            if k is not None and r < 0:
-                first_of.setdefault(k, i)
-        if first_of:
+        pending = [i for i, (k, r) in enumerate(zip(keys, rows)) if k is not None and r < 0]
+        for _ in range(_MAX_ROUNDS):
+            if not pending:
+                break
+            first_of: dict[str, int] = {}
+            for i in pending:
+                first_of.setdefault(keys[i], i)
             log.info("cache %s: %d hit(s), %d to compute", cache.path, int((rows >= 0).sum()), len(first_of))
+            decoded: dict[int, str] = {}
 
             def sink(batch):
+                decoded.update(zip(batch.indices, batch.keys))
                 cache.append(
-                    [keys[i] for i in batch.indices],
+                    batch.keys,
                     [describe(items[i], i) for i in batch.indices],
                     batch.features,
                     meta={"backbone": self.spec_.name, "weights_label": self.weights_.label,
                           "pretrained": self.weights_.pretrained},
                 )
 
-            self._forward(items, sorted(first_of.values()), self._stored_cuts(), errors, sink=sink)
+            failed: dict[int, str] = {}
+            self._forward(items, sorted(first_of.values()), self._stored_cuts(), failed, sink=sink)
+            for k, i in first_of.items():
+                if i in failed:
+                    reason = failed[i].removeprefix(f"{describe(items[i], i)}: ")
+                    errors.update({j: f"{describe(items[j], j)}: {reason}" for j in pending if keys[j] == k})
+            for i, k in decoded.items():
+                keys[i] = k
             rows = cache.lookup([k or "" for k in keys])
+            pending = [i for i in pending if i not in errors and rows[i] < 0]
+        self._record([(i, f"{describe(items[i], i)}: changed on disk while being read; retry") for i in pending],
+                     errors)
         found = np.flatnonzero(rows >= 0)
         features = cache.read(rows[found], self.layers_)
         out = {}
