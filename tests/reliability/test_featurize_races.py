@@ -21,7 +21,7 @@ def _features(items, **kw):
     return CNNFeaturizer(**{**KW, **kw}).fit().transform(items)
 
 
-def test_a_file_rewritten_between_lookup_and_decode_is_stored_as_what_was_decoded(tmp_path, image_folder, monkeypatch):
+def check_a_file_rewritten_between_lookup_and_decode_is_stored_as_what_was_decoded(tmp_path, image_folder, monkeypatch):
     _, paths, _ = image_folder
     a = tmp_path / "a.png"
     shutil.copy(paths[0], a)
@@ -44,7 +44,7 @@ def test_a_file_rewritten_between_lookup_and_decode_is_stored_as_what_was_decode
                                rtol=1e-5, atol=1e-6, err_msg="the old bytes' key must not hold the new image")
 
 
-def test_palette_images_with_equal_indices_but_other_palettes_are_not_confused(tmp_path, monkeypatch):
+def check_palette_images_with_equal_indices_but_other_palettes_are_not_confused(tmp_path, monkeypatch):
     indices = (np.arange(48 * 48).reshape(48, 48) % 4).astype(np.uint8)
     images = []
     for palette in ([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255], [255, 255, 255, 10, 200, 30, 90, 0, 90, 0, 60, 0]):
@@ -59,7 +59,7 @@ def test_palette_images_with_equal_indices_but_other_palettes_are_not_confused(t
     np.testing.assert_array_equal(_features(images, cache=tmp_path), np.concatenate([first, second]))
 
 
-def test_a_weights_file_swapped_after_fit_is_refused_not_stored_under_the_old_identity(tmp_path, two_class_arrays):
+def check_a_weights_file_swapped_after_fit_is_refused_not_stored_under_the_old_identity(tmp_path, two_class_arrays):
     spec = get_backbone_spec("resnet18")
     path = tmp_path / "latest.pth"
     states = [load_model(spec, resolve_weights(spec, None, seed)).state_dict() for seed in (1, 2)]
@@ -91,7 +91,7 @@ def test_identical_unreadable_files_are_each_reported(tmp_path, image_folder, ca
     assert np.isnan(out[[0, 2, 3]]).all() and np.isfinite(out[1]).all()
 
 
-def test_exif_orientation_is_applied_and_part_of_the_cache_key(tmp_path, two_class_arrays):
+def check_exif_orientation_is_applied_and_part_of_the_cache_key(tmp_path, two_class_arrays):
     array = two_class_arrays[0][0]  # 72 × 80, not square
     photo = tmp_path / "phone.png"
     exif = Image.Exif()
@@ -120,3 +120,19 @@ def test_a_pixel_bomb_is_refused_before_decoding_and_names_the_file(tmp_path, im
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnreadableImagesWarning)
         assert np.isfinite(_features([paths[0]], max_pixels=72 * 80)).all(), "the limit is inclusive"
+
+
+def test_palette_images_with_equal_indices_but_other_palettes_are_not_confused(tmp_path, monkeypatch):
+    check_palette_images_with_equal_indices_but_other_palettes_are_not_confused(tmp_path, monkeypatch)
+
+
+def test_a_weights_file_swapped_after_fit_is_refused_not_stored_under_the_old_identity(tmp_path, two_class_arrays):
+    check_a_weights_file_swapped_after_fit_is_refused_not_stored_under_the_old_identity(tmp_path, two_class_arrays)
+
+
+def test_exif_orientation_is_applied_and_part_of_the_cache_key(tmp_path, two_class_arrays):
+    check_exif_orientation_is_applied_and_part_of_the_cache_key(tmp_path, two_class_arrays)
+
+
+def test_a_file_rewritten_between_lookup_and_decode_is_stored_as_what_was_decoded(tmp_path, image_folder, monkeypatch):
+    check_a_file_rewritten_between_lookup_and_decode_is_stored_as_what_was_decoded(tmp_path, image_folder, monkeypatch)
