@@ -16,7 +16,8 @@ append then fails, the complete rows are copied into a fresh file that atomicall
 its permissions, and its owner where allowed), and the append is retried.  A new file is written under a temporary
 name (``<file>.new``) and renamed into place once its key and first rows are on disk, so a crash during the first
 append leaves no file at all.  Rows are fsynced before ``n_complete`` is raised, and a rebuilt or new file before it
-is renamed into place, so ``n_complete`` never counts rows a power cut could lose.  A write that fails for lack of space can leave a file shorter than HDF5's recorded end; when no
+is renamed into place, so ``n_complete`` never counts rows a power cut could lose.  A write that fails for lack
+of space can leave a file shorter than HDF5's recorded end; when no
 complete row lies in the missing tail, the file is extended back (zeros) so it opens again.  A file held open by
 another program, or unreadable otherwise, is reported and left as it is.  No file is ever modified without the
 lock: a reader that cannot take it (read-only folder) reads unlocked, with a warning, and repairs nothing.  Each row
@@ -229,7 +230,8 @@ class FeatureCache:
             raise CacheKeyError(f"{str(self.path)!r} is not a feature cache (no key attribute); use another path")
         if json.loads(stored) != json.loads(json.dumps(self.key, sort_keys=True)):
             theirs = json.loads(stored)
-            diff = {k: (theirs.get(k), self.key.get(k)) for k in set(theirs) | set(self.key) if theirs.get(k) != self.key.get(k)}
+            diff = {k: (theirs.get(k), self.key.get(k))
+                    for k in set(theirs) | set(self.key) if theirs.get(k) != self.key.get(k)}
             raise CacheKeyError(
                 f"cache file {str(self.path)!r} holds features for another configuration "
                 f"(field: (in file, requested) = {diff}). Use a cache directory (one file per key) or another file."
@@ -278,7 +280,10 @@ class FeatureCache:
                 if cut not in f["features"]:
                     raise KeyError(f"cut point {cut!r} is not stored in {self.path}; stored: {list(f['features'])}")
                 ds = f["features"][cut]
-                block = ds[:n][uniq] if len(uniq) > n // 4 else ds[uniq] if len(uniq) else np.empty((0, ds.shape[1]), ds.dtype)
+                if not len(uniq):
+                    block = np.empty((0, ds.shape[1]), ds.dtype)
+                else:
+                    block = ds[:n][uniq] if len(uniq) > n // 4 else ds[uniq]
                 out[cut] = np.asarray(block, dtype=np.float32)[inverse]
         return out
 
@@ -295,7 +300,8 @@ class FeatureCache:
                        f"{', '.join(other)}; this process runs {current}. Features may differ in the last bits; "
                        "use another cache path to recompute them with these versions.")
 
-    def append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None) -> None:
+    def append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray],
+               meta: Mapping[str, object] | None = None) -> None:
         """Append rows (skipping keys already complete) and record them complete.
 
         Parameters
@@ -433,7 +439,7 @@ class FeatureCache:
 
     @staticmethod
     def _read_strings(src: h5py.File, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of an informative string dataset (paths, versions); ``""`` where missing or unreadable."""
+        """Rows ``start:stop`` of an informative string dataset (paths, versions); ``""`` where missing/unreadable."""
         try:
             values = src[name][start:stop]
             if len(values) < stop - start:
@@ -455,6 +461,7 @@ class FeatureCache:
                 f.create_dataset(name, shape=(0, dim), maxshape=(None, dim), dtype=np.float32, chunks=(rows, dim))
         ds = f[name]
         if ds.shape[0] < start:
-            raise RuntimeError(f"{name} in {f.filename} has {ds.shape[0]} rows, fewer than the {start} recorded complete")
+            raise RuntimeError(f"{name} in {f.filename} has {ds.shape[0]} rows, fewer than the {start} recorded "
+                               "complete")
         ds.resize(stop, axis=0)
         ds[start:stop] = data

@@ -133,7 +133,8 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise ValueError(
-            f"{name} is {width} × {height} = {width * height / 1e6:.1f} Mpx, above the limit of {max_pixels / 1e6:.1f} "
+            f"{name} is {width} × {height} = {width * height / 1e6:.1f} Mpx, above the limit of "
+            f"{max_pixels / 1e6:.1f} "
             "Mpx (decoding it would take about 3 bytes per pixel per worker); pass a larger max_pixels (or None) "
             "if it is genuine, or shrink the image"
         )

@@ -174,7 +174,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         base = self.weights_.preprocessing
         self.preprocessing_ = base if self.image_size == "auto" else base.with_size(self.image_size)
         if self.preprocessing_.crop is None and pooling.size_dependent:
-            raise ValueError(f"pooling={self.pooling!r} needs a fixed image_size (got image_size=None: image sizes vary)")
+            raise ValueError(f"pooling={self.pooling!r} needs a fixed image_size "
+                             "(got image_size=None: image sizes vary)")
         self.device_ = resolve_device(self.device)
         self.spec_ = spec
         sizes = spatial_sizes(spec.name, self.preprocessing_.crop or 224)
@@ -246,7 +247,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def _forward(self, items, indices, cuts, errors, sink=None) -> dict[str, np.ndarray]:
         """Run the backbone on ``indices``; fill rows of a (len(items), D) array per cut, or hand batches to sink."""
-        out = {c: np.full((len(items), self.feature_dims_.get(c, 0)), np.nan, np.float32) for c in cuts} if sink is None else {}
+        out = {} if sink is not None else {
+            c: np.full((len(items), self.feature_dims_.get(c, 0)), np.nan, np.float32) for c in cuts}
         indices = list(indices)
         if not indices:
             return out

@@ -27,7 +27,10 @@ from torchvision.transforms import functional as F
 from featurize.backbones import BackboneSpec
 from featurize.images import DECODE_IDENTITY
 
-__all__ = ["Preprocessing", "ResolvedWeights", "resolve_weights", "load_model", "weights_file", "warn_if_random", "file_sha256", "OFFLINE_ENV"]
+__all__ = [
+    "Preprocessing", "ResolvedWeights", "resolve_weights", "load_model", "weights_file", "warn_if_random",
+    "file_sha256", "OFFLINE_ENV",
+]
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +201,8 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
     ):
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise ValueError(f"weights file {str(path)!r} does not exist (weights= takes a .pth path, an enum name or None)")
+            raise ValueError(f"weights file {str(path)!r} does not exist "
+                             "(weights= takes a .pth path, an enum name or None)")
         digest = file_sha256(path)
         _check_hash_prefix(path, digest)
         return ResolvedWeights(
@@ -215,7 +219,8 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
             raise ValueError(f"weights={weights!r} belong to another model; {spec.name} takes "
                              f"{enum_cls.__name__}.<name>, with name one of {', '.join(names)}")
         if name not in names:
-            raise ValueError(f"Unknown weights {weights!r} for {spec.name}; valid: {', '.join(names)}, a .pth path or None")
+            raise ValueError(f"Unknown weights {weights!r} for {spec.name}; valid: {', '.join(names)}, "
+                             "a .pth path or None")
         member = enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT
     else:
         raise ValueError(f"weights must be a string, a {enum_cls.__name__} member, a path or None; got {weights!r}")
@@ -294,12 +299,14 @@ def _locate(resolved: ResolvedWeights, download: bool) -> Path:
             "a random-init run."
         )
         if not download or os.environ.get(OFFLINE_ENV):
-            raise FileNotFoundError(f"Pretrained weights file {cached.name} is not cached and downloads are off. {where}")
+            raise FileNotFoundError(
+                f"Pretrained weights file {cached.name} is not cached and downloads are off. {where}")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(enum.url, str(cached), hash_prefix=None, progress=True)
         except OSError as exc:
-            raise FileNotFoundError(f"Could not download pretrained weights file {cached.name} ({exc}). {where}") from exc
+            raise FileNotFoundError(
+                f"Could not download pretrained weights file {cached.name} ({exc}). {where}") from exc
     return cached
 
 

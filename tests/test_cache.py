@@ -60,7 +60,8 @@ def test_renamed_file_hits_and_changed_file_misses(tmp_path, image_folder, monke
     shutil.copy(paths[2], b)
     calls = []
     real = transformer_module.iter_features
-    monkeypatch.setattr(transformer_module, "iter_features", lambda items, *a, **k: calls.append(k["indices"]) or real(items, *a, **k))
+    monkeypatch.setattr(transformer_module, "iter_features",
+                        lambda items, *a, **k: calls.append(k["indices"]) or real(items, *a, **k))
     after = f.transform([work / "renamed.png", b])
     np.testing.assert_array_equal(after[0], before[0])
     assert calls == [[1]], "only the changed file is recomputed"

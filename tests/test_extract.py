@@ -81,7 +81,8 @@ def test_captures_are_copies_that_inplace_ops_cannot_overwrite():
     torch.testing.assert_close(ours, expected)
 
 
-@pytest.mark.parametrize("pooling,dim", [("avg", 8), ("max", 8), ("avgmax", 16), ("flatten", 8 * 6 * 5), ("grid:2", 32)])
+@pytest.mark.parametrize("pooling,dim",
+                         [("avg", 8), ("max", 8), ("avgmax", 16), ("flatten", 8 * 6 * 5), ("grid:2", 32)])
 def test_pooling_values_and_dims(pooling, dim):
     x = torch.randn(3, 8, 6, 5)
     out = pool(x, pooling)

@@ -109,7 +109,8 @@ def paths(image_folder):
 FAULTS = {
     "max pooling returns the mean": (_max_is_mean, lambda tmp_path, mp, **_: check_max_pooling_is_the_maximum()),
     "n_complete raised before the row writes": (
-        _n_complete_before_rows, lambda tmp_path, mp, **_: check_interrupted_append_keeps_only_complete_rows(tmp_path, mp)),
+        _n_complete_before_rows,
+        lambda tmp_path, mp, **_: check_interrupted_append_keeps_only_complete_rows(tmp_path, mp)),
     "a resume recomputes every row": (
         _resume_recomputes_everything,
         lambda tmp_path, mp, paths, **_: check_resume_after_interrupt_reuses_complete_rows(tmp_path, paths, mp)),
@@ -118,7 +119,8 @@ FAULTS = {
     "no fsync before n_complete": (
         _no_fsync, lambda tmp_path, mp, **_: check_fsync_before_n_complete_and_before_renames(tmp_path, mp)),
     "a reader without the lock repairs the file": (
-        _lockless_reader_repairs, lambda tmp_path, mp, **_: check_a_reader_without_the_lock_modifies_nothing(tmp_path, mp)),
+        _lockless_reader_repairs,
+        lambda tmp_path, mp, **_: check_a_reader_without_the_lock_modifies_nothing(tmp_path, mp)),
     "rows of other library versions read silently": (
         _versions_ignored, lambda tmp_path, mp, **_: check_rows_from_other_versions_warn(tmp_path, mp)),
     "EXIF orientation ignored": (

@@ -87,7 +87,8 @@ def test_grid_search_over_layers_is_served_from_the_cache(tmp_path, image_folder
     forwarded = []
     real = transformer_module.iter_features
     monkeypatch.setattr(
-        transformer_module, "iter_features", lambda items, *a, **k: forwarded.extend(k["indices"]) or real(items, *a, **k)
+        transformer_module, "iter_features",
+        lambda items, *a, **k: forwarded.extend(k["indices"]) or real(items, *a, **k)
     )
     pipe = Pipeline([("cnn", CNNFeaturizer(cache=tmp_path, **KW)), ("clf", LinearSVC())])
     grid = GridSearchCV(pipe, {"cnn__layers": ["layer2", "layer4", ["layer3", "avgpool"]]}, cv=StratifiedKFold(3))
@@ -119,7 +120,8 @@ class _TabularAsImages(CNNFeaturizer):
         return tags
 
 
-TABULAR_VALIDATION = "checks validation of 2-D numeric input (NaN, sparse, complex, 1-D, n_features_in_); images are validated by featurize.images.as_items instead"
+TABULAR_VALIDATION = ("checks validation of 2-D numeric input (NaN, sparse, complex, 1-D, n_features_in_); images "
+                      "are validated by featurize.images.as_items instead")
 INAPPLICABLE = {
     "check_n_features_in_after_fitting": TABULAR_VALIDATION,
     "check_n_features_in": TABULAR_VALIDATION,

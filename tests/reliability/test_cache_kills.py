@@ -64,7 +64,8 @@ def _batch(b: int) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
 def _kill_at(path: Path, owner: str, attr: str, when: int, after: bool = False, first: int = 0, count: int = 3):
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), owner, attr, str(when), "after" if after else "before", str(first),
-         str(count), str(ROOT / "featurize" / "cache.py")], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+         str(count), str(ROOT / "featurize" / "cache.py")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.returncode == -signal.SIGKILL, (done.stdout, done.stderr[-2000:])
 
 
