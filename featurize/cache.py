@@ -2,9 +2,10 @@
 
 Layout::
 
-    attrs: key (JSON of the key fields), key_hash, n_complete, format
+    attrs: key (JSON of the key fields), key_hash, n_complete, format, versions_seen (JSON list)
     /keys            (n,) S40      sha1 of each image's content
     /paths           (n,) str      where each row came from (informative only)
+    /versions        (n,) str      torch/torchvision/Pillow versions each row was computed with
     /features/<cut>  (n, D) float32, chunked, resizable, uncompressed
 
 Every open, for reading or writing, happens under a file lock (``<file>.lock``), so readers never meet a file in
