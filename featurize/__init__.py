@@ -3,7 +3,8 @@
 from featurize.backbones import BackboneSpec, CutPoint, get_backbone_spec, list_backbones, list_cut_points
 from featurize.cache import CacheKeyError, FeatureCache
 from featurize.devices import resolve_device
-from featurize.extract import MultiCutExtractor, pool
+from featurize.extract import POOLINGS, MultiCutExtractor, pool
+from featurize.images import UnreadableImagesWarning
 from featurize.transformer import CNNFeaturizer
 from featurize.weights import Preprocessing, ResolvedWeights, load_model, resolve_weights
 
@@ -14,8 +15,10 @@ __all__ = [
     "CutPoint",
     "FeatureCache",
     "MultiCutExtractor",
+    "POOLINGS",
     "Preprocessing",
     "ResolvedWeights",
+    "UnreadableImagesWarning",
     "get_backbone_spec",
     "list_backbones",
     "list_cut_points",

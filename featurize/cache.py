@@ -2,9 +2,10 @@
 
 Layout::
 
-    attrs: key (JSON of the key fields), key_hash, n_complete, format
+    attrs: key (JSON of the key fields), key_hash, n_complete, format, versions_seen (JSON list)
     /keys            (n,) S40      sha1 of each image's content
     /paths           (n,) str      where each row came from (informative only)
+    /versions        (n,) str      torch/torchvision/Pillow versions each row was computed with
     /features/<cut>  (n, D) float32, chunked, resizable, uncompressed
 
 Every open, for reading or writing, happens under a file lock (``<file>.lock``), so readers never meet a file in
@@ -12,11 +13,18 @@ the middle of an append (HDF5's own locking would refuse them).  Rows are append
 extended, flushed and closed for every batch, and ``n_complete`` is raised last.  After a crash, rows beyond
 ``n_complete`` are ignored and overwritten, so a resumed run yields the same rows as an uninterrupted one.  HDF5 is
 not crash-safe: a SIGKILL in the middle of a flush can leave metadata past the complete rows unwritable.  When an
-append then fails, the complete rows are copied into a fresh file that atomically replaces the damaged one, and the
-append is retried.  A write that fails for lack of space can leave a file shorter than HDF5's recorded end; when no
+append then fails, the complete rows are copied into a fresh file that atomically replaces the damaged one (keeping
+its permissions, and its owner where allowed), and the append is retried.  A new file is written under a temporary
+name (``<file>.new``) and renamed into place once its key and first rows are on disk, so a crash during the first
+append leaves no file at all.  Rows are fsynced before ``n_complete`` is raised, and a rebuilt or new file before it
+is renamed into place, so ``n_complete`` never counts rows a power cut could lose.  A write that fails for lack
+of space can leave a file shorter than HDF5's recorded end; when no
 complete row lies in the missing tail, the file is extended back (zeros) so it opens again.  A file held open by
-another program, or unreadable otherwise, is reported and left as it is.  No h5py handle outlives a call, so
-nothing is shared across fork.
+another program, or unreadable otherwise, is reported and left as it is.  No file is ever modified without the
+lock: a reader that cannot take it (read-only folder) reads unlocked, with a warning, and repairs nothing.  Each row
+records the torch, torchvision and Pillow versions it was computed with (``/versions``); reading rows computed with
+other versions warns, since features may then differ in the last bits.  No h5py handle outlives a call, so nothing
+is shared across fork.
 """
 
 from __future__ import annotations
@@ -27,15 +35,18 @@ import json
 import logging
 import os
 import re
+import stat
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import h5py
 import numpy as np
 from filelock import FileLock
 
-__all__ = ["FeatureCache", "CacheKeyError", "key_hash"]
+__all__ = ["FeatureCache", "CacheKeyError", "key_hash", "software_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,51 @@ FORMAT = 1
 _CHUNK_BYTES = 4 << 20
 _COPY_ROWS = 4096
 _CUT_SHORT = re.compile(r"truncated file: eof = (?P<eof>\d+),.*stored_eof = (?P<stored>\d+)")
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, what: str, message: str) -> None:
+    if (str(path), what) not in _WARNED:
+        _WARNED.add((str(path), what))
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def software_versions() -> str:
+    """The torch, torchvision and Pillow versions features are computed with, as one string (stored per row)."""
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    return ";".join(f"{name}={of(name)}" for name in ("torch", "torchvision", "Pillow"))
+
+
+def _sync(f: h5py.File) -> None:
+    """Flush an open HDF5 file and fsync it, so what was written survives a power cut."""
+    f.flush()
+    os.fsync(f.id.get_vfd_handle())
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a closed file, or a directory (so a rename in it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_ownership(src: Path, dst: Path) -> None:
+    """Give ``dst`` the permission bits of ``src``, and its owner and group where this process may."""
+    st = src.stat()
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    try:
+        os.chown(dst, st.st_uid, st.st_gid)
+    except OSError:
+        log.debug("cannot give %s the owner of %s", dst, src)
 
 
 def _row_datasets(f: h5py.File) -> list[str]:
@@ -92,30 +148,36 @@ class FeatureCache:
         return cls(directory / f"{stem}-{key_hash(key)}.h5", key)
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The writers' lock; readers of a cache in a read-only place go without (nobody can write there)."""
+    def _locked(self) -> Iterator[bool]:
+        """The writers' lock, yielding whether it is held.
+
+        Readers of a cache in a read-only place go without (warned once per file): they read, but repair nothing.
+        """
         try:
             self.lock.acquire()
         except OSError as exc:
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            yield
+            _warn_once(self.path, "lock", f"cannot create the lock file {self.lock.lock_file!r} ({exc}); reading the "
+                       "cache without the lock, so a writer elsewhere could race this read (nothing is modified)")
+            yield False
             return
         try:
-            yield
+            yield True
         finally:
             self.lock.release()
 
     @contextmanager
     def _reading(self) -> Iterator[h5py.File]:
-        with self._locked(), self._open("r") as f:
+        with self._locked() as held, self._open("r", repair=held) as f:
             yield f
 
-    def _open(self, mode: str) -> h5py.File:
+    def _open(self, mode: str, repair: bool = True) -> h5py.File:
+        """Open the file (``repair``: the lock is held, a file a full disk cut short may be extended back)."""
         try:
             return h5py.File(self.path, mode)
         except OSError as exc:
-            if self._extend_cut_short(exc):
+            if repair and self._extend_cut_short(exc):
                 return self._open(mode)
             if "unable to lock file" in str(exc).lower():
                 raise OSError(
@@ -169,7 +231,8 @@ class FeatureCache:
             raise CacheKeyError(f"{str(self.path)!r} is not a feature cache (no key attribute); use another path")
         if json.loads(stored) != json.loads(json.dumps(self.key, sort_keys=True)):
             theirs = json.loads(stored)
-            diff = {k: (theirs.get(k), self.key.get(k)) for k in set(theirs) | set(self.key) if theirs.get(k) != self.key.get(k)}
+            diff = {k: (theirs.get(k), self.key.get(k))
+                    for k in set(theirs) | set(self.key) if theirs.get(k) != self.key.get(k)}
             raise CacheKeyError(
                 f"cache file {str(self.path)!r} holds features for another configuration "
                 f"(field: (in file, requested) = {diff}). Use a cache directory (one file per key) or another file."
@@ -213,15 +276,33 @@ class FeatureCache:
             n = int(f.attrs.get("n_complete", 0))
             if len(uniq) and (uniq[0] < 0 or uniq[-1] >= n):
                 raise IndexError(f"rows out of range for {self.path} (complete rows: {n})")
+            self._check_versions(f, uniq)
             for cut in cuts:
                 if cut not in f["features"]:
                     raise KeyError(f"cut point {cut!r} is not stored in {self.path}; stored: {list(f['features'])}")
                 ds = f["features"][cut]
-                block = ds[:n][uniq] if len(uniq) > n // 4 else ds[uniq] if len(uniq) else np.empty((0, ds.shape[1]), ds.dtype)
+                if not len(uniq):
+                    block = np.empty((0, ds.shape[1]), ds.dtype)
+                else:
+                    block = ds[:n][uniq] if len(uniq) > n // 4 else ds[uniq]
                 out[cut] = np.asarray(block, dtype=np.float32)[inverse]
         return out
 
-    def append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray], meta: Mapping[str, object] | None = None) -> None:
+    def _check_versions(self, f: h5py.File, rows: np.ndarray) -> None:
+        """Warn (once per file and versions) when rows were computed with other torch/torchvision/Pillow versions."""
+        current = software_versions()
+        if set(json.loads(f.attrs.get("versions_seen", "[]"))) <= {current} or not len(rows) or "versions" not in f:
+            return
+        ds = f["versions"]
+        recorded = ds[: int(rows[-1]) + 1][rows] if len(rows) > len(ds) // 4 else ds[rows]
+        other = sorted({v.decode() if isinstance(v, bytes) else v for v in recorded} - {current, ""})
+        if other:
+            _warn_once(self.path, f"versions {other}", f"cache file {str(self.path)!r} holds rows computed with "
+                       f"{', '.join(other)}; this process runs {current}. Features may differ in the last bits; "
+                       "use another cache path to recompute them with these versions.")
+
+    def append(self, keys: Sequence[str], paths: Sequence[str], features: Mapping[str, np.ndarray],
+               meta: Mapping[str, object] | None = None) -> None:
         """Append rows (skipping keys already complete) and record them complete.
 
         Parameters
@@ -237,22 +318,48 @@ class FeatureCache:
         """
         if not len(keys):
             return
-        with self.lock:
-            f = self._open("a")
-            complete = 0
-            try:
-                with f:
-                    complete = int(f.attrs.get("n_complete", 0))
-                    self._append_to(f, keys, paths, features, meta)
-                return
-            except (OSError, RuntimeError) as exc:
-                if not complete:
-                    raise
-                log.warning("appending to %s failed (%s); rebuilding it from its %d complete rows", self.path, exc,
-                            complete)
-            self._rebuild()
-            with self._open("a") as f:
+        try:
+            self.lock.acquire()
+        except OSError as exc:
+            raise OSError(f"cannot write cache file {str(self.path)!r}: its lock file cannot be created ({exc}); "
+                          "make the folder writable or pass another cache path") from exc
+        try:
+            if self.path.exists():
+                self._append_existing(keys, paths, features, meta)
+            else:
+                self._create(keys, paths, features, meta)
+        finally:
+            self.lock.release()
+
+    def _create(self, keys, paths, features, meta) -> None:
+        """Write a new file under a temporary name; rename it into place once key and rows are on disk (lock held)."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        try:
+            with h5py.File(tmp, "w") as f:
                 self._append_to(f, keys, paths, features, meta)
+            _fsync_path(tmp)
+            os.replace(tmp, self.path)
+            _fsync_path(self.path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _append_existing(self, keys, paths, features, meta) -> None:
+        """Append to the existing file; rebuild it from its complete rows when the append fails (lock held)."""
+        f = self._open("a")
+        complete = 0
+        try:
+            with f:
+                complete = int(f.attrs.get("n_complete", 0))
+                self._append_to(f, keys, paths, features, meta)
+            return
+        except (OSError, RuntimeError) as exc:
+            if not complete:
+                raise
+            log.warning("appending to %s failed (%s); rebuilding it from its %d complete rows", self.path, exc,
+                        complete)
+        self._rebuild()
+        with self._open("a") as f:
+            self._append_to(f, keys, paths, features, meta)
 
     def _append_to(self, f: h5py.File, keys: Sequence[str], paths: Sequence[str],
                    features: Mapping[str, np.ndarray], meta: Mapping[str, object] | None) -> None:
@@ -275,13 +382,22 @@ class FeatureCache:
         if not keep:
             return
         m = n + len(keep)
+        seen_versions = json.loads(f.attrs.get("versions_seen", "[]"))
+        if software_versions() not in seen_versions:
+            f.attrs["versions_seen"] = json.dumps(sorted([*seen_versions, software_versions()]))
+        self._write(f, "versions", np.array([software_versions()] * len(keep), dtype=object), n, m)
         self._write(f, "keys", np.array([keys[i] for i in keep], dtype="S40"), n, m)
         self._write(f, "paths", np.array([str(paths[i]) for i in keep], dtype=object), n, m)
         for cut, arr in features.items():
             self._write(f, f"features/{cut}", np.asarray(arr, dtype=np.float32)[keep], n, m)
-        f.flush()
-        f.attrs["n_complete"] = m
-        f.flush()
+        _sync(f)
+        self._commit(f, m)
+
+    @staticmethod
+    def _commit(f: h5py.File, n_complete: int) -> None:
+        """Record the rows up to ``n_complete`` complete (after they are on disk) and make that durable."""
+        f.attrs["n_complete"] = n_complete
+        _sync(f)
 
     def _rebuild(self) -> None:
         """Copy the complete rows into a fresh file and atomically put it in place of this one (lock held).
@@ -306,9 +422,13 @@ class FeatureCache:
                     stop = min(n, start + _COPY_ROWS)
                     for name in names:
                         self._write(dst, name, src[name][start:stop], start, stop)
-                    self._write(dst, "paths", self._read_paths(src, start, stop), start, stop)
+                    for name in ("paths", "versions"):
+                        self._write(dst, name, self._read_strings(src, name, start, stop), start, stop)
                 dst.attrs["n_complete"] = n
+            _fsync_path(tmp)
+            _copy_ownership(self.path, tmp)
             os.replace(tmp, self.path)
+            _fsync_path(self.path.parent)
         except (OSError, RuntimeError, KeyError) as exc:
             raise OSError(
                 f"cache file {str(self.path)!r} could not be appended to, and copying its complete rows into a fresh "
@@ -319,10 +439,13 @@ class FeatureCache:
             tmp.unlink(missing_ok=True)
 
     @staticmethod
-    def _read_paths(src: h5py.File, start: int, stop: int) -> np.ndarray:
-        """Recorded paths of rows ``start:stop``; ``""`` where a crash left them unreadable (they are informative)."""
+    def _read_strings(src: h5py.File, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of an informative string dataset (paths, versions); ``""`` where missing/unreadable."""
         try:
-            return np.array([p.decode() if isinstance(p, bytes) else p for p in src["paths"][start:stop]], dtype=object)
+            values = src[name][start:stop]
+            if len(values) < stop - start:
+                raise KeyError(name)
+            return np.array([p.decode() if isinstance(p, bytes) else p for p in values], dtype=object)
         except (OSError, KeyError):
             return np.array([""] * (stop - start), dtype=object)
 
@@ -339,6 +462,7 @@ class FeatureCache:
                 f.create_dataset(name, shape=(0, dim), maxshape=(None, dim), dtype=np.float32, chunks=(rows, dim))
         ds = f[name]
         if ds.shape[0] < start:
-            raise RuntimeError(f"{name} in {f.filename} has {ds.shape[0]} rows, fewer than the {start} recorded complete")
+            raise RuntimeError(f"{name} in {f.filename} has {ds.shape[0]} rows, fewer than the {start} recorded "
+                               "complete")
         ds.resize(stop, axis=0)
         ds[start:stop] = data

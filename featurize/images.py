@@ -3,19 +3,48 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "as_items", "describe", "content_key", "load_image", "ImageDataset", "collate_skipping"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "MAX_PIXELS", "DECODE_IDENTITY", "UnreadableImagesWarning", "as_items", "describe",
+    "content_key", "read_image", "load_image", "ImageDataset", "collate_skipping", "collate_keyed",
+]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 """File extensions read as images when listing folders."""
+
+MAX_PIXELS = 64_000_000
+"""Default limit on the pixels of an image file (64 Mpx; a decoded RGB image takes 3 bytes per pixel)."""
+
+DECODE_IDENTITY = "rgb;exif-transpose"
+"""How files and PIL images are decoded (part of the preprocessing identity, hence of cache keys)."""
+
+
+class UnreadableImagesWarning(UserWarning):
+    """Some images could not be read and gave NaN rows.
+
+    Attributes
+    ----------
+    images : list of (int, str)
+        Every unreadable image as (position in the input, "<path or #position>: <reason>"), in input order,
+        duplicates included.
+    """
+
+    def __init__(self, images: Sequence[tuple[int, str]]):
+        self.images = [(int(i), str(reason)) for i, reason in images]
+        super().__init__(f"{len(self.images)} image(s) could not be read and give NaN rows: "
+                         f"{[reason for _, reason in self.images]}")
+
+    def __reduce__(self):
+        return type(self), (self.images,)
 
 
 def as_items(X: object) -> Sequence:
@@ -64,40 +93,93 @@ def describe(item: object, index: int) -> str:
     return f"<image #{index}>"
 
 
+def _rgb(image: Image.Image) -> Image.Image:
+    """What the network sees: the image turned upright by its EXIF orientation, as RGB (palettes applied)."""
+    return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def _pixels_key(image: Image.Image) -> str:
+    return hashlib.sha1(f"PIL-RGB:{image.size}".encode() + image.tobytes()).hexdigest()
+
+
+def _array_key(arr: np.ndarray) -> str:
+    arr = np.ascontiguousarray(arr)
+    return hashlib.sha1(f"array:{arr.dtype}:{arr.shape}".encode() + arr.tobytes()).hexdigest()
+
+
 def content_key(item: object) -> str:
-    """sha1 of an image's content: file bytes for paths, decoded pixels (+ mode and size) otherwise.
+    """sha1 of an image's content: file bytes for paths, the RGB pixels (upright) for PIL images, the array otherwise.
+
+    :func:`read_image` returns the same key for the content it decodes, so a cache lookup by this key and the rows
+    written from decoded images agree.
 
     Raises
     ------
     OSError
         When a path cannot be read.
     """
-    h = hashlib.sha1()
     if isinstance(item, (str, os.PathLike)):
+        h = hashlib.sha1()
         with open(item, "rb") as f:
             while block := f.read(1 << 20):
                 h.update(block)
-    elif isinstance(item, Image.Image):
-        h.update(f"PIL:{item.mode}:{item.size}".encode())
-        h.update(item.tobytes())
-    else:
-        arr = np.ascontiguousarray(item)
-        h.update(f"array:{arr.dtype}:{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def load_image(item: object) -> Image.Image | torch.Tensor:
-    """Decode one item to RGB: a PIL image for paths/PIL inputs, a uint8 (3, H, W) tensor for arrays."""
-    if isinstance(item, (str, os.PathLike)):
-        with Image.open(Path(item)) as im:
-            return im.convert("RGB")
+        return h.hexdigest()
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return _pixels_key(_rgb(item))
+    return _array_key(np.asarray(item))
+
+
+def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None:
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(
+            f"{name} is {width} × {height} = {width * height / 1e6:.1f} Mpx, above the limit of "
+            f"{max_pixels / 1e6:.1f} "
+            "Mpx (decoding it would take about 3 bytes per pixel per worker); pass a larger max_pixels (or None) "
+            "if it is genuine, or shrink the image"
+        )
+
+
+def read_image(item: object, max_pixels: int | None = MAX_PIXELS) -> tuple[Image.Image | torch.Tensor, str]:
+    """Decode one item to RGB and return it with the content key of exactly what was decoded.
+
+    A file is read once: its bytes are hashed and those same bytes decoded, so the key always matches the pixels,
+    even when the file is rewritten meanwhile.  EXIF orientation is applied (:data:`DECODE_IDENTITY`).
+
+    Parameters
+    ----------
+    item : path, PIL image or uint8 array (H, W, 3)
+    max_pixels : int or None, default=MAX_PIXELS
+        Files with more pixels are refused before decoding (``None``: no limit).
+
+    Returns
+    -------
+    image : PIL image (paths and PIL inputs) or uint8 (3, H, W) tensor (arrays)
+    key : str
+        As :func:`content_key`.
+
+    Raises
+    ------
+    OSError, ValueError
+        For files that cannot be read or decoded, or that exceed ``max_pixels`` (the message names the file).
+    """
+    if isinstance(item, (str, os.PathLike)):
+        data = Path(item).read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(im, str(item), max_pixels)
+            return _rgb(im), hashlib.sha1(data).hexdigest()
+    if isinstance(item, Image.Image):
+        image = _rgb(item)
+        return image, _pixels_key(image)
     arr = np.asarray(item)
     if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"image arrays must be uint8 (H, W, 3); got {arr.dtype} {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1), _array_key(arr)
+
+
+def load_image(item: object, max_pixels: int | None = MAX_PIXELS) -> Image.Image | torch.Tensor:
+    """Decode one item to RGB (see :func:`read_image`): a PIL image for paths/PIL inputs, a uint8 tensor for arrays."""
+    return read_image(item, max_pixels)[0]
 
 
 class ImageDataset(Dataset):
@@ -111,27 +193,37 @@ class ImageDataset(Dataset):
         Applied to the decoded image (PIL image or uint8 tensor).
     indices : sequence of int, optional
         Subset of ``items`` to serve, in this order.
+    with_keys : bool, default=False
+        Also return the content key of what was decoded (see :func:`read_image`).
+    max_pixels : int or None, default=MAX_PIXELS
+        Files with more pixels fail (as unreadable) before decoding.
 
     Notes
     -----
-    ``__getitem__`` returns ``(index, tensor, None)`` or ``(index, None, error message)``.
+    ``__getitem__`` returns ``(index, tensor, None)`` or ``(index, None, error message)``, followed by the key (or
+    None) when ``with_keys``.
     """
 
-    def __init__(self, items: Sequence, transform: Callable, indices: Sequence[int] | None = None):
+    def __init__(self, items: Sequence, transform: Callable, indices: Sequence[int] | None = None, *,
+                 with_keys: bool = False, max_pixels: int | None = MAX_PIXELS):
         self.items = items
         self.transform = transform
         self.indices = list(range(len(items))) if indices is None else list(indices)
+        self.with_keys = with_keys
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, i: int) -> tuple:
         index = self.indices[i]
         item = self.items[index]
         try:
-            return index, self.transform(load_image(item)), None
+            image, key = read_image(item, self.max_pixels)
+            sample = (index, self.transform(image), None, key)
         except Exception as exc:  # noqa: BLE001 - any decode failure is reported per file
-            return index, None, f"{describe(item, index)}: {type(exc).__name__}: {exc}"
+            sample = (index, None, f"{describe(item, index)}: {type(exc).__name__}: {exc}", None)
+        return sample if self.with_keys else sample[:3]
 
 
 def collate_skipping(batch: list) -> tuple[list[int], torch.Tensor | list[torch.Tensor] | None, list[tuple[int, str]]]:
@@ -144,10 +236,16 @@ def collate_skipping(batch: list) -> tuple[list[int], torch.Tensor | list[torch.
     images : Tensor (B, 3, H, W), list of tensors (sizes differ) or None (all failed)
     errors : list of (index, message)
     """
-    good = [(i, t) for i, t, err in batch if err is None]
-    errors = [(i, err) for i, _, err in batch if err is not None]
+    good = [(s[0], s[1]) for s in batch if s[2] is None]
+    errors = [(s[0], s[2]) for s in batch if s[2] is not None]
     if not good:
         return [], None, errors
     tensors = [t for _, t in good]
     same = all(t.shape == tensors[0].shape for t in tensors)
     return [i for i, _ in good], torch.stack(tensors) if same else tensors, errors
+
+
+def collate_keyed(batch: list) -> tuple[list[int], torch.Tensor | list[torch.Tensor] | None, list[tuple[int, str]],
+                                        list[str]]:
+    """:func:`collate_skipping` for ``with_keys`` samples, plus the content keys of the good ones (aligned)."""
+    return (*collate_skipping(batch), [s[3] for s in batch if s[2] is None])

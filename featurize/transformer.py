@@ -9,20 +9,23 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from featurize.backbones import get_backbone_spec, list_backbones, spatial_sizes
 from featurize.cache import FeatureCache
 from featurize.devices import precision_of, resolve_device
-from featurize.extract import iter_features, parse_pooling, pooled_dim, pooling_label
-from featurize.images import as_items, content_key, describe
+from featurize.extract import iter_features, pooled_dim, pooling_label, pooling_of
+from featurize.images import MAX_PIXELS, UnreadableImagesWarning, as_items, content_key, describe
 from featurize.weights import load_model, resolve_weights, warn_if_random
 
 __all__ = ["CNNFeaturizer"]
 
 log = logging.getLogger(__name__)
+
+_MAX_ROUNDS = 3
+"""Forward rounds of one cached transform; a further round runs only for images rewritten while being read."""
 
 
 class CNNFeaturizer(TransformerMixin, BaseEstimator):
@@ -54,11 +57,16 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
     num_workers : int, default=0
         DataLoader workers decoding images.
     on_error : {"raise", "skip"}, default="raise"
-        Unreadable images raise a ``ValueError`` naming the file, or give NaN rows listed in ``skipped_``.
+        Unreadable images raise a ``ValueError`` naming the file, or give NaN rows, listed (position and reason)
+        by an :class:`~featurize.images.UnreadableImagesWarning` (its ``images`` attribute).
     random_state : int, default=0
         Seed of the random initialisation when ``weights=None``.
     amp : bool, default=True
         bfloat16 autocast on CUDA (no effect on CPU); part of the cache key.
+    max_pixels : int or None, default=64_000_000
+        Image files with more pixels are unreadable (an error naming the file, or a NaN row with ``on_error="skip"``)
+        and are never decoded: a small PNG can hold a huge image (3 bytes per pixel per worker once decoded).
+        ``None`` lifts the limit.  Not part of the cache key.
     verbose : bool, default=False
         Progress bar.
 
@@ -72,8 +80,18 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
     device_ : torch.device
     feature_dims_ : dict
         Cut point → pooled dimension.
-    skipped_ : list of str
-        Images that could not be read in the last ``transform`` (``on_error="skip"``).
+
+    Warns
+    -----
+    UnreadableImagesWarning
+        From ``transform`` with ``on_error="skip"``, listing every unreadable image (duplicates included).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     X = CNNFeaturizer("resnet18", on_error="skip").fit().transform(paths)
+    >>> skipped = [w.message.images for w in caught if issubclass(w.category, UnreadableImagesWarning)]
     """
 
     _parameter_constraints: dict = {
@@ -89,12 +107,14 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         "on_error": [StrOptions({"raise", "skip"})],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "amp": ["boolean"],
+        "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
     }
 
     def __init__(
         self,
         backbone: str = "resnet18",
+        *,
         layers: str | Sequence[str] = "layer4",
         pooling: str = "avg",
         weights: object = "DEFAULT",
@@ -106,6 +126,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         on_error: str = "raise",
         random_state: int | None = 0,
         amp: bool = True,
+        max_pixels: int | None = MAX_PIXELS,
         verbose: bool = False,
     ):
         self.backbone = backbone
@@ -120,8 +141,10 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         self.on_error = on_error
         self.random_state = random_state
         self.amp = amp
+        self.max_pixels = max_pixels
         self.verbose = verbose
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
         """Validate the parameters and resolve backbone, cut points and weights (no model is built).
 
@@ -135,7 +158,6 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        self._validate_params()
         if X is not None and len(as_items(X)) == 0:
             raise ValueError("X is empty: CNNFeaturizer.fit needs at least one image (or X=None)")
         if self.backbone not in list_backbones():
@@ -147,23 +169,23 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         if not layers:
             raise ValueError(f"layers is empty; choose among {', '.join(spec.cut_names)}")
         self.layers_ = [spec.cut(name).name for name in layers]
-        parse_pooling(self.pooling)
+        pooling = pooling_of(self.pooling)
         self.weights_ = resolve_weights(spec, self.weights, self.random_state)
         base = self.weights_.preprocessing
         self.preprocessing_ = base if self.image_size == "auto" else base.with_size(self.image_size)
-        if self.preprocessing_.crop is None and parse_pooling(self.pooling)[0] == "flatten":
-            raise ValueError("pooling='flatten' needs a fixed image_size (got image_size=None: image sizes vary)")
+        if self.preprocessing_.crop is None and pooling.size_dependent:
+            raise ValueError(f"pooling={self.pooling!r} needs a fixed image_size "
+                             "(got image_size=None: image sizes vary)")
         self.device_ = resolve_device(self.device)
         self.spec_ = spec
         sizes = spatial_sizes(spec.name, self.preprocessing_.crop or 224)
         self.feature_dims_ = {name: pooled_dim(spec.cut(name), self.pooling, sizes[name]) for name in self.layers_}
-        self.skipped_ = []
         warn_if_random(spec.name, self.weights_)
         return self
 
     def _stored_cuts(self) -> list[str]:
-        """Cut points one cached pass stores: every standard one, except for ``flatten`` (unbounded size)."""
-        if parse_pooling(self.pooling)[0] == "flatten":
+        """Cut points one cached pass stores: every standard one, except for size-dependent poolings (``flatten``)."""
+        if pooling_of(self.pooling).size_dependent:
             return list(self.layers_)
         return self.spec_.cut_names
 
@@ -202,6 +224,11 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         ndarray of shape (n_images, sum of feature_dims_), float32
             NaN rows for images skipped with ``on_error="skip"``.
 
+        Warns
+        -----
+        UnreadableImagesWarning
+            With ``on_error="skip"``, when some images cannot be read (``.images``: (position, reason) pairs).
+
         Raises
         ------
         ValueError
@@ -214,14 +241,14 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
             blocks = self._forward(items, range(len(items)), self.layers_, errors)
         else:
             blocks = self._cached(items, errors)
-        self.skipped_ = [errors[i] for i in sorted(errors)]
         if errors:
-            warnings.warn(f"{len(errors)} image(s) could not be read and give NaN rows: {self.skipped_}", stacklevel=2)
+            warnings.warn(UnreadableImagesWarning(sorted(errors.items())), stacklevel=2)
         return np.concatenate([blocks[name] for name in self.layers_], axis=1)
 
     def _forward(self, items, indices, cuts, errors, sink=None) -> dict[str, np.ndarray]:
         """Run the backbone on ``indices``; fill rows of a (len(items), D) array per cut, or hand batches to sink."""
-        out = {c: np.full((len(items), self.feature_dims_.get(c, 0)), np.nan, np.float32) for c in cuts} if sink is None else {}
+        out = {} if sink is not None else {
+            c: np.full((len(items), self.feature_dims_.get(c, 0)), np.nan, np.float32) for c in cuts}
         indices = list(indices)
         if not indices:
             return out
@@ -237,6 +264,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
             device=self.device_,
             amp=self.amp,
             num_workers=self.num_workers,
+            max_pixels=self.max_pixels,
             verbose=self.verbose,
         ):
             if sink is not None:
@@ -255,6 +283,12 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
             )
 
     def _cached(self, items, errors: dict[int, str]) -> dict[str, np.ndarray]:
+        """Look every image up by content key; forward only the missing ones (one per key) and store them.
+
+        Keys are computed here by hashing only (no decode), so a fully cached transform builds no model.  Rows are
+        stored under the key of the bytes the workers actually decoded: an image rewritten after the lookup is
+        stored (and returned) as what was decoded, never under its former content's key.
+        """
         cache = self.cache_file()
         keys: list[str | None] = []
         for i, item in enumerate(items):
@@ -264,24 +298,38 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
                 keys.append(None)
                 self._record([(i, f"{describe(item, i)}: {type(exc).__name__}: {exc}")], errors)
         rows = cache.lookup([k or "" for k in keys])
-        first_of: dict[str, int] = {}
-        for i, (k, r) in enumerate(zip(keys, rows)):
-            if k is not None and r < 0:
-                first_of.setdefault(k, i)
-        if first_of:
+        pending = [i for i, (k, r) in enumerate(zip(keys, rows)) if k is not None and r < 0]
+        for _ in range(_MAX_ROUNDS):
+            if not pending:
+                break
+            first_of: dict[str, int] = {}
+            for i in pending:
+                first_of.setdefault(keys[i], i)
             log.info("cache %s: %d hit(s), %d to compute", cache.path, int((rows >= 0).sum()), len(first_of))
+            decoded: dict[int, str] = {}
 
             def sink(batch):
+                decoded.update(zip(batch.indices, batch.keys))
                 cache.append(
-                    [keys[i] for i in batch.indices],
+                    batch.keys,
                     [describe(items[i], i) for i in batch.indices],
                     batch.features,
                     meta={"backbone": self.spec_.name, "weights_label": self.weights_.label,
                           "pretrained": self.weights_.pretrained},
                 )
 
-            self._forward(items, sorted(first_of.values()), self._stored_cuts(), errors, sink=sink)
+            failed: dict[int, str] = {}
+            self._forward(items, sorted(first_of.values()), self._stored_cuts(), failed, sink=sink)
+            for k, i in first_of.items():
+                if i in failed:
+                    reason = failed[i].removeprefix(f"{describe(items[i], i)}: ")
+                    errors.update({j: f"{describe(items[j], j)}: {reason}" for j in pending if keys[j] == k})
+            for i, k in decoded.items():
+                keys[i] = k
             rows = cache.lookup([k or "" for k in keys])
+            pending = [i for i in pending if i not in errors and rows[i] < 0]
+        self._record([(i, f"{describe(items[i], i)}: changed on disk while being read; retry") for i in pending],
+                     errors)
         found = np.flatnonzero(rows >= 0)
         features = cache.read(rows[found], self.layers_)
         out = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import logging
 import os
 import re
@@ -24,8 +25,12 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from featurize.backbones import BackboneSpec
+from featurize.images import DECODE_IDENTITY
 
-__all__ = ["Preprocessing", "ResolvedWeights", "resolve_weights", "load_model", "weights_file", "warn_if_random", "file_sha256", "OFFLINE_ENV"]
+__all__ = [
+    "Preprocessing", "ResolvedWeights", "resolve_weights", "load_model", "weights_file", "warn_if_random",
+    "file_sha256", "OFFLINE_ENV",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,8 @@ class Preprocessing:
         """A stable string describing this preprocessing (part of cache keys)."""
         mean = ",".join(f"{m:.4f}" for m in self.mean)
         std = ",".join(f"{s:.4f}" for s in self.std)
-        return f"resize={self.resize};crop={self.crop};mean={mean};std={std};interp={self.interpolation}"
+        return (f"resize={self.resize};crop={self.crop};mean={mean};std={std};interp={self.interpolation};"
+                f"decode={DECODE_IDENTITY}")
 
 
 @dataclass(frozen=True)
@@ -195,12 +201,13 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
     ):
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise ValueError(f"weights file {str(path)!r} does not exist (weights= takes a .pth path, an enum name or None)")
+            raise ValueError(f"weights file {str(path)!r} does not exist "
+                             "(weights= takes a .pth path, an enum name or None)")
         digest = file_sha256(path)
         _check_hash_prefix(path, digest)
         return ResolvedWeights(
             kind="file",
-            identity=f"file:{path.name}:sha256={digest[:16]}",
+            identity=_file_identity(path, digest),
             pretrained=True,
             preprocessing=Preprocessing(),
             path=path.resolve(),
@@ -212,7 +219,8 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
             raise ValueError(f"weights={weights!r} belong to another model; {spec.name} takes "
                              f"{enum_cls.__name__}.<name>, with name one of {', '.join(names)}")
         if name not in names:
-            raise ValueError(f"Unknown weights {weights!r} for {spec.name}; valid: {', '.join(names)}, a .pth path or None")
+            raise ValueError(f"Unknown weights {weights!r} for {spec.name}; valid: {', '.join(names)}, "
+                             "a .pth path or None")
         member = enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT
     else:
         raise ValueError(f"weights must be a string, a {enum_cls.__name__} member, a path or None; got {weights!r}")
@@ -269,8 +277,15 @@ def weights_file(resolved: ResolvedWeights, download: bool = True) -> Path:
     FileNotFoundError
         When the file is neither cached nor downloadable; the message names the file and where to put it.
     ValueError
-        For random-init weights, or a cached file whose sha256 does not match its name.
+        For random-init weights, a cached file whose sha256 does not match its name, or a local file whose content
+        is no longer the one :func:`resolve_weights` identified.
     """
+    path = _locate(resolved, download)
+    _verify(resolved, path, file_sha256(path))
+    return path
+
+
+def _locate(resolved: ResolvedWeights, download: bool) -> Path:
     if resolved.kind == "random":
         raise ValueError("random-init weights have no file")
     if resolved.kind == "file":
@@ -284,18 +299,37 @@ def weights_file(resolved: ResolvedWeights, download: bool = True) -> Path:
             "a random-init run."
         )
         if not download or os.environ.get(OFFLINE_ENV):
-            raise FileNotFoundError(f"Pretrained weights file {cached.name} is not cached and downloads are off. {where}")
+            raise FileNotFoundError(
+                f"Pretrained weights file {cached.name} is not cached and downloads are off. {where}")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(enum.url, str(cached), hash_prefix=None, progress=True)
         except OSError as exc:
-            raise FileNotFoundError(f"Could not download pretrained weights file {cached.name} ({exc}). {where}") from exc
-    _check_hash_prefix(cached, file_sha256(cached))
+            raise FileNotFoundError(
+                f"Could not download pretrained weights file {cached.name} ({exc}). {where}") from exc
     return cached
+
+
+def _file_identity(path: Path, digest: str) -> str:
+    return f"file:{path.name}:sha256={digest[:16]}"
+
+
+def _verify(resolved: ResolvedWeights, path: Path, digest: str) -> None:
+    """Check that the bytes about to be used are the ones the weights' identity names."""
+    if resolved.kind == "file" and not resolved.identity.endswith(f":sha256={digest[:16]}"):
+        raise ValueError(
+            f"weights file {str(path)!r} changed since it was resolved ({resolved.identity}; now sha256 "
+            f"{digest[:16]}): features would be stored under the former file's identity. Call fit again to use the "
+            "new file."
+        )
+    _check_hash_prefix(path, digest)
 
 
 def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
     """Build the torchvision model with the resolved weights, in eval mode on the CPU.
+
+    The weights file is read once; those bytes are hashed (checked against ``resolved.identity``) and loaded, so
+    the model always holds the parameters its identity names.
 
     Parameters
     ----------
@@ -312,6 +346,8 @@ def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
     ------
     FileNotFoundError
         When pretrained weights are neither cached nor downloadable; the message names the file and where to put it.
+    ValueError
+        When the file's content is not what ``resolved`` identified (rewritten since), or does not fit the model.
     """
     if resolved.kind == "random":
         with torch.random.fork_rng(devices=[]):
@@ -319,8 +355,11 @@ def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
             model = spec.builder(weights=None)
         warn_if_random(spec.name, resolved)
         return model.eval()
+    path = _locate(resolved, download=True)
+    data = path.read_bytes()
+    _verify(resolved, path, hashlib.sha256(data).hexdigest())
     model = spec.builder(weights=None)
-    state = torch.load(weights_file(resolved), map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

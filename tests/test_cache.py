@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import featurize.transformer as transformer_module
-from featurize import CacheKeyError, CNNFeaturizer
+from featurize import CacheKeyError, CNNFeaturizer, FeatureCache, UnreadableImagesWarning
 
 KW = dict(backbone="resnet18", weights=None, image_size=64, batch_size=4)
 
@@ -60,7 +60,8 @@ def test_renamed_file_hits_and_changed_file_misses(tmp_path, image_folder, monke
     shutil.copy(paths[2], b)
     calls = []
     real = transformer_module.iter_features
-    monkeypatch.setattr(transformer_module, "iter_features", lambda items, *a, **k: calls.append(k["indices"]) or real(items, *a, **k))
+    monkeypatch.setattr(transformer_module, "iter_features",
+                        lambda items, *a, **k: calls.append(k["indices"]) or real(items, *a, **k))
     after = f.transform([work / "renamed.png", b])
     np.testing.assert_array_equal(after[0], before[0])
     assert calls == [[1]], "only the changed file is recomputed"
@@ -104,10 +105,14 @@ def test_skip_gives_nan_rows_and_lists_the_files(tmp_path, image_folder):
     items = [paths[0], bad, tmp_path / "missing.png", paths[1]]
     for cache in (None, tmp_path / "c"):
         f = CNNFeaturizer(layers="layer4", cache=cache, on_error="skip", **KW).fit()
-        with pytest.warns(UserWarning, match="broken.jpg"):
+        with pytest.warns(UnreadableImagesWarning, match="broken.jpg") as caught:
             out = f.transform(items)
         assert np.isnan(out[1]).all() and np.isnan(out[2]).all() and np.isfinite(out[[0, 3]]).all()
-        assert len(f.skipped_) == 2 and "broken.jpg" in f.skipped_[0] and "missing.png" in f.skipped_[1]
+        skipped = [w.message.images for w in caught if issubclass(w.category, UnreadableImagesWarning)]
+        assert len(skipped) == 1
+        (first, reason1), (second, reason2) = skipped[0]
+        assert (first, second) == (1, 2) and "broken.jpg" in reason1 and "missing.png" in reason2
+        assert not hasattr(f, "skipped_"), "transform changes no state"
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -158,3 +163,112 @@ def test_resume_after_sigkill(tmp_path, image_folder):
     np.testing.assert_allclose(resumed, fresh, rtol=1e-5, atol=1e-6)
     with h5py.File(cache) as h5:
         assert h5.attrs["n_complete"] == len(paths)
+
+
+def _counting_forwards(monkeypatch) -> list[int]:
+    forwarded: list[int] = []
+    real = transformer_module.iter_features
+
+    def counting(items, *args, **kwargs):
+        forwarded.extend(kwargs["indices"])
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(transformer_module, "iter_features", counting)
+    return forwarded
+
+
+def check_interrupted_append_keeps_only_complete_rows(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C between the row writes of an append: n_complete still counts only the rows written before."""
+    cache = FeatureCache(tmp_path / "c.h5", {"a": 1})
+    rows = lambda b: {"x": np.full((4, 3), b, np.float32), "y": np.full((4, 2), -b, np.float32)}  # noqa: E731
+    keys = lambda b: [f"{b}-{i}".ljust(40, "k") for i in range(4)]  # noqa: E731
+    cache.append(keys(0), keys(0), rows(0))
+    real_write = FeatureCache._write
+
+    def interrupted(f, name, data, start, stop):
+        if name == "features/y":
+            raise KeyboardInterrupt
+        real_write(f, name, data, start, stop)
+
+    monkeypatch.setattr(FeatureCache, "_write", staticmethod(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        cache.append(keys(1), keys(1), rows(1))
+    monkeypatch.setattr(FeatureCache, "_write", staticmethod(real_write))
+    assert cache.n_complete == 4, "rows of an interrupted append must not count as complete"
+    cache.append(keys(2), keys(2), rows(2))
+    got = cache.read(np.arange(8), ["x", "y"])
+    np.testing.assert_array_equal(got["x"][:, 0], [0] * 4 + [2] * 4)
+    np.testing.assert_array_equal(got["y"][:, 0], [0] * 4 + [-2] * 4)
+
+
+def test_an_append_interrupted_between_row_writes_keeps_only_complete_rows(tmp_path, monkeypatch):
+    check_interrupted_append_keeps_only_complete_rows(tmp_path, monkeypatch)
+
+
+def check_resume_after_interrupt_reuses_complete_rows(tmp_path: Path, paths: list, monkeypatch) -> None:
+    """Ctrl-C inside the third append, after its rows, before n_complete: the resume forwards only the rest."""
+    paths = paths[:12]
+    cache = tmp_path / "c.h5"
+    real_commit = FeatureCache._commit
+    commits: list[int] = []
+
+    def interrupted(f, n_complete):
+        commits.append(n_complete)
+        if len(commits) == 3:
+            raise KeyboardInterrupt
+        real_commit(f, n_complete)
+
+    f = CNNFeaturizer(layers=["layer2", "fc"], cache=cache, **{**KW, "batch_size": 2}).fit()
+    monkeypatch.setattr(FeatureCache, "_commit", staticmethod(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        f.transform(paths)
+    monkeypatch.setattr(FeatureCache, "_commit", staticmethod(real_commit))
+    assert FeatureCache(cache, f.cache_key()).n_complete == 4
+    forwarded = _counting_forwards(monkeypatch)
+    resumed = f.transform(paths)
+    assert forwarded == list(range(4, 12)), "the 4 complete rows are reused, only the 8 others are forwarded"
+    fresh = CNNFeaturizer(layers=["layer2", "fc"], **KW).fit().transform(paths)
+    np.testing.assert_allclose(resumed, fresh, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_after_an_interrupt_reuses_every_complete_row(tmp_path, image_folder, monkeypatch):
+    check_resume_after_interrupt_reuses_complete_rows(tmp_path, image_folder[1], monkeypatch)
+
+
+KILL_BEFORE_COMMIT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from featurize.cache import FeatureCache
+    from featurize import CNNFeaturizer
+    real_commit, commits = FeatureCache._commit, []
+
+    def killed(f, n_complete):
+        commits.append(n_complete)
+        if len(commits) == 3:  # third batch: rows written, n_complete not yet raised
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_commit(f, n_complete)
+
+    FeatureCache._commit = staticmethod(killed)
+    CNNFeaturizer(backbone="resnet18", layers=["layer2", "fc"], weights=None, image_size=64, batch_size=2,
+                  cache=sys.argv[1]).fit().transform(sys.argv[2:])
+    """
+)
+
+
+def test_resume_after_sigkill_between_row_writes_and_n_complete(tmp_path, image_folder, monkeypatch):
+    paths = image_folder[1][:12]
+    cache = tmp_path / "killed.h5"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", KILL_BEFORE_COMMIT, str(cache), *map(str, paths)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    with h5py.File(cache) as h5:
+        assert h5.attrs["n_complete"] == 4 and len(h5["keys"]) == 6, "rows of the third batch written, not counted"
+    forwarded = _counting_forwards(monkeypatch)
+    f = CNNFeaturizer(layers=["layer2", "fc"], cache=cache, **{**KW, "batch_size": 2}).fit()
+    resumed = f.transform(paths)
+    assert forwarded == list(range(4, 12)), "every complete row is reused"
+    fresh = CNNFeaturizer(layers=["layer2", "fc"], **KW).fit().transform(paths)
+    np.testing.assert_allclose(resumed, fresh, rtol=1e-5, atol=1e-6)
+    with h5py.File(cache) as h5:
+        assert h5.attrs["n_complete"] == 12

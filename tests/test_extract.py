@@ -10,7 +10,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from featurize import CNNFeaturizer, MultiCutExtractor, get_backbone_spec, pool
 from featurize.backbones import CutPoint
-from featurize.extract import parse_pooling
+from featurize.extract import POOLINGS, Pooling, parse_pooling, pooled_dim, pooling_label
 
 SIZE = 64
 
@@ -81,16 +81,46 @@ def test_captures_are_copies_that_inplace_ops_cannot_overwrite():
     torch.testing.assert_close(ours, expected)
 
 
-@pytest.mark.parametrize("pooling,dim", [("avg", 8), ("max", 8), ("avgmax", 16), ("flatten", 8 * 6 * 5), ("grid:2", 32)])
+@pytest.mark.parametrize("pooling,dim",
+                         [("avg", 8), ("max", 8), ("avgmax", 16), ("flatten", 8 * 6 * 5), ("grid:2", 32)])
 def test_pooling_values_and_dims(pooling, dim):
     x = torch.randn(3, 8, 6, 5)
     out = pool(x, pooling)
     assert out.shape == (3, dim)
-    if pooling == "avgmax":
-        torch.testing.assert_close(out, torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1))
-    if pooling == "grid:2":
-        torch.testing.assert_close(out, F.adaptive_avg_pool2d(x, 2).flatten(1))
+    expected = {
+        "avg": x.mean((2, 3)),
+        "max": torch.stack([x[b, c].max() for b in range(3) for c in range(8)]).reshape(3, 8),
+        "avgmax": torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1),
+        "flatten": x.reshape(3, -1),
+        "grid:2": F.adaptive_avg_pool2d(x, 2).flatten(1),
+    }[pooling]
+    torch.testing.assert_close(out, expected)
     assert pool(torch.randn(3, 10), pooling).shape == (3, 10)
+
+
+def check_max_pooling_is_the_maximum():
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, 0, 1, 2] = 5.0
+    x[0, 1] = -1.0
+    x[0, 1, 3, 3] = 2.0
+    torch.testing.assert_close(pool(x, "max"), torch.tensor([[5.0, 2.0]]))
+    torch.testing.assert_close(pool(x, "avgmax"), torch.tensor([[5 / 16, -13 / 16, 5.0, 2.0]]))
+
+
+def test_max_pooling_is_the_maximum_not_the_mean():
+    check_max_pooling_is_the_maximum()
+
+
+def test_a_pooling_is_one_table_entry(monkeypatch):
+    """Adding a pooling is one entry of POOLINGS: name parsing, dimension and values follow from it."""
+    monkeypatch.setitem(POOLINGS, "minmax", Pooling("minmax", lambda c, hw, k: 2 * c,
+                                                    lambda x, k: torch.cat([x.amin((2, 3)), x.amax((2, 3))], 1)))
+    x = torch.randn(2, 4, 3, 3)
+    assert parse_pooling("minmax") == ("minmax", 0) and pooling_label("minmax") == "minmax"
+    torch.testing.assert_close(pool(x, "minmax"), torch.cat([x.amin((2, 3)), x.amax((2, 3))], 1))
+    assert pooled_dim(get_backbone_spec("resnet18").cut("layer1"), "minmax", (8, 8)) == 128
+    with pytest.raises(ValueError, match="minmax"):
+        parse_pooling("median")
 
 
 def test_unknown_pooling_lists_choices():

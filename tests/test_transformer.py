@@ -68,6 +68,12 @@ def test_bad_parameters_raise_in_fit_and_name_the_choices(params, match):
         f.fit()
 
 
+def test_parameters_after_the_first_are_keyword_only():
+    assert CNNFeaturizer("vgg11").backbone == "vgg11"
+    with pytest.raises(TypeError):
+        CNNFeaturizer("resnet18", "layer4")
+
+
 def test_bad_inputs_are_clear():
     f = CNNFeaturizer(**KW).fit()
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
@@ -81,7 +87,8 @@ def test_grid_search_over_layers_is_served_from_the_cache(tmp_path, image_folder
     forwarded = []
     real = transformer_module.iter_features
     monkeypatch.setattr(
-        transformer_module, "iter_features", lambda items, *a, **k: forwarded.extend(k["indices"]) or real(items, *a, **k)
+        transformer_module, "iter_features",
+        lambda items, *a, **k: forwarded.extend(k["indices"]) or real(items, *a, **k)
     )
     pipe = Pipeline([("cnn", CNNFeaturizer(cache=tmp_path, **KW)), ("clf", LinearSVC())])
     grid = GridSearchCV(pipe, {"cnn__layers": ["layer2", "layer4", ["layer3", "avgpool"]]}, cv=StratifiedKFold(3))
@@ -113,24 +120,19 @@ class _TabularAsImages(CNNFeaturizer):
         return tags
 
 
-TABULAR_VALIDATION = "checks validation of 2-D numeric input (NaN, sparse, complex, 1-D, n_features_in_); images are validated by featurize.images.as_items instead"
+TABULAR_VALIDATION = ("checks validation of 2-D numeric input (NaN, sparse, complex, 1-D, n_features_in_); images "
+                      "are validated by featurize.images.as_items instead")
 INAPPLICABLE = {
     "check_n_features_in_after_fitting": TABULAR_VALIDATION,
     "check_n_features_in": TABULAR_VALIDATION,
     "check_complex_data": TABULAR_VALIDATION,
-    "check_dtype_object": TABULAR_VALIDATION,
     "check_estimators_empty_data_messages": TABULAR_VALIDATION,
     "check_estimators_nan_inf": TABULAR_VALIDATION,
     "check_estimator_sparse_tag": TABULAR_VALIDATION,
     "check_estimator_sparse_array": TABULAR_VALIDATION,
     "check_estimator_sparse_matrix": TABULAR_VALIDATION,
-    "check_fit2d_1sample": TABULAR_VALIDATION,
-    "check_fit2d_1feature": TABULAR_VALIDATION,
     "check_fit1d": TABULAR_VALIDATION,
     "check_fit2d_predict1d": TABULAR_VALIDATION,
-    "check_transformer_data_not_an_array": TABULAR_VALIDATION,
-    "check_positive_only_tag_during_fit": TABULAR_VALIDATION,
-    "check_dict_unchanged": "transform records unreadable images in skipped_ by design (issue 3)",
     "check_transformer_general": "images of any size are valid input: there is no fixed number of input features",
     "check_methods_subset_invariance": (
         "float32 CPU convolutions choose batch-size-dependent algorithms (differences ~1e-6 absolute, beyond the "
@@ -156,4 +158,6 @@ def test_sklearn_estimator_checks():
     passed = {r["check_name"] for r in results if r["status"] == "passed"}
     assert {"check_estimators_pickle", "check_methods_sample_order_invariance", "check_pipeline_consistency",
             "check_transformer_preserve_dtypes", "check_fit_idempotent", "check_set_params",
-            "check_no_attributes_set_in_init"} <= passed
+            "check_no_attributes_set_in_init", "check_dict_unchanged", "check_dtype_object", "check_fit2d_1sample",
+            "check_fit2d_1feature", "check_transformer_data_not_an_array",
+            "check_positive_only_tag_during_fit"} <= passed

@@ -1,0 +1,144 @@
+"""Planted faults: each breaks one featurize guarantee with monkeypatch, and the behavioural check that guards it
+must fail.  A check that passes under its fault guards nothing."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import featurize.cache as cache_module
+import featurize.images as images_module
+import featurize.weights as weights_module
+from featurize.cache import FeatureCache
+from featurize.extract import POOLINGS, Pooling
+
+sys.path.insert(0, str(Path(__file__).parent / "reliability"))
+
+from test_cache import (  # noqa: E402
+    check_interrupted_append_keeps_only_complete_rows,
+    check_resume_after_interrupt_reuses_complete_rows,
+)
+from test_cache_files import (  # noqa: E402
+    check_a_reader_without_the_lock_modifies_nothing,
+    check_fsync_before_n_complete_and_before_renames,
+    check_rebuild_keeps_permissions,
+    check_rows_from_other_versions_warn,
+)
+from test_extract import check_max_pooling_is_the_maximum  # noqa: E402
+from test_featurize_races import (  # noqa: E402
+    check_a_weights_file_swapped_after_fit_is_refused_not_stored_under_the_old_identity,
+    check_exif_orientation_is_applied_and_part_of_the_cache_key,
+    check_palette_images_with_equal_indices_but_other_palettes_are_not_confused,
+)
+
+CAUGHT = (AssertionError, pytest.fail.Exception)
+
+
+def _max_is_mean(monkeypatch):
+    monkeypatch.setitem(POOLINGS, "max", Pooling("max", lambda c, hw, k: c, lambda x, k: x.mean(dim=(2, 3))))
+
+
+def _n_complete_before_rows(monkeypatch):
+    real = FeatureCache._write
+
+    def write(f, name, data, start, stop):
+        if name == "versions":  # the first dataset an append writes
+            f.attrs["n_complete"] = stop
+        real(f, name, data, start, stop)
+
+    monkeypatch.setattr(FeatureCache, "_write", staticmethod(write))
+
+
+def _resume_recomputes_everything(monkeypatch):
+    real, calls = FeatureCache.lookup, []
+
+    def lookup(self, keys):  # the lookup before the forward finds nothing; the one after it works
+        calls.append(keys)
+        found = real(self, keys)
+        return found * 0 - 1 if len(calls) % 2 else found
+
+    monkeypatch.setattr(FeatureCache, "lookup", lookup)
+
+
+def _rebuild_forgets_permissions(monkeypatch):
+    monkeypatch.setattr(cache_module, "_copy_ownership", lambda src, dst: None)
+
+
+def _no_fsync(monkeypatch):
+    monkeypatch.setattr(cache_module, "_sync", lambda f: f.flush())
+
+
+def _lockless_reader_repairs(monkeypatch):
+    @contextmanager
+    def reading(self):
+        with self._locked(), self._open("r") as f:
+            yield f
+
+    monkeypatch.setattr(FeatureCache, "_reading", reading)
+
+
+def _versions_ignored(monkeypatch):
+    monkeypatch.setattr(FeatureCache, "_check_versions", lambda self, f, rows: None)
+
+
+def _exif_ignored(monkeypatch):
+    monkeypatch.setattr(images_module, "_rgb", lambda image: image.convert("RGB"))
+
+
+def _palette_ignored(monkeypatch):
+    real = images_module._rgb
+    monkeypatch.setattr(images_module, "_rgb", lambda image: Image.fromarray(np.asarray(image)).convert("RGB")
+                        if image.mode == "P" else real(image))
+
+
+def _weights_not_verified(monkeypatch):
+    monkeypatch.setattr(weights_module, "_verify", lambda resolved, path, digest: None)
+
+
+@pytest.fixture
+def paths(image_folder):
+    return image_folder[1]
+
+
+FAULTS = {
+    "max pooling returns the mean": (_max_is_mean, lambda tmp_path, mp, **_: check_max_pooling_is_the_maximum()),
+    "n_complete raised before the row writes": (
+        _n_complete_before_rows,
+        lambda tmp_path, mp, **_: check_interrupted_append_keeps_only_complete_rows(tmp_path, mp)),
+    "a resume recomputes every row": (
+        _resume_recomputes_everything,
+        lambda tmp_path, mp, paths, **_: check_resume_after_interrupt_reuses_complete_rows(tmp_path, paths, mp)),
+    "a rebuild forgets the file's permissions": (
+        _rebuild_forgets_permissions, lambda tmp_path, mp, **_: check_rebuild_keeps_permissions(tmp_path)),
+    "no fsync before n_complete": (
+        _no_fsync, lambda tmp_path, mp, **_: check_fsync_before_n_complete_and_before_renames(tmp_path, mp)),
+    "a reader without the lock repairs the file": (
+        _lockless_reader_repairs,
+        lambda tmp_path, mp, **_: check_a_reader_without_the_lock_modifies_nothing(tmp_path, mp)),
+    "rows of other library versions read silently": (
+        _versions_ignored, lambda tmp_path, mp, **_: check_rows_from_other_versions_warn(tmp_path, mp)),
+    "EXIF orientation ignored": (
+        _exif_ignored, lambda tmp_path, mp, arrays, **_: check_exif_orientation_is_applied_and_part_of_the_cache_key(
+            tmp_path, arrays)),
+    "palette ignored by the content key": (
+        _palette_ignored, lambda tmp_path, mp, **_:
+        check_palette_images_with_equal_indices_but_other_palettes_are_not_confused(tmp_path, mp)),
+    "a swapped weights file is loaded unverified": (
+        _weights_not_verified, lambda tmp_path, mp, arrays, **_:
+        check_a_weights_file_swapped_after_fit_is_refused_not_stored_under_the_old_identity(tmp_path, arrays)),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_the_check_catches_the_planted_fault(fault, tmp_path, monkeypatch, paths, two_class_arrays):
+    torch.manual_seed(0)
+    plant, check = FAULTS[fault]
+    plant(monkeypatch)
+    with pytest.raises(CAUGHT):
+        check(tmp_path, monkeypatch, paths=paths, arrays=two_class_arrays)
