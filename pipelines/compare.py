@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from classifiers.heads import pixels_baseline
@@ -49,7 +50,7 @@ DEFAULT_CUTS = {
 DEFAULT_METHODS = ("linear_svm", "logistic", "random_forest", "multilayer", "pixels", "finetune_head",
                    "finetune_last_block", "scratch")
 PIXEL_SIZE = 32
-_NOT_RESULTS = ("out", "quiet", "command", "restart")
+_NOT_RESULTS = ("out", "quiet", "command", "restart", "n_jobs")
 
 
 def _command() -> str:
@@ -91,6 +92,7 @@ class CompareConfig:
     lr: float = 1e-3
     lr_ratio: float = 0.1
     validation_fraction: float | None = 0.2
+    n_jobs: int | None = -1
     device: str = "auto"
     data_dir: str | None = None
     cache_dir: str | None = None
@@ -323,45 +325,77 @@ class _Runner:
         self.settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if hasattr(config, name)}
         self.settings.update(image_size=size, cache_dir=cache_dir, device=device)
 
-    def _inputs(self, job: Job) -> tuple[object, object, float]:
-        """Training and test inputs of a job, and the share of the extraction time its images cost."""
+    def _inputs(self, job: Job) -> tuple[object, object]:
+        """Training and test inputs of a job."""
         split, items = job.split, np.asarray(self.imageset.items, dtype=object)
         if job.method.inputs == "pixels":
-            return self.pixels[split.train_idx], self.pixels[split.test_idx], 0.0
+            return self.pixels[split.train_idx], self.pixels[split.test_idx]
         if job.method.inputs == "images":
-            return items[split.train_idx], items[split.test_idx], 0.0
-        run = self.runs[job.backbone]
-        X = run.feature_block(job.cut)
+            return items[split.train_idx], items[split.test_idx]
+        X = self.runs[job.backbone].feature_block(job.cut)
         take = (lambda idx: X.iloc[idx]) if hasattr(X, "iloc") else (lambda idx: X[idx])
-        n_images = len(split.train_idx) + len(np.unique(split.test_idx))
-        return take(split.train_idx), take(split.test_idx), run.extract_time_per_image * n_images
+        return take(split.train_idx), take(split.test_idx)
 
-    def run(self, job: Job) -> Fit:
-        """Fit the job's estimator on its split's training images and predict its test images."""
-        method, split = job.method, job.split
-        run = self.runs.get(job.backbone)
-        seed = fit_seed(self.config.seed, split.split, method.name)
-        if method.random_init:
-            weights, resolved = None, resolve_weights(get_backbone_spec(job.backbone), None, seed)
-        else:
-            weights, resolved = (run.weights, run.resolved) if run else ("none", None)
+    def prepare(self, job: Job) -> tuple:
+        """The arguments of :func:`_fit_predict` for a job: its estimator, training inputs and labels, test inputs."""
+        split = job.split
         counts = np.bincount(self.imageset.labels[split.train_idx], minlength=len(self.imageset.classes))
-        context = BuildContext(backbone=job.backbone if method.needs_backbone else None, weights=weights,
-                               augment=job.augment, n_per_class=int(counts.min()), seed=seed, settings=self.settings)
-        estimator = method.build(context)
-        X_train, X_test, extract_time = self._inputs(job)
-        start = time.perf_counter()
-        estimator.fit(X_train, self.imageset.labels[split.train_idx])
-        fit_time = time.perf_counter() - start
-        start = time.perf_counter()
-        y_pred = np.asarray(estimator.predict(X_test))
-        predict_time = time.perf_counter() - start
-        score, chosen = method.chosen(estimator)
-        return Fit(key=job.key(self.config.pooling), family=method.family,
+        weights, _ = self._weights(job)
+        context = BuildContext(backbone=job.backbone if job.method.needs_backbone else None, weights=weights,
+                               augment=job.augment, n_per_class=int(counts.min()), seed=self._seed(job),
+                               settings=self.settings)
+        X_train, X_test = self._inputs(job)
+        return job.method.build(context), X_train, self.imageset.labels[split.train_idx], X_test, job.method.chosen
+
+    def finish(self, job: Job, outcome: tuple) -> Fit:
+        """The :class:`Fit` of a job from what :func:`_fit_predict` returned."""
+        y_pred, fit_time, predict_time, score, chosen = outcome
+        _, resolved = self._weights(job)
+        return Fit(key=job.key(self.config.pooling), family=job.method.family,
                    weights=resolved.identity if resolved else "none",
                    pretrained=resolved.pretrained if resolved else None, y_pred=y_pred, fit_time_s=fit_time,
-                   predict_time_s=predict_time, extract_time_s=extract_time, seed=seed, selection_score=score,
-                   hyperparameters=chosen)
+                   predict_time_s=predict_time, extract_time_s=self._extract_time(job), seed=self._seed(job),
+                   selection_score=score, hyperparameters=chosen)
+
+    def _seed(self, job: Job) -> int:
+        return fit_seed(self.config.seed, job.split.split, job.method.name)
+
+    def _weights(self, job: Job) -> tuple[object, ResolvedWeights | None]:
+        """The weights argument of a job's estimator and what they resolve to (None without a backbone)."""
+        if job.method.random_init:
+            return None, resolve_weights(get_backbone_spec(job.backbone), None, self._seed(job))
+        run = self.runs.get(job.backbone)
+        return (run.weights, run.resolved) if run else (None, None)
+
+    def _extract_time(self, job: Job) -> float:
+        if job.method.inputs != "features":
+            return 0.0
+        n_images = len(job.split.train_idx) + len(np.unique(job.split.test_idx))
+        return self.runs[job.backbone].extract_time_per_image * n_images
+
+    def execute(self, jobs: Sequence[Job], n_jobs: int | None) -> Iterator[tuple[Job, Fit]]:
+        """Run jobs, yielding each with its :class:`Fit` as it finishes: the classical heads ``n_jobs`` at a time
+        in worker processes (in job order), then the costly ones in this process (they use every core already)."""
+        cheap = [job for job in jobs if not job.method.costly]
+        with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
+            outcomes = parallel(delayed(_fit_predict)(*self.prepare(job)) for job in cheap)
+            for job, outcome in zip(cheap, outcomes):
+                yield job, self.finish(job, outcome)
+        for job in (job for job in jobs if job.method.costly):
+            yield job, self.finish(job, _fit_predict(*self.prepare(job)))
+
+
+def _fit_predict(estimator, X_train, y_train, X_test, chosen) -> tuple:
+    """Fit, predict, and read what the fit chose on its training images: ``(y_pred, fit_s, predict_s, score,
+    hyperparameters)``."""
+    start = time.perf_counter()
+    estimator.fit(X_train, y_train)
+    fit_time = time.perf_counter() - start
+    start = time.perf_counter()
+    y_pred = np.asarray(estimator.predict(X_test))
+    predict_time = time.perf_counter() - start
+    score, params = chosen(estimator)
+    return y_pred, fit_time, predict_time, score, params
 
 
 def _results_config(config: CompareConfig) -> dict:
@@ -369,17 +403,15 @@ def _results_config(config: CompareConfig) -> dict:
     return {k: v for k, v in asdict(config).items() if k not in _NOT_RESULTS}
 
 
-def _progress(jobs: list[Job], journal: Journal, pooling: str, quiet: bool) -> Iterator[Job]:
-    """The jobs still to run, with a progress bar that counts the journaled ones as done (and says so)."""
-    todo = [job for job in jobs if asdict(job.key(pooling)) not in journal]
-    skipped = len(jobs) - len(todo)
+def _progress(results: Iterator[tuple[Job, Fit]], total: int, skipped: int, quiet: bool) -> Iterator[Fit]:
+    """The fits as they finish, with a progress bar that counts the journaled ones as done (and says so)."""
     if skipped:
-        log.info("%d of %d fits already finished in an earlier run: skipped", skipped, len(jobs))
-    with tqdm(total=len(jobs), initial=skipped, desc="fits", unit="fit", disable=quiet) as bar:
-        for job in todo:
+        log.info("%d of %d fits already finished in an earlier run: skipped", skipped, total)
+    with tqdm(total=total, initial=skipped, desc="fits", unit="fit", disable=quiet) as bar:
+        for job, fit in results:
             bar.set_postfix_str(f"{job.method.name} {job.backbone} {job.cut}".strip())
-            yield job
             bar.update()
+            yield fit
 
 
 def run_compare(config: CompareConfig) -> CompareResult:
@@ -431,8 +463,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
         _extract(config, runs[backbone], imageset.items, cache_dir, device)
 
     runner = _Runner(config, imageset, runs, pixels, cache_dir, device)
-    for job in _progress(jobs, journal, config.pooling, config.quiet):
-        journal.record(runner.run(job).to_json())
+    for fit in _progress(runner.execute(pending, config.n_jobs), len(jobs), len(jobs) - len(pending), config.quiet):
+        journal.record(fit.to_json())
     fits = [Fit.from_json(journal[asdict(job.key(config.pooling))]) for job in jobs]
     results, predictions = tables(fits, imageset, {(s.train_size, s.split): s for s in splits})
     meta = {
@@ -530,6 +562,8 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=_fraction, default=d.validation_fraction,
                    help="share of the training images that picks the epoch count (then refitted on all of them), "
                         "from 10 images/class on; 'none' = no inner validation")
+    p.add_argument("--n-jobs", type=int, default=d.n_jobs,
+                   help="classical-head fits run in parallel (-1: one worker per core; fine-tuning uses the cores itself)")
     p.add_argument("--data-dir", default=None, help="where datasets live (default $CNN_TRANSFER_DATA or "
                    "~/.cache/cnn-transfer)")
     p.add_argument("--cache-dir", default=None, help="HDF5 feature cache directory (default <data-dir>/features)")

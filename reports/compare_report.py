@@ -17,7 +17,7 @@ from reports import plots
 from reports.analysis import EQUIVALENCE_MARGIN, Analysis, analyse, random_init_backbones, selection_text
 from reports.answers import course_answers
 from reports.document import Block, Document
-from reports.tables import format_accuracy, method_by_cut, to_csv, with_accuracy_text
+from reports.tables import format_accuracy, md_escape, method_by_cut, to_csv, with_accuracy_text
 
 __all__ = ["RANDOM_INIT_BANNER", "random_init_backbones", "summary_table", "write_report"]
 
@@ -146,9 +146,9 @@ def _setup(analysis: Analysis, meta: dict) -> list[Block]:
     results = analysis.results
     lines = []
 
-    def add(label: str, value) -> None:
+    def add(label: str, value, code: bool = False) -> None:
         if value not in (None, "", []):
-            lines.append(f"- **{label}**: {value}")
+            lines.append(f"- **{label}**: " + (f"`{value}`" if code else md_escape(value)))
 
     def values(column: str) -> str:
         if column not in results:
@@ -179,8 +179,8 @@ def _setup(analysis: Analysis, meta: dict) -> list[Block]:
     if {"backbone", "weights"} <= set(results.columns):
         frozen = results[results["family"] != "scratch"] if "family" in results else results
         pairs = frozen[["backbone", "weights"]].drop_duplicates().sort_values("backbone")
-        add("Weights", "; ".join(f"{b}: `{w}`" for b, w in pairs.itertuples(index=False)))
-    add("Command", f"`{meta['command']}`" if meta.get("command") else None)
+        add("Weights", "; ".join(f"{b}: {w}" for b, w in pairs.itertuples(index=False)), code=True)
+    add("Command", meta.get("command"), code=True)
     lines += ["", DESIGN_NOTES.get(analysis.design, ""), "", selection_text(analysis),
               ("Every head (and the raw-pixel baseline) was tuned inside each training draw by an inner stratified "
                "cross-validation over its documented grid; the chosen hyperparameters are in results.csv "

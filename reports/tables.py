@@ -31,6 +31,15 @@ def _cell(value, floatfmt: str) -> str:
     return str(value)
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]<>#"})
+
+
+def md_escape(text: str) -> str:
+    """``text`` with the markdown characters that could format it or open raw HTML escaped (``<b>`` → ``\\<b\\>``):
+    for data (class names, paths, labels) placed in markdown."""
+    return str(text).translate(_MD_SPECIAL)
+
+
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False,
                 cell: Callable[[object], str] | None = None) -> str:
     """Render a DataFrame as a GitHub-flavoured markdown table.
@@ -60,7 +69,7 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False,
     rows = [[fmt(v) for v in record] for record in df.itertuples(index=False, name=None)]
 
     def esc(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+        return md_escape(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     lines = ["| " + " | ".join(esc(h) for h in header) + " |",

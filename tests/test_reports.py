@@ -428,3 +428,15 @@ def test_answers_call_a_constant_difference_untestable_not_certain():
     assert "Fine-tuning − frozen: difference +0.100 (not testable: the same difference on every split" in text
     assert "flip_crop: difference -0.050 (not testable: the same difference on every split" in text
     assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
+
+
+def test_report_escapes_data_and_leaves_no_stale_file(results, tmp_path):
+    (tmp_path / "significance.csv").write_text("stale")
+    (tmp_path / "confusion_matrix.png").write_text("stale")
+    meta = {"dataset": "<script>alert(1)</script>", "classes": ["*ants*", "<b>bees</b>"]}
+    written = write_report(results.query("family == 'frozen'"), None, meta, tmp_path)
+    md, page = written["summary_md"].read_text(), written["report_html"].read_text()
+    assert "<script>" not in md and "\\<script\\>" in md and "\\*ants\\*" in md and "<b>" not in md
+    assert "<script>alert" not in page and "<b>bees" not in page
+    assert not (tmp_path / "confusion_matrix.png").exists(), "a plot this run did not draw is not left behind"
+    assert (tmp_path / "significance.csv").read_text() != "stale"

@@ -72,7 +72,7 @@ def test_rerun_with_the_same_command_skips_every_finished_fit(dataset, finished,
         raise AssertionError(f"{job.method.name} was fitted again")
 
     before = _read(finished / "out")
-    monkeypatch.setattr(compare._Runner, "run", no_fit)
+    monkeypatch.setattr(compare._Runner, "prepare", no_fit)
     assert main(_argv(dataset, finished, finished / "out")) == 0
     pd.testing.assert_frame_equal(_read(finished / "out"), before)
     assert json.loads((finished / "out" / "manifest.json").read_text())["resumed_fits"] == len(before)
