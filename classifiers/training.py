@@ -346,11 +346,11 @@ def run_phases(
                     "time_s": time.perf_counter() - start,
                 }
                 history.append(row)
-                log.info("%s epoch %d (%s): %s", run, epoch, phase.name, row)
+                log.debug("%s epoch %d (%s): %s", run, epoch, phase.name, row)
                 bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
                 bar.update()
                 if stopper is not None and stopper.update(epoch, val_loss, val_acc, net):
-                    log.info("early stopping of phase %s at epoch %d (best epoch %d)", phase.name, epoch,
+                    log.debug("early stopping of phase %s at epoch %d (best epoch %d)", phase.name, epoch,
                              stopper.best_epoch)
                     break
     return epoch, steps

@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
 from classifiers.heads import pixels_baseline
@@ -63,7 +65,7 @@ class CompareConfig:
 
     ``cuts`` maps a backbone to its cut points (default per family; ``penultimate`` is the layer before the
     classifier); ``train_sizes`` None is the default learning curve the dataset can provide;
-    ``finetune_splits`` None fine-tunes on every split on a GPU and on 3 on a CPU; ``finetune_backbones`` None
+    ``finetune_splits`` None fine-tunes on every split on a GPU and on 2 on a CPU; ``finetune_backbones`` None
     fine-tunes the first of ``backbones``, ``["all"]`` every one; ``finetune_image_size="same"`` fine-tunes at the
     frozen features' crop size; ``restart`` discards the journal of an earlier run in ``out``.  Use
     :meth:`for_protocol` for the published protocols.
@@ -76,22 +78,23 @@ class CompareConfig:
     methods: Sequence[str] = DEFAULT_METHODS
     augment: Sequence[str] = ("none",)
     train_sizes: Sequence[int | str] | None = None
-    splits: int = 10
+    splits: int = 5
     finetune_splits: int | None = None
     finetune_backbones: Sequence[str] | None = None
     weights: str = "auto"
     weights_dir: str | None = None
     pooling: str = "avg"
-    image_size: int | str | None = "auto"
+    image_size: int | str | None = 128
     finetune_image_size: int | str | None = "same"
     epochs: int = 6
-    min_steps: int = 60
+    min_steps: int = 30
     optimizer: str = "adamw"
     schedule: str = "cosine"
     batch_size: int = 32
     lr: float = 1e-3
     lr_ratio: float = 0.1
     validation_fraction: float | None = 0.2
+    inner_folds: int = 3
     n_jobs: int | None = -1
     device: str = "auto"
     data_dir: str | None = None
@@ -232,10 +235,10 @@ def cuts_for(config: CompareConfig, backbone: str) -> list[str]:
 
 
 def finetune_split_count(config: CompareConfig, device: str) -> int:
-    """Splits the costly methods run on: ``finetune_splits``, by default every split on a GPU and 3 on a CPU."""
+    """Splits the costly methods run on: ``finetune_splits``, by default every split on a GPU and 2 on a CPU."""
     if config.finetune_splits is not None:
         return min(config.finetune_splits, config.splits)
-    return config.splits if device.startswith("cuda") else min(3, config.splits)
+    return config.splits if device.startswith("cuda") else min(2, config.splits)
 
 
 def fit_seed(base: int, split: int, method: str) -> int:
@@ -324,6 +327,7 @@ class _Runner:
         size = config.image_size if config.finetune_image_size == "same" else config.finetune_image_size
         self.settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if hasattr(config, name)}
         self.settings.update(image_size=size, cache_dir=cache_dir, device=device)
+        self.unconverged = 0
 
     def _inputs(self, job: Job) -> tuple[object, object]:
         """Training and test inputs of a job."""
@@ -349,7 +353,8 @@ class _Runner:
 
     def finish(self, job: Job, outcome: tuple) -> Fit:
         """The :class:`Fit` of a job from what :func:`_fit_predict` returned."""
-        y_pred, fit_time, predict_time, score, chosen = outcome
+        y_pred, fit_time, predict_time, score, chosen, unconverged = outcome
+        self.unconverged += bool(unconverged)
         _, resolved = self._weights(job)
         return Fit(key=job.key(self.config.pooling), family=job.method.family,
                    weights=resolved.identity if resolved else "none",
@@ -387,15 +392,22 @@ class _Runner:
 
 def _fit_predict(estimator, X_train, y_train, X_test, chosen) -> tuple:
     """Fit, predict, and read what the fit chose on its training images: ``(y_pred, fit_s, predict_s, score,
-    hyperparameters)``."""
+    hyperparameters, n_convergence_warnings)``; convergence warnings (solvers at the extreme penalties of an inner-CV
+    grid) are counted, not printed from every worker."""
     start = time.perf_counter()
-    estimator.fit(X_train, y_train)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        estimator.fit(X_train, y_train)
+    for warning in caught:
+        if not issubclass(warning.category, ConvergenceWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     fit_time = time.perf_counter() - start
     start = time.perf_counter()
     y_pred = np.asarray(estimator.predict(X_test))
     predict_time = time.perf_counter() - start
     score, params = chosen(estimator)
-    return y_pred, fit_time, predict_time, score, params
+    unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return y_pred, fit_time, predict_time, score, params, unconverged
 
 
 def _results_config(config: CompareConfig) -> dict:
@@ -465,6 +477,9 @@ def run_compare(config: CompareConfig) -> CompareResult:
     runner = _Runner(config, imageset, runs, pixels, cache_dir, device)
     for fit in _progress(runner.execute(pending, config.n_jobs), len(jobs), len(jobs) - len(pending), config.quiet):
         journal.record(fit.to_json())
+    if runner.unconverged:
+        log.info("%d fit(s) met a ConvergenceWarning inside their inner-CV grid (solvers at extreme penalties); the "
+                 "selected hyperparameters are in results.csv", runner.unconverged)
     fits = [Fit.from_json(journal[asdict(job.key(config.pooling))]) for job in jobs]
     results, predictions = tables(fits, imageset, {(s.train_size, s.split): s for s in splits})
     meta = {
@@ -524,7 +539,8 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
                    help="preset of the settings below (see the end of this help); explicit options override it")
     p.add_argument("--dataset", default=d.dataset,
                    help="'demo' (embedded, generated on first use), 'hymenoptera' (downloaded once), an ImageFolder "
-                        "directory (class subfolders, optionally under train/ and val/) or a CSV of path,label[,subset]")
+                        "directory (class subfolders, optionally under train/ and val/) or a CSV of "
+                        "path,label[,subset]")
     p.add_argument("--backbones", nargs="+", default=list(d.backbones), help=f"any of {', '.join(list_backbones())}")
     p.add_argument("--cuts", nargs="+", default=None, metavar="[BACKBONE:]CUT",
                    help="cut points for the classical heads, e.g. layer3 layer4, resnet18:layer3 vgg16:fc7 or "
@@ -540,14 +556,15 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
                    help="repeated stratified training draws (with a fixed val/ folder each is scored on all of it)")
     p.add_argument("--finetune-splits", type=int, default=d.finetune_splits,
                    help="how many of those draws the (costly) fine-tuning methods run on; 0 skips fine-tuning "
-                        "(default: every draw on a GPU, 3 on a CPU; the report says how many ran)")
+                        "(default: every draw on a GPU, 2 on a CPU; the report says how many ran)")
     p.add_argument("--finetune-backbones", nargs="+", default=None,
                    help="backbones that are fine-tuned ('all' for every --backbones entry; default: the first "
                         "--backbones entry)")
     add_weights_arguments(p)
     p.add_argument("--pooling", default=d.pooling, help="avg, max, avgmax, flatten or grid:k")
     p.add_argument("--image-size", type=image_size, default=d.image_size,
-                   help="crop size of the frozen features, 'auto' (the weights' own, 224) or 'none'")
+                   help="crop size of the frozen features (the default protocol's 128 keeps a CPU run short; 'auto' "
+                        "= the weights' own 224, which the published protocols use) or 'none'")
     p.add_argument("--finetune-image-size", type=_finetune_size, default=d.finetune_image_size,
                    help="fine-tuning crop size: 'same' as --image-size, 'auto' (224) or an integer")
     p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs per phase (at least)")
@@ -562,8 +579,12 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=_fraction, default=d.validation_fraction,
                    help="share of the training images that picks the epoch count (then refitted on all of them), "
                         "from 10 images/class on; 'none' = no inner validation")
+    p.add_argument("--inner-folds", type=int, default=d.inner_folds,
+                   help="folds of the inner stratified CV that tunes every head inside each training draw (at most "
+                        "the images per class)")
     p.add_argument("--n-jobs", type=int, default=d.n_jobs,
-                   help="classical-head fits run in parallel (-1: one worker per core; fine-tuning uses the cores itself)")
+                   help="classical-head fits run in parallel (-1: one worker per core; fine-tuning uses the cores "
+                        "itself)")
     p.add_argument("--data-dir", default=None, help="where datasets live (default $CNN_TRANSFER_DATA or "
                    "~/.cache/cnn-transfer)")
     p.add_argument("--cache-dir", default=None, help="HDF5 feature cache directory (default <data-dir>/features)")

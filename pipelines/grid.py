@@ -196,7 +196,10 @@ def _estimate(outer: pd.DataFrame, correct: list[np.ndarray], classes: list[np.n
     per_fold = int(outer["n_test"].iloc[0]) if outer["n_test"].nunique() == 1 else None
     text = format_accuracy(estimate["accuracy"], estimate["ci_low"], estimate["ci_high"], n=per_fold,
                            n_splits=n_folds, unit="folds")
-    estimate["accuracy_95ci"] = text if per_fold else f"{format_accuracy(estimate['accuracy'], estimate['ci_low'], estimate['ci_high'])} (n={n_test} over {n_folds} folds)"
+    if not per_fold:
+        bare = format_accuracy(estimate["accuracy"], estimate["ci_low"], estimate["ci_high"])
+        text = f"{bare} (n={n_test} test images over {n_folds} folds)"
+    estimate["accuracy_95ci"] = text
     return estimate
 
 

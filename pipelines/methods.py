@@ -20,7 +20,8 @@ from typing import Any
 from classifiers.finetune import FineTunedCNN
 from classifiers.heads import HEADS, make_tuned_head
 
-__all__ = ["FAMILIES", "FINETUNE_SETTINGS", "NO_BACKBONE", "BuildContext", "Method", "METHODS", "get_method", "list_methods", "register_method"]
+__all__ = ["FAMILIES", "FINETUNE_SETTINGS", "NO_BACKBONE", "BuildContext", "Method", "METHODS", "get_method",
+           "list_methods", "register_method"]
 
 FAMILIES: dict[str, str] = {
     "frozen": "frozen CNN features + a classical head",
@@ -142,8 +143,8 @@ def list_methods() -> list[str]:
 
 
 FINETUNE_SETTINGS = ("epochs", "min_steps", "image_size", "optimizer", "schedule", "batch_size", "lr", "lr_ratio",
-                     "validation_fraction", "cache_dir", "device")
-"""Keys of :attr:`BuildContext.settings` (the comparison's fine-tuning options)."""
+                     "validation_fraction", "inner_folds", "cache_dir", "device")
+"""Keys of :attr:`BuildContext.settings` (the comparison's tuning and fine-tuning options)."""
 MIN_VALIDATION_PER_CLASS = 10
 """Below this many training images per class, fine-tuning keeps no validation split (epochs from the budget)."""
 
@@ -158,7 +159,8 @@ def _trained(model: FineTunedCNN) -> tuple[float, dict]:
 
 
 def _tuned_head(name: str) -> Callable[[BuildContext], Any]:
-    return lambda ctx: make_tuned_head(name, n_per_class=ctx.n_per_class, random_state=ctx.seed)
+    return lambda ctx: make_tuned_head(name, n_per_class=ctx.n_per_class, random_state=ctx.seed,
+                                       max_folds=ctx.settings["inner_folds"])
 
 
 def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:

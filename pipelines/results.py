@@ -86,7 +86,8 @@ class Fit:
         correct = int((self.y_pred == y_true).sum())
         key = asdict(self.key)
         return {
-            "dataset": imageset.name, "design": design_of(imageset), "backbone": key["backbone"], "weights": self.weights,
+            "dataset": imageset.name, "design": design_of(imageset), "backbone": key["backbone"],
+            "weights": self.weights,
             "pretrained": self.pretrained, "cut": key["cut"], "pooling": key["pooling"], "method": key["method"],
             "family": self.family, "augment": key["augment"], "train_size": split.train_size, "split": split.split,
             "n_train": len(split.train_idx), "n_test": len(split.test_idx), "n_correct": correct,
@@ -120,7 +121,8 @@ class Fit:
         return cls(key=FitKey(**data["key"]), family=data["family"], weights=data["weights"],
                    pretrained=data["pretrained"], y_pred=np.asarray(data["y_pred"], dtype=np.int64),
                    fit_time_s=data["fit_time_s"], predict_time_s=data["predict_time_s"],
-                   extract_time_s=data["extract_time_s"], seed=data["seed"], selection_score=float(data["selection_score"]),
+                   extract_time_s=data["extract_time_s"], seed=data["seed"],
+                   selection_score=float(data["selection_score"]),
                    hyperparameters=dict(data["hyperparameters"]))
 
 

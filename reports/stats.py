@@ -1127,18 +1127,18 @@ def crossover(
              f"{last['frozen_best']} (frozen)")
     if estimate == math.inf:
         out["status"] = "not_reached"
-        out["statement"] = (f"Fine-tuning did not overtake the pre-selected frozen-feature configuration within the data "
-                            f"(up to {int(hi_size)} images/class); {names}; {last_text}.")
+        out["statement"] = ("Fine-tuning did not overtake the pre-selected frozen-feature configuration within the "
+                            f"data (up to {int(hi_size)} images/class); {names}; {last_text}.")
     elif estimate == -math.inf:
         out["status"] = "finetune_ahead"
-        out["statement"] = (f"Fine-tuning was already ahead of the pre-selected frozen-feature configuration at the smallest size "
-                            f"measured ({int(lo_size)} images/class, gap {diff[0]:+.3f}); the crossover, if any, lies "
-                            f"below; {names}; {last_text}.")
+        out["statement"] = ("Fine-tuning was already ahead of the pre-selected frozen-feature configuration at the "
+                            f"smallest size measured ({int(lo_size)} images/class, gap {diff[0]:+.3f}); the "
+                            f"crossover, if any, lies below; {names}; {last_text}.")
     else:
         out.update(status="crossover", estimate=estimate)
-        out["statement"] = (f"Fine-tuning overtakes the pre-selected frozen-feature configuration at about {estimate:.0f} "
-                            f"images/class{ci_text}, measured between {int(lo_size)} and {int(hi_size)} "
-                            f"images/class; {names}.")
+        out["statement"] = ("Fine-tuning overtakes the pre-selected frozen-feature configuration at about "
+                            f"{estimate:.0f} images/class{ci_text}, measured between {int(lo_size)} and "
+                            f"{int(hi_size)} images/class; {names}.")
     if out["status"] != "crossover" and out["ci"] is not None:
         out["statement"] += f" Crossing point{ci_text}."
     return out

@@ -70,3 +70,13 @@ def image_folder(tmp_path_factory, two_class_arrays) -> tuple[Path, list[Path], 
     root = tmp_path_factory.mktemp("images")
     images, labels = two_class_arrays
     return root, write_image_folder(root, images, labels), labels
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """An ImageFolder with train/ and val/ subsets of 6 + 6 images per class, 40 × 44 px."""
+    root = tmp_path_factory.mktemp("tiny")
+    for subset, seed in (("train", 1), ("val", 2)):
+        images, labels = make_two_class_images(6, size=(40, 44), seed=seed)
+        write_image_folder(root / subset, images, labels)
+    return root

@@ -5,18 +5,8 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-from conftest import make_two_class_images, write_image_folder
 
 from pipelines.compare import RESULT_COLUMNS, build_parser, main
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    for subset, seed in (("train", 1), ("val", 2)):
-        images, labels = make_two_class_images(6, size=(40, 44), seed=seed)
-        write_image_folder(root / subset, images, labels)
-    return root
 
 
 class _Images(HTMLParser):

@@ -112,12 +112,18 @@ def test_scores_are_finite(small_grid):
     assert np.isfinite(small_grid.table["accuracy"]).all()
 
 
-def test_table_reports_the_searchs_own_scores(small_grid):
-    res = small_grid.search.cv_results_
-    for _, row in small_grid.table.iterrows():
-        j = next(i for i, p in enumerate(res["params"]) if p["cnn__layers"] == row["cut"] and p["head__clf__C"] == row["C"])
+def check_table_reports_the_searchs_scores(result: GridResult) -> None:
+    """Each candidate row of the grid table carries that candidate's own mean CV score and rank."""
+    res = result.search.cv_results_
+    for _, row in result.table.iterrows():
+        j = next(i for i, p in enumerate(res["params"])
+                 if p["cnn__layers"] == row["cut"] and p["head__clf__C"] == row["C"])
         assert row["accuracy"] == pytest.approx(res["mean_test_score"][j])
         assert row["rank"] == res["rank_test_score"][j]
+
+
+def test_table_reports_the_searchs_own_scores(small_grid):
+    check_table_reports_the_searchs_scores(small_grid)
 
 
 def test_selection_is_scored_by_nested_cv_not_by_its_own_folds(small_grid):

@@ -309,7 +309,8 @@ def test_plots_write_png(results, tmp_path):
     config = {"backbone": "resnet18", "cut": "avgpool", "method": "logistic", "train_size": 80}
     paths = [plot_accuracy_by_cut(results, tmp_path / "cut.png"),
              plot_learning_curves(analysis.summary, analysis.selected, tmp_path / "lc.png"),
-             plot_confusion_matrix(preds, tmp_path / "cm.png", config), plot_accuracy_vs_cost(results, tmp_path / "c.png")]
+             plot_confusion_matrix(preds, tmp_path / "cm.png", config),
+             plot_accuracy_vs_cost(results, tmp_path / "c.png")]
     for path in paths:
         assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_confusion_matrix(preds.iloc[:0], tmp_path / "none.png", config) is None

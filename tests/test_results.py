@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_two_class_images, write_image_folder
 from sklearn.metrics import balanced_accuracy_score
 
 from pipelines.compare import main
@@ -23,15 +22,6 @@ STABLE = [c for c in ("backbone", "cut", "pooling", "method", "family", "augment
                       "n_test", "n_correct", "accuracy", "balanced_accuracy", "weights", "pretrained")]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    for subset, seed in (("train", 1), ("val", 2)):
-        images, labels = make_two_class_images(6, size=(40, 44), seed=seed)
-        write_image_folder(root / subset, images, labels)
-    return root
-
-
 def _argv(dataset, tmp_path, out, *extra):
     return ["--dataset", str(dataset), "--backbones", "resnet18", "--cuts", "layer3", "layer4",
             "--methods", "logistic", "pixels", "finetune_head", "--train-sizes", "3", "all", "--splits", "2",
@@ -41,9 +31,9 @@ def _argv(dataset, tmp_path, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def finished(dataset, tmp_path_factory):
+def finished(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
-    assert main(_argv(dataset, tmp, tmp / "out")) == 0
+    assert main(_argv(tiny_dataset, tmp, tmp / "out")) == 0
     return tmp
 
 
@@ -52,8 +42,8 @@ def _read(out: Path) -> pd.DataFrame:
     return results[STABLE].sort_values(KEYS).reset_index(drop=True)
 
 
-def test_results_are_recomputed_exactly_from_the_predictions(finished):
-    out = finished / "out"
+def check_results_match_predictions(out: Path) -> None:
+    """Every row of results.csv is recomputed exactly from its rows of predictions.csv."""
     results = pd.read_csv(out / "results.csv", keep_default_na=False)
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert len(predictions) == int(results["n_test"].sum())
@@ -65,7 +55,11 @@ def test_results_are_recomputed_exactly_from_the_predictions(finished):
         assert row["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(group["y_true"], group["y_pred"]))
 
 
-def test_rerun_with_the_same_command_skips_every_finished_fit(dataset, finished, monkeypatch):
+def test_results_are_recomputed_exactly_from_the_predictions(finished):
+    check_results_match_predictions(finished / "out")
+
+
+def test_rerun_with_the_same_command_skips_every_finished_fit(tiny_dataset, finished, monkeypatch):
     import pipelines.compare as compare
 
     def no_fit(self, job):
@@ -73,7 +67,7 @@ def test_rerun_with_the_same_command_skips_every_finished_fit(dataset, finished,
 
     before = _read(finished / "out")
     monkeypatch.setattr(compare._Runner, "prepare", no_fit)
-    assert main(_argv(dataset, finished, finished / "out")) == 0
+    assert main(_argv(tiny_dataset, finished, finished / "out")) == 0
     pd.testing.assert_frame_equal(_read(finished / "out"), before)
     assert json.loads((finished / "out" / "manifest.json").read_text())["resumed_fits"] == len(before)
 
@@ -100,27 +94,27 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize("after, mid_line", [(0, False), (3, True), (7, False)])
-def test_sigkilled_run_resumes_to_the_same_tables(dataset, finished, tmp_path, after, mid_line):
+def test_sigkilled_run_resumes_to_the_same_tables(tiny_dataset, finished, tmp_path, after, mid_line):
     out = tmp_path / "out"
     env = {**os.environ, "KILL_AFTER": str(after), "KILL_MID_LINE": "1" if mid_line else "0",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    killed = subprocess.run([sys.executable, "-c", _KILLER, *_argv(dataset, tmp_path, out)], env=env, cwd=ROOT,
+    killed = subprocess.run([sys.executable, "-c", _KILLER, *_argv(tiny_dataset, tmp_path, out)], env=env, cwd=ROOT,
                             capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert not (out / "results.csv").exists()
     journal = (out / "journal.jsonl").read_bytes()
     assert journal.count(b"\n") == 1 + after
-    assert main(_argv(dataset, tmp_path, out)) == 0
+    assert main(_argv(tiny_dataset, tmp_path, out)) == 0
     pd.testing.assert_frame_equal(_read(out), _read(finished / "out"))
     assert json.loads((out / "manifest.json").read_text())["resumed_fits"] == after
 
 
-def test_another_configuration_refuses_the_journal_unless_restarted(dataset, finished, tmp_path, capsys):
+def test_another_configuration_refuses_the_journal_unless_restarted(tiny_dataset, finished, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(_argv(dataset, tmp_path, out, "--seed", "1")) == 0
-    assert main(_argv(dataset, tmp_path, out)) == 2
+    assert main(_argv(tiny_dataset, tmp_path, out, "--seed", "1")) == 0
+    assert main(_argv(tiny_dataset, tmp_path, out)) == 2
     assert "--restart" in capsys.readouterr().err
-    assert main(_argv(dataset, tmp_path, out, "--restart")) == 0
+    assert main(_argv(tiny_dataset, tmp_path, out, "--restart")) == 0
     pd.testing.assert_frame_equal(_read(out), _read(finished / "out"))
 
 
