@@ -45,6 +45,7 @@ from classifiers.surgery import (
 from classifiers.training import (
     OPTIMIZERS,
     SCHEDULES,
+    parse_schedule,
     EarlyStopping,
     Optimisation,
     Phase,
@@ -120,7 +121,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         Weight decay of the trainable parameters (frozen ones are not in the optimiser at all).
     schedule : str
         A :data:`classifiers.training.SCHEDULES` name, per epoch within each phase: ``"cosine"`` (to 0), ``"step"``
-        (×0.1 every third of the phase) or ``"constant"``.
+        (×0.1 every third of the phase), ``"step:k"`` (×0.1 every k epochs) or ``"constant"``.
     batch_size : int
         Mini-batch size.
     validation_fraction : float or None
@@ -196,7 +197,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "lr_ratio": [Interval(Real, 0, None, closed="neither")],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "schedule": [StrOptions(set(SCHEDULES))],
+        "schedule": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
         "patience": [None, Interval(Integral, 1, None, closed="left")],
@@ -278,6 +279,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         spec = get_backbone_spec(self.backbone)
         check_cut(spec, self.cut)
         check_strategy(self.strategy)
+        parse_schedule(self.schedule)
         return spec
 
     def _seed(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,12 +53,32 @@ OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
 }
 """Optimiser name -> ``factory(param_groups, weight_decay)``; SGD uses momentum 0.9."""
 
-SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
-    "cosine": lambda opt, n_epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs),
-    "step": lambda opt, n_epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, n_epochs // 3), gamma=0.1),
-    "constant": lambda opt, n_epochs: None,
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int, int | None], object | None]] = {
+    "cosine": lambda opt, n_epochs, k: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs),
+    "step": lambda opt, n_epochs, k: torch.optim.lr_scheduler.StepLR(opt, step_size=k or max(1, n_epochs // 3),
+                                                                      gamma=0.1),
+    "constant": lambda opt, n_epochs, k: None,
 }
-"""Per-epoch schedule name -> ``factory(optimizer, phase_epochs)``: cosine to 0, ×0.1 every third, or constant."""
+"""Per-epoch schedule name -> ``factory(optimizer, phase_epochs, k)``: cosine to 0, ×0.1 every third of the phase
+(``step``) or every ``k`` epochs (``step:k``, the PyTorch tutorial's StepLR(7, 0.1) is ``step:7``), or constant."""
+_WITH_K = re.compile(r"^(?P<name>[a-z]+):(?P<k>[1-9][0-9]*)$")
+
+
+def parse_schedule(schedule: str) -> tuple[str, int | None]:
+    """``(name, k)`` of a schedule of :data:`SCHEDULES` (``k`` only for ``step:k``).
+
+    Raises
+    ------
+    ValueError
+        For anything else; the message lists the valid schedules.
+    """
+    if isinstance(schedule, str):
+        if schedule in SCHEDULES:
+            return schedule, None
+        match = _WITH_K.match(schedule)
+        if match and match["name"] == "step":
+            return "step", int(match["k"])
+    raise ValueError(f"Unknown schedule {schedule!r}; valid schedules: {', '.join(SCHEDULES)}, step:k (k ≥ 1)")
 
 
 def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -322,7 +343,8 @@ def run_phases(
             head_params = list(net.get_submodule(head).parameters())
             backbone_params = [p for path in phase.trainable for p in net.get_submodule(path).parameters()]
             opt = optimisation.optimizer_for(head_params, backbone_params)
-            sched = SCHEDULES[optimisation.schedule](opt, phase.epochs)
+            name, k = parse_schedule(optimisation.schedule)
+            sched = SCHEDULES[name](opt, phase.epochs, k)
             if stopper is not None:
                 stopper.start_phase(phase.patience)
             for _ in range(phase.epochs):

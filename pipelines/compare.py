@@ -37,8 +37,11 @@ from featurize.images import load_image
 from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
                            resolve_backbone_weights, run_cli)
 from pipelines.datasets import ImageSet, default_data_dir, load_dataset
-from pipelines.methods import FINETUNE_SETTINGS, NO_BACKBONE, BuildContext, Method, get_method, list_methods
-from pipelines.results import RESULT_COLUMNS, Fit, FitKey, Journal, tables
+from classifiers.augment import AUGMENTATIONS
+from classifiers.training import parse_schedule
+from pipelines.methods import (FINETUNE_SETTINGS, MIN_VALIDATION_PER_CLASS, NO_BACKBONE, BuildContext, Method,
+                               get_method, list_methods)
+from pipelines.results import RESULT_COLUMNS, Fit, FitKey, Journal, dataset_fingerprint, tables
 from pipelines.splits import DESIGNS, Split, default_train_sizes, design_of, parse_train_sizes, repeated_splits
 
 __all__ = ["CompareConfig", "CompareResult", "DEFAULT_CUTS", "RESULT_COLUMNS", "run_compare", "main"]
@@ -50,9 +53,11 @@ DEFAULT_CUTS = {
     "vgg": ("pool3", "pool4", "pool5", "fc7"),
 }
 DEFAULT_METHODS = ("linear_svm", "logistic", "random_forest", "multilayer", "pixels", "finetune_head",
-                   "finetune_last_block", "scratch")
+                   "finetune_last_block")
+"""Methods of the default run; ``scratch`` and ``finetune_full`` are left to ``--methods`` (on a CPU they cost more
+than the whole default comparison)."""
 PIXEL_SIZE = 32
-_NOT_RESULTS = ("out", "quiet", "command", "restart", "n_jobs")
+_NOT_RESULTS = ("out", "quiet", "command", "restart", "n_jobs", "data_dir", "cache_dir")
 
 
 def _command() -> str:
@@ -93,6 +98,7 @@ class CompareConfig:
     batch_size: int = 32
     lr: float = 1e-3
     lr_ratio: float = 0.1
+    weight_decay: float = 1e-2
     validation_fraction: float | None = 0.2
     inner_folds: int = 3
     n_jobs: int | None = -1
@@ -129,7 +135,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "(the last epoch is kept: no epoch is picked on the val images)",
              {"backbones": ["resnet18"], "methods": ["finetune_full", "finetune_head"], "augment": ["flip_crop"],
               "optimizer": "sgd", "lr": 1e-3, "lr_ratio": 1.0, "schedule": "step:7", "epochs": 25, "min_steps": 0,
-              "batch_size": 4, "validation_fraction": None, "image_size": "auto", "train_sizes": ["all"]}),
+              "batch_size": 4, "weight_decay": 0.0, "validation_fraction": None, "image_size": "auto",
+              "train_sizes": ["all"]}),
     Protocol("kornblith", "Kornblith et al. (2019): L-BFGS logistic regression on the penultimate layer, L2 penalty "
              "searched on a log grid 1e-6..1e5 by inner CV",
              {"methods": ["logistic"], "cuts": {"*": ["penultimate"]}, "image_size": "auto"}),
@@ -215,6 +222,36 @@ def validate(config: CompareConfig) -> None:
                          "backbones must be compared too ('all' fine-tunes every one)")
     if config.splits < 1 or (config.finetune_splits is not None and config.finetune_splits < 0):
         raise ValueError("--splits must be ≥ 1 and --finetune-splits ≥ 0")
+    if config.inner_folds < 2:
+        raise ValueError(f"--inner-folds must be ≥ 2 (the inner CV that tunes every head); got {config.inner_folds}")
+    small = [s for s in (config.train_sizes or ()) if s != "all" and int(s) < 2]
+    if small:
+        raise ValueError(f"--train-sizes {small}: the inner CV that tunes every head needs at least 2 images per class")
+    bad_augment = [a for a in config.augment if a not in AUGMENTATIONS]
+    if bad_augment:
+        raise ValueError(f"--augment: unknown {bad_augment}; valid policies: {', '.join(AUGMENTATIONS)}")
+    if any(get_method(m).costly for m in config.methods):
+        size = finetune_image_size(config)
+        if size != "auto" and (size is None or int(size) < 32):
+            raise ValueError(f"fine-tuning needs a fixed crop of at least 32 px; got {size!r} (from "
+                             "--finetune-image-size, 'same' follows --image-size): pass --finetune-image-size auto or "
+                             "an integer ≥ 32")
+    settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if name not in ("cache_dir", "device")}
+    settings.update(image_size=finetune_image_size(config), cache_dir=None, device="cpu")
+    for name in config.methods:
+        method = get_method(name)
+        context = BuildContext(backbone=config.backbones[0] if method.needs_backbone else None, weights=None,
+                               augment=method.augment or config.augment[0], n_per_class=MIN_VALIDATION_PER_CLASS,
+                               seed=config.seed, settings=settings)
+        estimator = method.build(context)
+        estimator._validate_params()
+        if hasattr(estimator, "schedule"):
+            parse_schedule(estimator.schedule)
+
+
+def finetune_image_size(config: CompareConfig) -> int | str | None:
+    """The fine-tuning crop size: ``finetune_image_size``, or ``image_size`` when it is ``"same"``."""
+    return config.image_size if config.finetune_image_size == "same" else config.finetune_image_size
 
 
 def finetune_backbones(config: CompareConfig) -> list[str]:
@@ -259,10 +296,15 @@ def plan(config: CompareConfig, splits: Sequence[Split], n_finetune: int) -> lis
             backbones = [NO_BACKBONE] if not method.needs_backbone else tuned if method.costly else config.backbones
             augments = list(config.augment) if method.augment is None else [method.augment]
             for backbone in backbones:
-                cuts = {"each": lambda: cuts_for(config, backbone), "all": lambda: ["all"], "none": lambda: [""]}
-                for cut in cuts[method.cuts]():
+                for cut in _method_cuts(config, method, backbone):
                     jobs += [Job(method, split, backbone, cut, augment) for augment in augments]
     return jobs
+
+
+def _method_cuts(config: CompareConfig, method: Method, backbone: str) -> list[str]:
+    """The cut points a method is fitted at: each of the backbone's, all together (``"all"``), or none (``""``)."""
+    return {"each": cuts_for(config, backbone) if method.cuts == "each" else [], "all": ["all"], "none": [""]}[
+        method.cuts]
 
 
 def _environment() -> dict:
@@ -324,9 +366,9 @@ class _Runner:
         self.imageset = imageset
         self.runs = runs
         self.pixels = pixels
-        size = config.image_size if config.finetune_image_size == "same" else config.finetune_image_size
-        self.settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if hasattr(config, name)}
-        self.settings.update(image_size=size, cache_dir=cache_dir, device=device)
+        self.settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if name not in ("cache_dir",
+                                                                                                  "device")}
+        self.settings.update(image_size=finetune_image_size(config), cache_dir=cache_dir, device=device)
         self.unconverged = 0
 
     def _inputs(self, job: Job) -> tuple[object, object]:
@@ -379,12 +421,12 @@ class _Runner:
         return self.runs[job.backbone].extract_time_per_image * n_images
 
     def execute(self, jobs: Sequence[Job], n_jobs: int | None) -> Iterator[tuple[Job, Fit]]:
-        """Run jobs, yielding each with its :class:`Fit` as it finishes: the classical heads ``n_jobs`` at a time
-        in worker processes (in job order), then the costly ones in this process (they use every core already)."""
+        """Run jobs, yielding each with its :class:`Fit` in job order: the classical heads ``n_jobs`` at a time in
+        worker processes, then the costly ones in this process (they use every core already)."""
         cheap = [job for job in jobs if not job.method.costly]
         with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
             outcomes = parallel(delayed(_fit_predict)(*self.prepare(job)) for job in cheap)
-            for job, outcome in zip(cheap, outcomes):
+            for outcome, job in zip(outcomes, cheap):  # outcomes first: the generator is run to its end
                 yield job, self.finish(job, outcome)
         for job in (job for job in jobs if job.method.costly):
             yield job, self.finish(job, _fit_predict(*self.prepare(job)))
@@ -408,6 +450,23 @@ def _fit_predict(estimator, X_train, y_train, X_test, chosen) -> tuple:
     score, params = chosen(estimator)
     unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     return y_pred, fit_time, predict_time, score, params, unconverged
+
+
+def protocol_overrides(config: CompareConfig) -> list[str]:
+    """Settings of ``config`` that differ from its protocol preset (the preset's own settings only)."""
+    def norm(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    preset = protocol(config.protocol).settings
+    return [k for k, v in preset.items() if norm(getattr(config, k)) != norm(v)]
+
+
+def _same_training_sets(splits: Sequence[Split]) -> list[int]:
+    """Train sizes at which every draw has the very same training images (e.g. "all" with a fixed val/ subset)."""
+    sizes: dict[int, set] = {}
+    for split in splits:
+        sizes.setdefault(split.train_size, set()).add(tuple(split.train_idx))
+    return [size for size, draws in sizes.items() if len(draws) == 1 and len(splits) > len(sizes)]
 
 
 def _results_config(config: CompareConfig) -> dict:
@@ -452,7 +511,6 @@ def run_compare(config: CompareConfig) -> CompareResult:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     wall = time.perf_counter()
     out = Path(config.out)
-    journal = Journal(out, _results_config(config), restart=config.restart)
     data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     cache_dir = Path(config.cache_dir) if config.cache_dir else data_dir / "features"
     device = str(resolve_device(config.device))
@@ -466,6 +524,9 @@ def run_compare(config: CompareConfig) -> CompareResult:
     for backbone in config.backbones:
         weights = resolve_backbone_weights(backbone, config.weights, config.weights_dir)
         runs[backbone] = BackboneRun(backbone, weights, resolve_weights(get_backbone_spec(backbone), weights))
+    identity = {"dataset_content": dataset_fingerprint(imageset.items, imageset.labels),
+                "weights_resolved": {b: run.resolved.identity for b, run in runs.items()}}
+    journal = Journal(out, {**_results_config(config), **identity}, restart=config.restart)
     sizes = default_train_sizes(imageset) if config.train_sizes is None else config.train_sizes
     splits = list(repeated_splits(imageset, sizes, config.splits, config.seed))
     n_finetune = finetune_split_count(config, device)
@@ -494,7 +555,9 @@ def run_compare(config: CompareConfig) -> CompareResult:
         "design_description": DESIGNS[design_of(imageset)],
         "protocol": config.protocol,
         "protocol_description": protocol(config.protocol).description,
-        "train_sizes": [s for s in dict.fromkeys(split.train_size for split in splits)],
+        "protocol_overrides": protocol_overrides(config),
+        "train_sizes": list(dict.fromkeys(split.train_size for split in splits)),
+        "same_training_set_sizes": _same_training_sets(splits),
         "seeds": {"base": config.seed, "splits": config.splits, "finetune_splits": n_finetune,
                   "per_fit": "fit_seed(base, split, method)"},
         "weights": {b: run.resolved.identity for b, run in runs.items()},
@@ -574,6 +637,7 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--schedule", default=d.schedule, help="learning-rate schedule: cosine, step, step:N, constant")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="fine-tuning mini-batch size")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the new head")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="fine-tuning weight decay")
     p.add_argument("--lr-ratio", type=float, default=d.lr_ratio,
                    help="backbone learning rate / head learning rate (from scratch: 1)")
     p.add_argument("--validation-fraction", type=_fraction, default=d.validation_fraction,

@@ -21,7 +21,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import sys
@@ -44,7 +43,7 @@ from featurize.images import as_items
 from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
                            resolve_backbone_weights, run_cli)
 from pipelines.datasets import default_data_dir, load_dataset
-from pipelines.results import Journal
+from pipelines.results import Journal, dataset_fingerprint
 from reports.stats import mean_ci, resampled_interval, two_level_interval
 from reports.tables import format_accuracy, to_csv
 
@@ -163,14 +162,6 @@ def _table(search: GridSearchCV, fold_sizes: np.ndarray, head_params: Sequence[s
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.sort_values(["rank", "accuracy"], ascending=[True, False], kind="stable").reset_index(drop=True)
-
-
-def _fingerprint(items: Sequence, y: np.ndarray, settings: Mapping) -> dict:
-    """What a grid journal must match to be resumed: the images (by name), labels and every setting."""
-    names = hashlib.sha1("\n".join(str(i) if isinstance(i, (str, Path)) else f"#{n}" for n, i in enumerate(items))
-                         .encode(errors="surrogateescape")).hexdigest()
-    return {"images": names, "labels": hashlib.sha1(np.asarray(y).astype(str).tobytes()).hexdigest(),
-            **{k: v for k, v in settings.items()}}
 
 
 def _outer_folds(y: np.ndarray, test_mask: np.ndarray | None, outer_cv: int,
@@ -328,10 +319,11 @@ def run_grid(
     settings = {"backbone": backbone, "cuts": [_cut_label(c) for c in cuts], "poolings": poolings, "head": head,
                 "grid": {k: [str(v) for v in vals] for k, vals in head_params.items()}, "weights": str(weights),
                 "image_size": image_size, "cv": cv, "outer_cv": len(outer_folds), "random_state": random_state}
-    journal = Journal(resume_dir, _fingerprint(items, y, settings)) if resume_dir is not None else None
+    journal = (Journal(resume_dir, {**dataset_fingerprint(items, y), **settings}) if resume_dir is not None
+               else None)
     log.info("grid search: %d candidates × %d folds, scored on %s", n_candidates, cv,
              "the held-out test images" if mask is not None else f"{len(outer_folds)} outer folds (nested CV)")
-    records = []
+    records, inner = [], None
     for fold, (train, test) in enumerate(tqdm(outer_folds, desc="outer folds", disable=not verbose)):
         key = {"outer_fold": fold}
         if journal is None or key not in journal:
@@ -348,7 +340,10 @@ def run_grid(
     estimate = _estimate(outer, correct, [y[te] for _, te in outer_folds], held_out=mask is not None)
 
     train_idx = np.arange(len(y)) if mask is None else np.flatnonzero(~mask)
-    search.fit([items[i] for i in train_idx], y[train_idx])
+    if mask is not None and inner is not None:
+        search = inner  # the held-out case's one outer fit is the search on all training images
+    else:
+        search.fit([items[i] for i in train_idx], y[train_idx])
     fold_sizes = np.array([len(te) for _, te in search.cv.split(np.zeros(len(train_idx)), y[train_idx])])
     table = _table(search, fold_sizes, list(head_params), outer["selected"].tolist())
     return GridResult(search=search, table=table, estimate=estimate, outer=outer)
@@ -401,8 +396,9 @@ def _main(args: argparse.Namespace) -> int:
         if note:
             print(note)
         print(f"{dataset.summary()}; weights: {result.weights_label}")
-        print(f"Accuracy of the selected configuration on images the search never saw: "
-              f"{result.estimate['accuracy_95ci']} ({result.estimate['method']})")
+        what = ("the selected configuration on the held-out val/ images" if result.estimate["design"] == "fixed_test"
+                else "the selection procedure, by nested CV")
+        print(f"Accuracy of {what}: {result.estimate['accuracy_95ci']} ({result.estimate['method']})")
         columns = [c for c in result.table.columns if c not in ("accuracy", "ci_low", "ci_high", "n_per_fold",
                                                                   "n_test", "n_folds")]
         print("Candidates by inner-CV score (descriptive, selection-biased for the winner):")

@@ -143,14 +143,14 @@ def list_methods() -> list[str]:
 
 
 FINETUNE_SETTINGS = ("epochs", "min_steps", "image_size", "optimizer", "schedule", "batch_size", "lr", "lr_ratio",
-                     "validation_fraction", "inner_folds", "cache_dir", "device")
+                     "weight_decay", "validation_fraction", "inner_folds", "cache_dir", "device")
 """Keys of :attr:`BuildContext.settings` (the comparison's tuning and fine-tuning options)."""
 MIN_VALIDATION_PER_CLASS = 10
 """Below this many training images per class, fine-tuning keeps no validation split (epochs from the budget)."""
 
 
 def _searched(search) -> tuple[float, dict]:
-    params = {key.rpartition("__")[2]: value for key, value in search.best_params_.items()}
+    params = {key.removeprefix("clf__"): value for key, value in search.best_params_.items()}
     return float(search.best_score_), params
 
 
@@ -171,6 +171,7 @@ def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:
             "weights": ctx.weights, "strategy": strategy, "augment": ctx.augment, "epochs": s["epochs"],
             "min_steps": s["min_steps"], "lr": s["lr"], "lr_ratio": s["lr_ratio"], "optimizer": s["optimizer"],
             "schedule": s["schedule"], "batch_size": s["batch_size"], "image_size": s["image_size"],
+            "weight_decay": s["weight_decay"],
             "validation_fraction": validation, "refit": True, "patience": 3, "cache": s["cache_dir"],
             "device": s["device"], "random_state": ctx.seed, **fixed,
         }

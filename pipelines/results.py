@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from sklearn.metrics import balanced_accuracy_score
 from pipelines.datasets import ImageSet
 from pipelines.splits import Split, design_of
 
-__all__ = ["RESULT_COLUMNS", "PREDICTION_COLUMNS", "Fit", "FitKey", "Journal", "JournalMismatch", "tables"]
+__all__ = ["RESULT_COLUMNS", "PREDICTION_COLUMNS", "Fit", "FitKey", "Journal", "JournalMismatch", "dataset_fingerprint",
+           "tables"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,18 @@ def tables(fits: Iterable[Fit], imageset: ImageSet,
 
 class JournalMismatch(ValueError):
     """The output folder holds a journal of another configuration."""
+
+
+def dataset_fingerprint(items: Sequence, labels: Sequence) -> dict:
+    """What identifies a dataset for a journal: its images (names, and sizes for files) and its labels."""
+    h = hashlib.sha1()
+    for n, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            size = os.path.getsize(item) if os.path.isfile(item) else -1
+            h.update(f"{os.fspath(item)}\0{size}\n".encode(errors="surrogateescape"))
+        else:
+            h.update(f"#{n}\n".encode())
+    return {"images": h.hexdigest(), "labels": hashlib.sha1(np.asarray(labels).astype(str).tobytes()).hexdigest()}
 
 
 def fingerprint(config: Mapping) -> str:

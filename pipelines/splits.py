@@ -186,6 +186,8 @@ def repeated_splits(
                 f"train_size {size} is larger than the {available} training images available per class in "
                 f"{imageset.name} (class {smallest!r}); use at most {available} or 'all'"
             )
+    if "all" in sizes and max(pools) in sizes:
+        sizes = [s for s in sizes if s != "all"]  # every class has exactly that many: "all" is the same draw
     return _generate(imageset, sizes, int(n_splits), int(seed), test_fraction, bootstrap_test, max(pools))
 
 

@@ -201,8 +201,11 @@ def selection_text(analysis: Analysis) -> str:
     scored = sorted(set(analysis.selected.loc[analysis.selected["selected_by"] != "fixed in advance", "family"]))
     parts = []
     if scored:
+        where = ("test images never used" if analysis.design == "fixed_test" else
+                 "with random splits of one pool, a draw's training images are other draws' test images, so these "
+                 "pooled scores are not fully independent of the test images")
         parts.append(f"{', '.join(scored)}: the configuration with the highest mean inner-CV accuracy on the "
-                     "training images of each draw (test images never used)")
+                     f"training images of each draw ({where})")
     if fixed:
         parts.append(f"{', '.join(fixed)}: fixed in advance (the first configuration of the run's method list)")
     return "Pre-selected configurations — " + "; ".join(parts) + ". Rankings by test accuracy are descriptive only."

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from reports.analysis import EQUIVALENCE_MARGIN, Analysis, chance_level
+from reports.stats import holm
 from reports.tables import cut_order_for, format_accuracy
 
 __all__ = ["NOT_MEASURED", "course_answers"]
@@ -41,16 +42,26 @@ def _p(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.3g}"
 
 
-def _verdict(test: pd.Series | None, better: str, worse: str) -> str:
-    """What a paired difference (a − b) shows: the difference, its CI and test, and the conclusion it supports."""
+def _holm(tests: list[pd.Series | None]) -> list[float]:
+    """Holm-adjusted p-values of a question's set of paired tests (NaN where a test is missing or not testable)."""
+    raw = [math.nan if t is None else float(t["t_p"]) for t in tests]
+    return list(holm(raw)) if raw else []
+
+
+def _verdict(test: pd.Series | None, better: str, worse: str, p_adjusted: float | None = None) -> str:
+    """What a paired difference (a − b) shows: the difference, its CI and test, and the conclusion it supports
+    (significant when the p-value, Holm-adjusted over the question's comparisons when given, is below 0.05)."""
     if test is None:
         return "no paired comparison was possible (not run on the same draws)"
     diff = f"difference {test['diff']:+.3f}"
     if math.isnan(test["diff_ci_low"]):
         return f"{diff} ({test['note'] or 'not testable'}): the data cannot tell"
+    adjusted = "" if p_adjusted is None else f", Holm-adjusted over this question's comparisons {_p(p_adjusted)}"
     text = (f"{diff} (95% CI {test['diff_ci_low']:+.3f} to {test['diff_ci_high']:+.3f}, {test['test']} "
-            f"p = {_p(test['t_p'])})")
-    if _true(test["significant"]):
+            f"p = {_p(test['t_p'])}{adjusted})")
+    significant = _true(test["significant"]) if p_adjusted is None else (not pd.isna(p_adjusted)
+                                                                          and p_adjusted < 0.05)
+    if significant:
         return f"{text}: {better if test['diff'] > 0 else worse}"
     if _true(test["equivalent"]):
         return (f"{text}: equivalent within ±{EQUIVALENCE_MARGIN:.2f} (TOST p = {_p(test['tost_p'])}), i.e. "
@@ -89,21 +100,23 @@ def _q10(a: Analysis) -> str:
              f"pre-selected by inner CV among the backbones and cut points tried; {chance_text}):"]
     results = a.results[(a.results["family"] == "frozen") & (a.results["train_size"] == a.largest)]
     pixels = a.choice("pixels")
+    chosen = []
     for method, rows in results.groupby("method", sort=True):
         means = rows.groupby(a.config, dropna=False)["selection_score"].mean()
         if means.isna().all():
             continue
         values = dict(zip(a.config, means.idxmax() if isinstance(means.idxmax(), tuple) else (means.idxmax(),)))
+        if a.row(values) is not None:
+            chosen.append((method, values))
+    tests = [a.versus(values, pixels) if pixels is not None else None for _, values in chosen]
+    for (method, values), test, p in zip(chosen, tests, _holm(tests)):
         row = a.row(values)
-        if row is None:
-            continue
         line = f"- {method} ({a.label(values)}): {_acc(row)}"
         if not math.isnan(chance):
             line += (" — works: its CI lies above chance" if row["ci_low"] > chance else
                      " — not shown to beat chance (its CI reaches it)")
         if pixels is not None:
-            line += "; versus raw pixels: " + _verdict(a.versus(values, pixels), "better than raw pixels",
-                                                       "worse than raw pixels")
+            line += "; versus raw pixels: " + _verdict(test, "better than raw pixels", "worse than raw pixels", p)
         lines.append(line)
     lines.append(f"- raw-pixel baseline ({_name(a, pixels)}): {_acc(a.row(pixels))}" if pixels is not None
                  else f"- raw-pixel baseline: {NOT_MEASURED}")
@@ -165,48 +178,56 @@ def _q14(a: Analysis) -> str:
     lines = [f"Cut point pre-selected by inner CV, per backbone and classifier, at {a.largest} images/class (cut "
              "points ordered shallow → deep; features are thought to go from general to ImageNet-specific with "
              "depth, Yosinski et al. 2014 — a background claim this run does not test):"]
-    deepest_chosen, pairs, tied = 0, 0, 0
+    picks = []
     for (backbone, method), rows in results.groupby(["backbone", "method"], sort=True):
         means = rows.groupby("cut")["selection_score"].mean().dropna()
         if means.empty:
             continue
         order = cut_order_for(str(backbone), list(rows["cut"].unique()))
-        chosen = str(means.idxmax())
-        base = {c: rows.iloc[0][c] for c in a.config}
-        row = a.row({**base, "cut": chosen})
-        pairs += 1
+        chosen, base = str(means.idxmax()), {c: rows.iloc[0][c] for c in a.config}
+        test = None if chosen == order[-1] else a.versus({**base, "cut": chosen}, {**base, "cut": order[-1]})
+        picks.append((backbone, method, order, chosen, base, test))
+    adjusted = _holm([test for *_, test in picks])
+    counts = {"deepest": 0, "not_significant": 0, "significant": 0, "untestable": 0}
+    for (backbone, method, order, chosen, base, test), p in zip(picks, adjusted):
         line = (f"- {backbone} / {method}: **{chosen}** (cut {order.index(chosen) + 1} of {len(order)} tried) "
-                f"{_acc(row)}")
-        deepest = order[-1]
-        if chosen == deepest:
-            deepest_chosen += 1
+                f"{_acc(a.row({**base, 'cut': chosen}))}")
+        if chosen == order[-1]:
+            counts["deepest"] += 1
         else:
-            test = a.versus({**base, "cut": chosen}, {**base, "cut": deepest})
-            line += f"; versus the deepest cut {deepest}: " + _verdict(test, "better", "worse")
-            tied += test is not None and not _true(test["significant"])
+            line += f"; versus the deepest cut {order[-1]}: " + _verdict(test, "better", "worse", p)
+            counts["untestable" if pd.isna(p) else "significant" if p < 0.05 else "not_significant"] += 1
         lines.append(line)
-    lines.append(f"The deepest cut tried was selected in {deepest_chosen} of {pairs} backbone/classifier pairs; where "
-                 f"another cut was selected, its difference to the deepest was not significant in {tied} of "
-                 f"{pairs - deepest_chosen}.")
+    others = len(picks) - counts["deepest"]
+    lines.append(f"The deepest cut tried was selected in {counts['deepest']} of {len(picks)} backbone/classifier "
+                 f"pairs; where another cut was selected ({others}), its difference to the deepest was significant "
+                 f"in {counts['significant']}, not significant in {counts['not_significant']} and not testable in "
+                 f"{counts['untestable']} (Holm-adjusted over these comparisons).")
     lines.append("The part kept is used frozen as a feature extractor (pooled, optionally L2-normalised) or "
                  "fine-tuned together with a new head.")
     return "\n".join(lines)
 
 
 def _backbone_answer(a: Analysis, prefix: str, label: str) -> str:
-    rows = a.summary[(a.summary["train_size"] == a.largest)
-                     & a.summary["backbone"].astype(str).str.startswith(prefix)]
-    if rows.empty:
+    backbones = sorted({str(b) for b in a.results["backbone"] if str(b).startswith(prefix)})
+    if not backbones:
         return f"A {label} backbone was {NOT_MEASURED}."
-    lines = [f"{label} results at {a.largest} images/class (pre-selected configuration per family):"]
-    for backbone, group in rows.groupby("backbone", sort=True):
+    lines = [f"{label} results at {a.largest} images/class (per family, the configuration of this backbone "
+             "pre-selected the same way as everywhere: inner-CV score for frozen heads, first listed otherwise):"]
+    for backbone in backbones:
         results = a.results[(a.results["backbone"] == backbone) & (a.results["train_size"] == a.largest)]
         for family in ("frozen", "linear_probe_sgd", "finetune", "scratch"):
-            choice = a.choice(family)
-            if choice is not None and str(choice.get("backbone")) == str(backbone):
+            rows = results[results["family"] == family]
+            if rows.empty:
+                continue
+            if family == "frozen":
+                means = rows.groupby(a.config, dropna=False)["selection_score"].mean()
+                key = means.idxmax() if not means.isna().all() else None
+                choice = None if key is None else dict(zip(a.config, key if isinstance(key, tuple) else (key,)))
+            else:
+                choice = {c: rows.iloc[0][c] for c in a.config}
+            if choice is not None:
                 lines.append(f"- {backbone}, {family}: {_name(a, choice)} {_acc(a.row(choice))}")
-            elif family in set(results["family"]):
-                lines.append(f"- {backbone}, {family}: ran, but another backbone's configuration was pre-selected")
         if str(backbone) in a.random_init:
             lines.append(f"- {backbone} ran with RANDOM-INIT weights: these numbers say nothing about ImageNet "
                          "transfer.")

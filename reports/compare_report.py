@@ -163,7 +163,10 @@ def _setup(analysis: Analysis, meta: dict) -> list[Block]:
     add("Dataset", meta.get("dataset") or values("dataset"))
     for key in ("n_images", "n_classes", "classes"):
         add(key.replace("_", " "), meta.get(key))
-    add("Protocol", f"{meta['protocol']} — {meta.get('protocol_description', '')}" if meta.get("protocol") else None)
+    if meta.get("protocol"):
+        changed = meta.get("protocol_overrides") or []
+        add("Protocol", f"{meta['protocol']}" + (f" (modified: {', '.join(changed)})" if changed else "")
+            + f" — {meta.get('protocol_description', '')}")
     add("Backbones", values("backbone"))
     add("Images per class for training", values("train_size"))
     if "split" in results:
@@ -181,11 +184,17 @@ def _setup(analysis: Analysis, meta: dict) -> list[Block]:
         pairs = frozen[["backbone", "weights"]].drop_duplicates().sort_values("backbone")
         add("Weights", "; ".join(f"{b}: {w}" for b, w in pairs.itertuples(index=False)), code=True)
     add("Command", meta.get("command"), code=True)
-    lines += ["", DESIGN_NOTES.get(analysis.design, ""), "", selection_text(analysis),
-              ("Every head (and the raw-pixel baseline) was tuned inside each training draw by an inner stratified "
-               "cross-validation over its documented grid; the chosen hyperparameters are in results.csv "
-               "(hyperparameters, selection_score). Fine-tuning chose its epoch count on an inner validation split "
-               "of the training images (from 10 images per class on) and was then refitted on all of them.")]
+    tuning = ("Every head (and the raw-pixel baseline) was tuned inside each training draw by an inner stratified "
+              "cross-validation over its documented grid; the chosen hyperparameters are in results.csv "
+              "(hyperparameters, selection_score).")
+    validation = (meta.get("config") or {}).get("validation_fraction")
+    tuning += (" Fine-tuning chose its epoch count on an inner validation split of the training images (from 10 "
+               "images per class on) and was then refitted on all of them." if validation else
+               " Fine-tuning ran its fixed budget of epochs and kept the last weights (no inner validation split).")
+    lines += ["", DESIGN_NOTES.get(analysis.design, ""), "", tuning]
+    for size in meta.get("same_training_set_sizes") or []:
+        lines.append(f"At {size} images/class every draw uses the same training images: the draws then differ only "
+                     "by model seed, and an interval's draw component is seed variance.")
     blocks = [Block("heading", "Setup"), Block("text", "\n".join(lines))]
     if meta:
         blocks.append(Block("details", _meta_table(meta), "Full run manifest"))
@@ -249,8 +258,9 @@ def _build(analysis: Analysis, meta: dict, out_dir: Path, written: dict[str, Pat
         ("confusion_matrix", "Confusion matrix of the pre-selected frozen-feature configuration (summed over draws)",
          lambda p: plots.plot_confusion_matrix(analysis.predictions, p, {**reference, "train_size": size})
          if reference else None),
-        ("accuracy_vs_cost", "Accuracy vs cost (fit + extraction time; descriptive)",
-         lambda p: plots.plot_accuracy_vs_cost(results, p, summary=analysis.summary)),
+        ("accuracy_vs_cost", "Accuracy vs cost (fit + extraction time; the pre-selected configurations are named)",
+         lambda p: plots.plot_accuracy_vs_cost(results, p, summary=analysis.summary,
+                                               labelled=analysis.selected[analysis.selected["train_size"] == size])),
     ]
     for key, caption, draw in figures:
         try:

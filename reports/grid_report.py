@@ -64,10 +64,15 @@ def grid_report(result: GridResult, path_md: str | Path, path_html: str | Path |
                  if estimate["design"] == "fixed_test" else
                  f"nested cross-validation: the whole search repeated in each of {estimate['n_folds']} outer training "
                  "folds, the configuration it selected scored on the outer test fold")
+    how = f"({estimate['method']}{'; ' + estimate['note'] if estimate['note'] else ''})"
+    headline = (f"**Accuracy of the selected configuration: {estimate['accuracy_95ci']}**, scored on {scored_on} "
+                f"{how}." if estimate["design"] == "fixed_test" else
+                f"**Accuracy of the selection procedure: {estimate['accuracy_95ci']}**, estimated by {scored_on} "
+                f"{how}; the outer folds may select different candidates, and the search refitted on all images "
+                "selected the rank-1 candidate below.")
     for text in (
         f"Weights: {result.weights_label}.",
-        f"**Accuracy of the selected configuration: {estimate['accuracy_95ci']}**, scored on {scored_on} "
-        f"({estimate['method']}{'; ' + estimate['note'] if estimate['note'] else ''}).",
+        headline,
         f"Selected: {result.outer['selected'].iloc[0]}." if len(result.outer) == 1 else
         "How often the outer folds' searches selected each candidate: `times_selected` below.",
         "The table lists every candidate's inner cross-validation score: the scores the selection used. They are "

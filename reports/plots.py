@@ -244,7 +244,7 @@ def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: d
 
 
 def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: int | None = None,
-                          summary: pd.DataFrame | None = None) -> Path | None:
+                          summary: pd.DataFrame | None = None, labelled: pd.DataFrame | None = None) -> Path | None:
     """Accuracy (95% CI) versus cost per split (fit + feature-extraction seconds, log x), one point per
     configuration, coloured by family. Costs below 1 ms (or missing) are drawn at 1 ms.
 
@@ -258,6 +258,9 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
         Images per class shown; default the largest.
     summary : DataFrame, optional
         :func:`reports.stats.summarize` of ``results`` when already computed.
+    labelled : DataFrame, optional
+        Configurations to name on the plot (e.g. the pre-selected ones); none are named by default (naming the
+        highest test accuracies would single them out on the test set).
 
     Returns
     -------
@@ -278,8 +281,9 @@ def plot_accuracy_vs_cost(results: pd.DataFrame, path: str | Path, train_size: i
     for family, group in summary.groupby("family", sort=True):
         ax.errorbar(group["_cost"], group["accuracy"], yerr=_errors(group), fmt="o", capsize=2, label=str(family),
                     alpha=0.8)
-    top = summary.nlargest(min(8, len(summary)), "accuracy")
-    for _, row in top.iterrows():
+    keys = [c for c in config_columns(summary) if labelled is not None and c in labelled.columns]
+    named = summary.merge(labelled[keys].drop_duplicates(), on=keys) if keys else summary.iloc[0:0]
+    for _, row in named.iterrows():
         if not math.isnan(row["accuracy"]):
             label = config_label(row, ("backbone", "cut", "method", *(c for c in VARIANT_COLUMNS if c in row.index)))
             ax.annotate(label, (row["_cost"], row["accuracy"]), fontsize="x-small", xytext=(3, 3),

@@ -1101,7 +1101,7 @@ def crossover(
     found = _crossing(items, design, n_boot, level, random_state)
     out.update(method=found["method"], resamples=found["resamples"], p_crossing=found["p_crossing"],
                ci=found["ci"])
-    estimate, diff = found["estimate"], found["difference"]
+    estimate = found["estimate"]
     lo_size, hi_size = items[0].size, items[-1].size
     out.update(min_train_size=int(lo_size), max_train_size=int(hi_size), largest={
         k: curves[-1][v] for k, v in (("estimate", "difference"), ("ci_low", "difference_ci_low"),
@@ -1118,27 +1118,31 @@ def crossover(
         ci_text = (f" ({round(level * 100)}% CI {low} to {high}; {out['method']}, {r['total']} resamples: "
                    f"{r['crossing']} with a crossing, {r['finetune_ahead']} fine-tuning ahead everywhere, "
                    f"{r['never_ahead']} never ahead, {r['undefined']} undefined)")
+    def at(curve: dict, size: float) -> str:
+        return (f"fine-tuning − frozen at {int(size)} images/class: {curve['difference']:+.3f}"
+                + ("" if math.isnan(curve["difference_ci_low"]) else
+                   f" [{curve['difference_ci_low']:+.3f}, {curve['difference_ci_high']:+.3f}]")
+                + (f" ({curve['note']})" if curve["note"] else ""))
+
     last = curves[-1]
-    last_text = (f"fine-tuning − frozen at {int(hi_size)} images/class: {last['difference']:+.3f}"
-                 + ("" if math.isnan(last["difference_ci_low"]) else
-                    f" [{last['difference_ci_low']:+.3f}, {last['difference_ci_high']:+.3f}]")
-                 + (f" ({last['note']})" if last["note"] else ""))
+    last_text = at(last, hi_size)
     names = (f"configurations pre-selected on training-side evidence: {last['finetune_best']} (fine-tuning), "
              f"{last['frozen_best']} (frozen)")
     if estimate == math.inf:
         out["status"] = "not_reached"
-        out["statement"] = ("Fine-tuning did not overtake the pre-selected frozen-feature configuration within the "
-                            f"data (up to {int(hi_size)} images/class); {names}; {last_text}.")
+        out["statement"] = ("In the point estimates, fine-tuning did not overtake the pre-selected frozen-feature "
+                            f"configuration within the data (up to {int(hi_size)} images/class); {names}; "
+                            f"{last_text}.")
     elif estimate == -math.inf:
         out["status"] = "finetune_ahead"
-        out["statement"] = ("Fine-tuning was already ahead of the pre-selected frozen-feature configuration at the "
-                            f"smallest size measured ({int(lo_size)} images/class, gap {diff[0]:+.3f}); the "
-                            f"crossover, if any, lies below; {names}; {last_text}.")
+        out["statement"] = ("In the point estimates, fine-tuning was already ahead of the pre-selected "
+                            f"frozen-feature configuration at the smallest size measured ({at(curves[0], lo_size)}); "
+                            f"a crossing, if any, lies below; {names}; {last_text}.")
     else:
         out.update(status="crossover", estimate=estimate)
-        out["statement"] = ("Fine-tuning overtakes the pre-selected frozen-feature configuration at about "
-                            f"{estimate:.0f} images/class{ci_text}, measured between {int(lo_size)} and "
-                            f"{int(hi_size)} images/class; {names}.")
+        out["statement"] = ("In the point estimates, fine-tuning overtakes the pre-selected frozen-feature "
+                            f"configuration at about {estimate:.0f} images/class{ci_text}, measured between "
+                            f"{int(lo_size)} and {int(hi_size)} images/class; {names}; {last_text}.")
     if out["status"] != "crossover" and out["ci"] is not None:
         out["statement"] += f" Crossing point{ci_text}."
     return out

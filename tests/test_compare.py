@@ -129,7 +129,7 @@ def test_unreadable_images_are_dropped_for_every_method(tiny_dataset, tmp_path, 
     out = tmp_path / "out"
     argv = ["--dataset", str(root), "--backbones", "resnet18", "--methods", "pixels", "finetune_head",
             "--train-sizes", "3", "--splits", "1", "--finetune-splits", "1", "--weights", "none",
-            "--finetune-image-size", "32", "--epochs", "1", "--quiet", "--data-dir", str(tmp_path / "d"),
+            "--finetune-image-size", "32", "--epochs", "1", "--quiet", "--n-jobs", "1", "--data-dir", str(tmp_path / "d"),
             "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -140,3 +140,26 @@ def test_unreadable_images_are_dropped_for_every_method(tiny_dataset, tmp_path, 
     assert abs(elapsed.total_seconds() - manifest["wall_time_s"]) <= 1.5
     results = pd.read_csv(out / "results.csv")
     assert set(results["method"]) == {"pixels", "finetune_head"} and (results["n_test"] == 12).all()
+
+
+@pytest.mark.parametrize("name", ["default", "tutorial", "kornblith", "razavian"])
+def test_every_protocol_preset_builds_valid_estimators(name):
+    from pipelines.compare import PROTOCOLS, CompareConfig, protocol_overrides, validate
+
+    config = CompareConfig.for_protocol(name)
+    validate(config)
+    assert protocol_overrides(config) == []
+    assert name in PROTOCOLS and PROTOCOLS[name].description
+
+
+def test_settings_fine_tuning_cannot_use_are_refused_before_any_work():
+    from pipelines.compare import CompareConfig, validate
+
+    with pytest.raises(ValueError, match="--finetune-image-size"):
+        validate(CompareConfig(image_size=None))
+    with pytest.raises(ValueError, match="--inner-folds"):
+        validate(CompareConfig(inner_folds=1))
+    with pytest.raises(ValueError, match="schedule"):
+        validate(CompareConfig(schedule="step:x"))
+    with pytest.raises(ValueError, match="--augment"):
+        validate(CompareConfig(augment=["sideways"]))

@@ -27,7 +27,7 @@ def _argv(dataset, tmp_path, out, *extra):
             "--methods", "logistic", "pixels", "finetune_head", "--train-sizes", "3", "all", "--splits", "2",
             "--finetune-splits", "1", "--weights", "none", "--image-size", "32", "--finetune-image-size", "32",
             "--epochs", "1", "--quiet", "--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(out), *extra]
+            "--out", str(out), "--n-jobs", "1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,25 @@ def test_journal_keeps_fits_and_drops_a_cut_line(tmp_path):
     assert journal.path.read_bytes().endswith(b"}\n")
     with pytest.raises(JournalMismatch, match="another configuration"):
         Journal(tmp_path, {"a": 2})
+
+
+def test_worker_processes_give_the_same_tables_as_one_process(tiny_dataset, finished, tmp_path):
+    assert main(_argv(tiny_dataset, tmp_path, tmp_path / "out", "--n-jobs", "2")) == 0
+    columns = ["selection_score", "hyperparameters", "seed"]
+    one = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False).sort_values(KEYS)
+    many = pd.read_csv(finished / "out" / "results.csv", keep_default_na=False).sort_values(KEYS)
+    pd.testing.assert_frame_equal(one[STABLE + columns].reset_index(drop=True),
+                                  many[STABLE + columns].reset_index(drop=True))
+
+
+def test_a_changed_dataset_refuses_the_journal(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data_copy"
+    shutil.copytree(tiny_dataset, data)
+    out = tmp_path / "out"
+    assert main(_argv(data, tmp_path, out, "--methods", "pixels")) == 0
+    moved = next((data / "val" / "ants").iterdir())
+    moved.rename(data / "val" / "bees" / moved.name)
+    assert main(_argv(data, tmp_path, out, "--methods", "pixels")) == 2
+    assert "another configuration" in capsys.readouterr().err

@@ -148,3 +148,9 @@ def test_parse_train_sizes():
     for bad, message in ((["x"], "'x'"), (["-2"], "-2"), ([""], "empty"), (["0"], "positive")):
         with pytest.raises(ValueError, match=message):
             parse_train_sizes(bad)
+
+
+def test_an_integer_size_equal_to_all_is_one_size():
+    balanced = _imageset([6, 6], [3, 3])
+    splits = list(repeated_splits(balanced, [6, "all"], n_splits=2))
+    assert [s.train_size for s in splits] == [6, 6] and [s.split for s in splits] == [0, 1]
