@@ -1,13 +1,20 @@
-"""Feature-extraction speed: cold (forward + HDF5 writes), cache hit, uncached, and optionally GPU vs CPU.
+"""Speed benchmarks: feature extraction (cold, cache hit, uncached, GPU vs CPU) and head-only fine-tuning.
 
-Images are random but seeded uint8 arrays held in memory, so decoding from disk is not measured.  Each measured
-phase is one :meth:`CNNFeaturizer.transform` call timed with :func:`time.perf_counter` (CUDA synchronised), after one
-warm-up batch of other images that is not counted.  Cold and uncached times include building the model (one per
-``transform`` call, as in real use), so small ``n_images`` understate a GPU's steady-state throughput.
+``extract`` times :meth:`CNNFeaturizer.transform` in three regimes: cold (forward + HDF5 writes), cache hit (same
+images again: no model is built) and uncached; ``--compare-cpu`` adds the cold extraction on the CPU.  ``head`` fits
+``FineTunedCNN(strategy="head")`` twice on the same images, once on cached activations (``precompute=True``: the
+frozen backbone runs once) and once through the frozen backbone every epoch, and reports the per-epoch times.
 
-Examples
---------
-``python -m featurize.benchmark --backbone resnet18 --image-size 224 --n-images 64 --compare-cpu``
+Images are random but seeded uint8 arrays held in memory, so decoding from disk is not measured.  Each measured phase
+is timed with :func:`time.perf_counter` (CUDA synchronised); extraction phases follow one uncounted warm-up batch of
+other images.  Cold and uncached times include building the model (one per ``transform`` call, as in real use), so
+small ``n_images`` understate a GPU's steady-state throughput.  Speed does not depend on the weight values: with
+``--weights auto`` and no pretrained weights available the benchmarks run random-init weights, flagged in the output.
+
+Command line::
+
+    python -m pipelines.bench extract --backbone resnet18 --image-size 224 --n-images 64 --compare-cpu
+    python -m pipelines.bench head --backbone resnet18 --n-images 240 --epochs 3
 """
 
 from __future__ import annotations
@@ -21,18 +28,33 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from classifiers.finetune import FineTunedCNN
 from featurize.backbones import list_backbones
 from featurize.devices import precision_of, resolve_device
 from featurize.images import as_items, content_key
 from featurize.transformer import CNNFeaturizer
+from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
+                           resolve_backbone_weights, run_cli)
 
-__all__ = ["COLUMNS", "make_images", "run_benchmark", "benchmark_ratios", "format_report", "main"]
+__all__ = [
+    "COLUMNS",
+    "HEAD_COLUMNS",
+    "make_images",
+    "run_benchmark",
+    "benchmark_ratios",
+    "format_report",
+    "run_head_benchmark",
+    "head_ratios",
+    "format_head_report",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +81,28 @@ COLUMNS = [
 """Columns of :func:`run_benchmark`'s table, one row per phase (``cold``, ``cache_hit``, ``uncached``,
 ``cpu_cold``)."""
 
+HEAD_COLUMNS = [
+    "path",
+    "device",
+    "device_name",
+    "backbone",
+    "n_images",
+    "image_size",
+    "batch_size",
+    "weights",
+    "pretrained",
+    "epochs",
+    "one_off_s",
+    "first_epoch_s",
+    "epoch_s",
+    "fit_s",
+    "torch_version",
+    "threads",
+]
+"""Columns of :func:`run_head_benchmark`'s table, one row per training path (``precomputed``, ``forward``)."""
+
 RANDOM_INIT_NOTE = "random-init weights (speed only; features meaningless)"
+HEAD_RANDOM_INIT_NOTE = "random-init weights (speed only; accuracies meaningless)"
 
 
 def make_images(n_images: int, image_size: int, seed: int = 0) -> np.ndarray:
@@ -98,6 +141,35 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
     return rss / (2**20 if sys.platform == "darwin" else 2**10), "process_max_rss"
 
 
+def _timed(device: torch.device, call: Callable[[], object]) -> float:
+    """Seconds taken by ``call()``, the device synchronised before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    call()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _environment(device: torch.device) -> dict[str, object]:
+    return {"device": str(device), "device_name": _device_name(device), "torch_version": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def _environment_lines(df: pd.DataFrame, precision: bool = False) -> list[str]:
+    """The hardware lines of a report: torch version and threads, then each device with its name."""
+    first = df.iloc[0]
+    lines = [f"torch {first.torch_version}, {first.threads} CPU thread(s)"]
+    for device, group in df.groupby("device", sort=False):
+        suffix = f" ({group.iloc[0].precision})" if precision else ""
+        lines.append(f"device {device}: {group.iloc[0].device_name}{suffix}")
+    return lines
+
+
+def _weights_line(df: pd.DataFrame, note: str) -> str:
+    first = df.iloc[0]
+    return f"weights: {first.weights}" + ("" if first.pretrained else f"  [{note}]")
+
+
 def _featurizer(cache: str | None, device: torch.device, **params) -> CNNFeaturizer:
     return CNNFeaturizer(cache=cache, device=str(device), **params).fit()
 
@@ -105,16 +177,11 @@ def _featurizer(cache: str | None, device: torch.device, **params) -> CNNFeaturi
 def _measure(phase: str, featurizer: CNNFeaturizer, images: np.ndarray, cache_hits: int) -> dict[str, object]:
     device = featurizer.device_
     _reset_peak(device)
-    _sync(device)
-    start = time.perf_counter()
-    featurizer.transform(images)
-    _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = _timed(device, lambda: featurizer.transform(images))
     peak, kind = _peak_memory(device)
     return {
         "phase": phase,
-        "device": str(device),
-        "device_name": _device_name(device),
+        **_environment(device),
         "backbone": featurizer.spec_.name,
         "layers": ",".join(featurizer.layers_),
         "image_size": featurizer.preprocessing_.crop,
@@ -128,8 +195,6 @@ def _measure(phase: str, featurizer: CNNFeaturizer, images: np.ndarray, cache_hi
         "cache_hits": cache_hits,
         "peak_memory_mb": peak,
         "peak_memory_kind": kind,
-        "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
     }
 
 
@@ -237,7 +302,8 @@ def benchmark_ratios(df: pd.DataFrame) -> dict[str, float]:
     """Throughput ratios of a :func:`run_benchmark` table: ``cache_hit/cold``, ``cold/uncached`` and, when the CPU
     was compared, ``gpu/cpu`` (cold extraction)."""
     ips = df.set_index("phase")["images_per_s"]
-    ratios = {"cache_hit/cold": float(ips["cache_hit"] / ips["cold"]), "cold/uncached": float(ips["cold"] / ips["uncached"])}
+    ratios = {"cache_hit/cold": float(ips["cache_hit"] / ips["cold"]),
+              "cold/uncached": float(ips["cold"] / ips["uncached"])}
     if "cpu_cold" in ips:
         ratios["gpu/cpu"] = float(ips["cold"] / ips["cpu_cold"])
     return ratios
@@ -249,11 +315,9 @@ def format_report(df: pd.DataFrame) -> str:
     lines = [
         f"backbone {first.backbone} ({first.layers}), image_size {first.image_size}, n_images {first.n_images}, "
         f"batch_size {first.batch_size}",
-        f"weights: {first.weights}" + ("" if first.pretrained else f"  [{RANDOM_INIT_NOTE}]"),
-        f"torch {first.torch_version}, {first.threads} CPU thread(s)",
+        _weights_line(df, RANDOM_INIT_NOTE),
+        *_environment_lines(df, precision=True),
     ]
-    for device, group in df.groupby("device", sort=False):
-        lines.append(f"device {device}: {group.iloc[0].device_name} ({group.iloc[0].precision})")
     table = df[["phase", "device", "seconds", "images_per_s", "cache_hits", "peak_memory_mb", "peak_memory_kind"]]
     lines += ["", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
     lines += [f"ratio {name}: {value:.2f}x" for name, value in benchmark_ratios(df).items()]
@@ -262,51 +326,175 @@ def format_report(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+
+
+def run_head_benchmark(
+    backbone: str = "resnet18",
+    n_images: int = 240,
+    image_size: int = 224,
+    epochs: int = 3,
+    batch_size: int = 32,
+    device: str = "auto",
+    weights: object = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Time head-only training on cached activations and through the frozen backbone, on the same images.
+
+    Parameters
+    ----------
+    backbone : str
+        A :func:`featurize.list_backbones` name.
+    n_images : int
+        Generated images (two classes, random pixels), ``image_size + 32`` pixels square.
+    image_size : int
+        Crop side fed to the network.
+    epochs : int
+        Epochs of each fit, exactly (``min_steps=0``).
+    batch_size : int
+        Training batch size.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+    weights : str, path or None
+        As :class:`FineTunedCNN`; ``None`` (random init) by default since speed does not depend on the values.
+    seed : int
+        Seed of the generated images and of the fits.
+
+    Returns
+    -------
+    DataFrame
+        One row per path (``precomputed``, ``forward``) with the columns :data:`HEAD_COLUMNS`: ``one_off_s``
+        (activation pass), ``first_epoch_s``, ``epoch_s`` (median per-epoch time) and ``fit_s`` (whole fit).
+
+    Raises
+    ------
+    ValueError
+        For an unknown backbone, bad weights or an unavailable device (from :class:`FineTunedCNN`).
+    """
+    dev = resolve_device(device)
+    X, y = make_images(n_images, image_size, seed), np.arange(n_images) % 2
+    rows = []
+    for precompute in (True, False):
+        clf = FineTunedCNN(
+            backbone, weights=weights, strategy="head", image_size=image_size, epochs=epochs, batch_size=batch_size,
+            min_steps=0, validation_fraction=None, precompute=precompute, device=str(dev), random_state=seed,
+        )
+        fit_s = _timed(dev, lambda: clf.fit(X, y))
+        times = [h["time_s"] for h in clf.history_]
+        rows.append({
+            "path": clf.training_path_, **_environment(clf.device_), "backbone": backbone, "n_images": n_images,
+            "image_size": image_size, "batch_size": batch_size, "weights": clf.weights_.identity,
+            "pretrained": clf.weights_.pretrained, "epochs": len(times), "one_off_s": clf.precompute_time_s_,
+            "first_epoch_s": times[0], "epoch_s": float(np.median(times)), "fit_s": fit_s,
+        })
+    return pd.DataFrame(rows, columns=HEAD_COLUMNS)
+
+
+def head_ratios(df: pd.DataFrame) -> dict[str, float]:
+    """Per-epoch time ratio ``forward/precomputed`` of a :func:`run_head_benchmark` table."""
+    epoch_s = df.set_index("path")["epoch_s"]
+    return {"forward/precomputed": float(epoch_s["forward"] / epoch_s["precomputed"])}
+
+
+def format_head_report(df: pd.DataFrame) -> str:
+    """Plain-text summary: environment, one line per path, the per-epoch ratio and the random-init note."""
+    first = df.iloc[0]
+    lines = [
+        f"backbone {first.backbone}, image_size {first.image_size}, n_images {first.n_images}, "
+        f"batch_size {first.batch_size}, epochs {first.epochs}",
+        _weights_line(df, HEAD_RANDOM_INIT_NOTE),
+        *_environment_lines(df),
+    ]
+    table = df[["path", "device", "epochs", "one_off_s", "first_epoch_s", "epoch_s", "fit_s"]]
+    lines += ["", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
+    lines += [f"per-epoch ratio {name}: {value:.0f}x" for name, value in head_ratios(df).items()]
+    if not first.pretrained:
+        lines.append(f"note: {HEAD_RANDOM_INIT_NOTE}")
+    return "\n".join(lines)
+
+
+def _crop_side(text: str) -> int:
+    """argparse type of ``--image-size``: the shared vocabulary, restricted to an integer (images are generated)."""
+    value = image_size(text)
+    if not isinstance(value, int):
+        raise argparse.ArgumentTypeError(f"a benchmark generates its images, so the image size must be an integer; "
+                                         f"got {text!r}")
+    return value
+
+
+def _add_shared(p: argparse.ArgumentParser, n_images: int, n_images_help: str) -> None:
+    p.add_argument("--backbone", default="resnet18", choices=list_backbones(), metavar="NAME", help="backbone")
+    p.add_argument("--image-size", type=_crop_side, default=224, help="crop side fed to the network")
+    p.add_argument("--n-images", type=int, default=n_images, help=n_images_help)
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    add_weights_arguments(p)
+    add_common_arguments(p, seed_help="seed of the generated images and of the random init")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the rows and ratios as JSON (with --quiet, the report is not printed)")
+
+
+_WEIGHTS_EPILOG = ("Speed does not depend on the weight values: with --weights auto and no pretrained weights "
+                   "available, the benchmark runs random-init weights and says so in its output.")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m featurize.benchmark", description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="resnet18", choices=list_backbones(), metavar="NAME",
-                   help="backbone (default: resnet18)")
-    p.add_argument("--layers", default="layer4", help="cut point returned by the transforms (default: layer4)")
-    p.add_argument("--image-size", type=int, default=224, help="crop side fed to the network (default: 224)")
-    p.add_argument("--n-images", type=int, default=64, help="images per measured phase (default: 64)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    p.add_argument("--weights", default="none",
-                   help="'none' (random init; the default, since speed does not depend on the weight values), "
-                        "DEFAULT, a torchvision enum name or a .pth path")
-    p.add_argument("--cache-dir", default=None,
-                   help="directory for the cache files, in a fresh subdirectory removed afterwards (default: a temp "
-                        "directory)")
-    p.add_argument("--compare-cpu", action="store_true", help="on CUDA, also time the cold extraction on the CPU")
-    p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bfloat16 autocast")
-    p.add_argument("--seed", type=int, default=0, help="seed of the images and of the random init (default: 0)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the rows and ratios as JSON")
-    p.add_argument("--quiet", action="store_true", help="print nothing (use with --json)")
+    p = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    commands = p.add_subparsers(dest="command", required=True, metavar="{extract,head}")
+    extract = commands.add_parser(
+        "extract", help="feature extraction: cold, cache hit, uncached (and CPU) images/s",
+        description="Feature-extraction speed: cold (forward + HDF5 writes), cache hit, uncached, and optionally "
+                    "GPU vs CPU.", epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    _add_shared(extract, 64, "images per measured phase")
+    extract.add_argument("--layers", default="layer4", help="cut point returned by the transforms")
+    extract.add_argument("--cache-dir", default=None,
+                         help="directory for the cache files, in a fresh subdirectory removed afterwards (default: a "
+                              "temp directory)")
+    extract.add_argument("--compare-cpu", action="store_true", help="on CUDA, also time the cold extraction on the CPU")
+    extract.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bfloat16 autocast")
+    extract.set_defaults(body=_extract)
+    head = commands.add_parser(
+        "head", help="head-only fine-tuning per epoch: cached activations vs frozen backbone",
+        description="Per-epoch cost of head-only fine-tuning on cached activations vs through the frozen backbone.",
+        epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    _add_shared(head, 240, "generated images (two classes)")
+    head.add_argument("--epochs", type=int, default=3, help="epochs of each fit")
+    head.set_defaults(body=_head)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 for invalid arguments)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s")
-    weights = None if args.weights.lower() == "none" else args.weights
-    try:
-        df = run_benchmark(
-            backbone=args.backbone, image_size=args.image_size, n_images=args.n_images, batch_size=args.batch_size,
-            device=args.device, weights=weights, cache_dir=args.cache_dir, compare_cpu=args.compare_cpu,
-            layers=args.layers, amp=not args.no_amp, seed=args.seed,
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _output(args: argparse.Namespace, df: pd.DataFrame, ratios: dict[str, float], note: str, report: str) -> int:
     if args.json:
-        payload = {"rows": df.to_dict(orient="records"), "ratios": benchmark_ratios(df)}
+        payload: dict[str, object] = {"rows": df.to_dict(orient="records"), "ratios": ratios}
         if not bool(df["pretrained"].iloc[0]):
-            payload["note"] = RANDOM_INIT_NOTE
+            payload["note"] = note
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
     if not args.quiet:
-        print(format_report(df))
+        print(report)
     return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    df = run_benchmark(
+        backbone=args.backbone, image_size=args.image_size, n_images=args.n_images, batch_size=args.batch_size,
+        device=args.device, weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir),
+        cache_dir=args.cache_dir, compare_cpu=args.compare_cpu, layers=args.layers, amp=not args.no_amp,
+        seed=args.seed,
+    )
+    return _output(args, df, benchmark_ratios(df), RANDOM_INIT_NOTE, format_report(df))
+
+
+def _head(args: argparse.Namespace) -> int:
+    df = run_head_benchmark(
+        backbone=args.backbone, n_images=args.n_images, image_size=args.image_size, epochs=args.epochs,
+        batch_size=args.batch_size, device=args.device,
+        weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir), seed=args.seed,
+    )
+    return _output(args, df, head_ratios(df), HEAD_RANDOM_INIT_NOTE, format_head_report(df))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for invalid arguments or unavailable weights)."""
+    return run_cli(_parser(), lambda args: args.body(args), argv)
 
 
 if __name__ == "__main__":
