@@ -1,4 +1,4 @@
-"""featurize.benchmark: table layout, cache-hit path without a model, CLI output.  No timing assertions."""
+"""pipelines.bench: table layout, cache-hit path without a model, head-only paths, CLI output.  No timing assertions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import featurize.transformer
-from featurize import benchmark
+from pipelines import bench as benchmark
 
 TINY = dict(backbone="resnet18", image_size=32, n_images=8, batch_size=4, device="cpu")
 
@@ -61,13 +61,16 @@ def test_run_benchmark_columns_and_cache_hit_builds_no_model(model_builds, tmp_p
 def test_gpu_cpu_ratio_from_rows():
     rows = [("cold", 100.0), ("cache_hit", 1000.0), ("uncached", 120.0), ("cpu_cold", 10.0)]
     df = pd.DataFrame(rows, columns=["phase", "images_per_s"])
-    assert benchmark.benchmark_ratios(df) == pytest.approx({"cache_hit/cold": 10.0, "cold/uncached": 100 / 120, "gpu/cpu": 10.0})
+    expected = {"cache_hit/cold": 10.0, "cold/uncached": 100 / 120, "gpu/cpu": 10.0}
+    assert benchmark.benchmark_ratios(df) == pytest.approx(expected)
+
+
+EXTRACT = ["extract", "--image-size", "32", "--n-images", "8", "--batch-size", "4", "--device", "cpu"]
 
 
 def test_cli_prints_ratios_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--image-size", "32", "--n-images", "8", "--batch-size", "4", "--device", "cpu", "--json", str(out)]
-    assert benchmark.main(argv) == 0
+    assert benchmark.main([*EXTRACT, "--weights", "none", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "ratio cache_hit/cold" in printed and "ratio cold/uncached" in printed
     assert "random-init weights (speed only; features meaningless)" in printed
@@ -78,14 +81,57 @@ def test_cli_prints_ratios_and_writes_json(tmp_path, capsys):
     assert "random-init" in payload["note"]
 
 
-def test_cli_help_says_default_weights_none(capsys):
+def test_cli_default_weights_auto_falls_back_to_random_init_flagged(tmp_path, capsys, caplog):
+    # offline (tests/conftest.py): no pretrained weights, so the default 'auto' runs random-init and says so
+    out = tmp_path / "bench.json"
+    assert benchmark.main([*EXTRACT, "--json", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "RANDOM-INIT" in caplog.text
+    payload = json.loads(out.read_text())
+    assert not any(r["pretrained"] for r in payload["rows"]) and "random-init" in payload["note"]
+
+
+@pytest.mark.parametrize("command", ["extract", "head"])
+def test_cli_help_says_default_weights_auto(command, capsys):
     with pytest.raises(SystemExit):
-        benchmark.main(["--help"])
-    assert "speed does not depend on the weight values" in " ".join(capsys.readouterr().out.split())
+        benchmark.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "speed does not depend on the weight values" in text.lower()
+    assert "(default: auto)" in text
 
 
 def test_cli_bad_arguments(capsys):
-    assert benchmark.main(["--device", "nonsense", "--image-size", "32", "--n-images", "2"]) == 2
+    assert benchmark.main(["extract", "--device", "nonsense", "--image-size", "32", "--n-images", "2"]) == 2
     assert "device" in capsys.readouterr().err
     with pytest.raises(ValueError, match="n_images"):
         benchmark.run_benchmark(**{**TINY, "n_images": 0})
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(["extract", "--image-size", "auto"])
+    assert exc.value.code == 2 and "integer" in capsys.readouterr().err
+    assert benchmark.main(["head", "--weights", "DEFAULT", "--device", "cpu"]) == 2
+    assert "resnet18" in capsys.readouterr().err.lower()
+
+
+def test_head_benchmark_times_both_paths():
+    table = benchmark.run_head_benchmark(n_images=8, image_size=32, epochs=2, batch_size=4, device="cpu")
+    assert list(table.columns) == benchmark.HEAD_COLUMNS
+    assert list(table["path"]) == ["precomputed", "forward"]
+    assert (table["epochs"] == 2).all() and (table["epoch_s"] > 0).all()
+    by_path = table.set_index("path")
+    assert by_path.loc["precomputed", "one_off_s"] > 0 and by_path.loc["forward", "one_off_s"] == 0
+    assert not table["pretrained"].any()
+
+
+def test_head_benchmark_cli_prints_the_ratio(tmp_path, capsys):
+    out = tmp_path / "head.json"
+    argv = ["head", "--n-images", "8", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--device", "cpu",
+            "--json", str(out)]
+    assert benchmark.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "per-epoch ratio forward/precomputed" in printed
+    assert "note: random-init weights (speed only; accuracies meaningless)" in printed
+    assert "torch " in printed and "CPU thread(s)" in printed
+    payload = json.loads(out.read_text())
+    assert [r["path"] for r in payload["rows"]] == ["precomputed", "forward"]
+    assert payload["ratios"]["forward/precomputed"] > 0 and "random-init" in payload["note"]
