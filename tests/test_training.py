@@ -13,6 +13,7 @@ from classifiers import training
 from classifiers.training import (
     OPTIMIZERS,
     SCHEDULES,
+    parse_schedule,
     EarlyStopping,
     Optimisation,
     Phase,
@@ -76,12 +77,28 @@ def test_tables_build_optimisers_and_schedules():
     assert set(OPTIMIZERS) == {"adamw", "sgd"} and set(SCHEDULES) == {"cosine", "step", "constant"}
     opt = Optimisation("sgd", 0.1, 0.01, 0.0, "step").optimizer_for([param], [nn.Parameter(torch.zeros(1))])
     assert isinstance(opt, torch.optim.SGD) and [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
-    sched = SCHEDULES["step"](opt, 6)
+    sched = SCHEDULES["step"](opt, 6, None)
     for _ in range(2):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
-    assert SCHEDULES["constant"](opt, 6) is None
+    assert SCHEDULES["constant"](opt, 6, None) is None
+
+
+def test_step_k_schedule_decays_every_k_epochs():
+    param = nn.Parameter(torch.zeros(1))
+    opt = Optimisation("sgd", 1e-3, 1e-3, 0.0, "step:7").optimizer_for([param], [])
+    name, k = parse_schedule("step:7")
+    sched = SCHEDULES[name](opt, 25, k)
+    lrs = []
+    for _ in range(15):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:7] == [pytest.approx(1e-3)] * 7 and lrs[7:14] == [pytest.approx(1e-4)] * 7
+    assert lrs[14] == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="step:k"):
+        parse_schedule("step:0")
     assert len(Optimisation("adamw", 1e-3, 1e-4, 0.0, "cosine").optimizer_for([param], []).param_groups) == 1
 
 
