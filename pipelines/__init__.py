@@ -3,16 +3,30 @@
 ``datasets`` (the demo, hymenoptera, image folders, CSV files), ``download`` (resumable, validated, safely
 extracted), ``splits`` (repeated training draws and the two evaluation designs), ``methods`` (the table of methods a
 comparison runs), ``results`` (the row schema of a fit and the journal that makes runs resumable), ``compare``
-(``python -m pipelines.compare``), ``grid`` (``python -m pipelines.grid``) and ``cli`` (the options, exit codes and
+(``python -m pipelines.compare``), ``protocols`` (its presets), ``grid`` (``python -m pipelines.grid``) and ``cli`` (the options, exit codes and
 logging every command shares).
 """
 
-from pipelines.compare import PROTOCOLS, CompareConfig, CompareResult, run_compare
-from pipelines.datasets import ImageSet, load_dataset
-from pipelines.grid import GridResult, run_grid
-from pipelines.methods import METHODS, Method, get_method, list_methods, register_method
-from pipelines.results import RESULT_COLUMNS, Fit, Journal
-from pipelines.splits import Split, repeated_splits
+from importlib import import_module
+
+_EXPORTS = {
+    "CompareConfig": "compare", "CompareResult": "compare", "run_compare": "compare",
+    "ImageSet": "datasets", "load_dataset": "datasets",
+    "GridResult": "grid", "run_grid": "grid",
+    "METHODS": "methods", "Method": "methods", "get_method": "methods", "list_methods": "methods",
+    "register_method": "methods",
+    "PROTOCOLS": "protocols", "Protocol": "protocols",
+    "RESULT_COLUMNS": "results", "Fit": "results", "Journal": "results",
+    "Split": "splits", "repeated_splits": "splits",
+}
+
+
+def __getattr__(name: str):
+    """Public names, imported on first use (so ``python -m pipelines.compare`` does not import itself twice)."""
+    if name in _EXPORTS:
+        return getattr(import_module(f"pipelines.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
+
 
 __all__ = [
     "METHODS",
@@ -25,6 +39,7 @@ __all__ = [
     "ImageSet",
     "Journal",
     "Method",
+    "Protocol",
     "Split",
     "get_method",
     "list_methods",

@@ -30,19 +30,53 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
+from classifiers.augment import AUGMENTATIONS
 from classifiers.heads import pixels_baseline
-from featurize import CNNFeaturizer, ResolvedWeights, get_backbone_spec, list_backbones, resolve_weights
+from classifiers.training import parse_schedule
+from featurize import (
+    CNNFeaturizer,
+    ResolvedWeights,
+    get_backbone_spec,
+    list_backbones,
+    resolve_weights,
+)
 from featurize.devices import resolve_device
 from featurize.images import load_image
-from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
-                           resolve_backbone_weights, run_cli)
+from pipelines.cli import (
+    HelpFormatter,
+    add_common_arguments,
+    add_weights_arguments,
+    image_size,
+    resolve_backbone_weights,
+    run_cli,
+)
 from pipelines.datasets import ImageSet, default_data_dir, load_dataset
-from classifiers.augment import AUGMENTATIONS
-from classifiers.training import parse_schedule
-from pipelines.methods import (FINETUNE_SETTINGS, MIN_VALIDATION_PER_CLASS, NO_BACKBONE, BuildContext, Method,
-                               get_method, list_methods)
-from pipelines.results import RESULT_COLUMNS, Fit, FitKey, Journal, dataset_fingerprint, tables
-from pipelines.splits import DESIGNS, Split, default_train_sizes, design_of, parse_train_sizes, repeated_splits
+from pipelines.methods import (
+    FINETUNE_SETTINGS,
+    MIN_VALIDATION_PER_CLASS,
+    NO_BACKBONE,
+    BuildContext,
+    Method,
+    get_method,
+    list_methods,
+)
+from pipelines.protocols import PROTOCOLS, protocol
+from pipelines.results import (
+    RESULT_COLUMNS,
+    Fit,
+    FitKey,
+    Journal,
+    dataset_fingerprint,
+    tables,
+)
+from pipelines.splits import (
+    DESIGNS,
+    Split,
+    default_train_sizes,
+    design_of,
+    parse_train_sizes,
+    repeated_splits,
+)
 
 __all__ = ["CompareConfig", "CompareResult", "DEFAULT_CUTS", "RESULT_COLUMNS", "run_compare", "main"]
 
@@ -115,43 +149,6 @@ class CompareConfig:
     def for_protocol(cls, name: str, **overrides) -> "CompareConfig":
         """The configuration of a protocol of :data:`PROTOCOLS`, with ``overrides`` on top."""
         return cls(**{"protocol": name, **protocol(name).settings, **overrides})
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A published evaluation protocol as a set of :class:`CompareConfig` settings."""
-
-    name: str
-    description: str
-    settings: dict
-
-
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("default", "this library's comparison: every head tuned by inner CV, fine-tuning with a step budget "
-             "and an epoch count chosen on an inner validation split, then refitted on all training images", {}),
-    Protocol("tutorial", "the PyTorch transfer-learning tutorial: ResNet-18, SGD (momentum 0.9, lr 1e-3), StepLR "
-             "(step 7, gamma 0.1), 25 epochs, batch 4, random-resized crop + flip; 'fine-tune all' (finetune_full) "
-             "and 'fixed feature extractor' (finetune_head) on all training images, scored on the whole val set "
-             "(the last epoch is kept: no epoch is picked on the val images)",
-             {"backbones": ["resnet18"], "methods": ["finetune_full", "finetune_head"], "augment": ["flip_crop"],
-              "optimizer": "sgd", "lr": 1e-3, "lr_ratio": 1.0, "schedule": "step:7", "epochs": 25, "min_steps": 0,
-              "batch_size": 4, "weight_decay": 0.0, "validation_fraction": None, "image_size": "auto",
-              "train_sizes": ["all"]}),
-    Protocol("kornblith", "Kornblith et al. (2019): L-BFGS logistic regression on the penultimate layer, L2 penalty "
-             "searched on a log grid 1e-6..1e5 by inner CV",
-             {"methods": ["logistic"], "cuts": {"*": ["penultimate"]}, "image_size": "auto"}),
-    Protocol("razavian", "Razavian et al. (2014): VGG-16's first fully-connected layer (fc6), L2-normalised, linear "
-             "SVM with C chosen by inner CV",
-             {"backbones": ["vgg16"], "methods": ["linear_svm"], "cuts": {"*": ["fc6"]}, "image_size": "auto"}),
-)}
-"""Protocol presets of ``--protocol``: name → settings (explicit options still override them)."""
-
-
-def protocol(name: str) -> Protocol:
-    """The preset called ``name``; an unknown name raises a ValueError listing the valid ones."""
-    if name not in PROTOCOLS:
-        raise ValueError(f"--protocol: unknown {name!r}; valid protocols: {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[name]
 
 
 @dataclass

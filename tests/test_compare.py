@@ -144,7 +144,8 @@ def test_unreadable_images_are_dropped_for_every_method(tiny_dataset, tmp_path, 
 
 @pytest.mark.parametrize("name", ["default", "tutorial", "kornblith", "razavian"])
 def test_every_protocol_preset_builds_valid_estimators(name):
-    from pipelines.compare import PROTOCOLS, CompareConfig, protocol_overrides, validate
+    from pipelines.compare import CompareConfig, protocol_overrides, validate
+    from pipelines.protocols import PROTOCOLS
 
     config = CompareConfig.for_protocol(name)
     validate(config)
