@@ -31,13 +31,13 @@ def _cell(value, floatfmt: str) -> str:
     return str(value)
 
 
-_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]<>#"})
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*<>#"})
 
 
 def md_escape(text: str) -> str:
-    """``text`` with the markdown characters that could format it or open raw HTML escaped (``<b>`` → ``\\<b\\>``):
-    for data (class names, paths, labels) placed in markdown."""
-    return str(text).translate(_MD_SPECIAL)
+    """``text`` with the markdown that could format it, link it or open raw HTML escaped (``<b>`` → ``\\<b\\>``,
+    ``[x](y)`` → ``[x]\\(y)``): for data (class names, paths, labels) placed in markdown."""
+    return str(text).translate(_MD_SPECIAL).replace("](", "]\\(")
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False,

@@ -441,3 +441,10 @@ def test_report_escapes_data_and_leaves_no_stale_file(results, tmp_path):
     assert "<script>alert" not in page and "<b>bees" not in page
     assert not (tmp_path / "confusion_matrix.png").exists(), "a plot this run did not draw is not left behind"
     assert (tmp_path / "significance.csv").read_text() != "stale"
+
+
+def test_markdown_cells_cannot_link_or_open_html_but_keep_intervals_readable():
+    md = to_markdown(pd.DataFrame({"class": ["[x](javascript:alert(1))", "<img src=x>"],
+                                   "accuracy": ["0.500 [0.400, 0.600]", "0.1"]}))
+    assert "](" not in md and "<img" not in md
+    assert "0.500 [0.400, 0.600]" in md
