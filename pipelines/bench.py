@@ -309,21 +309,24 @@ def benchmark_ratios(df: pd.DataFrame) -> dict[str, float]:
     return ratios
 
 
+def _report(df: pd.DataFrame, header: str, note: str, columns: list[str], ratio_lines: list[str],
+            precision: bool = False) -> str:
+    """The plain-text layout both benchmarks share: settings, weights, environment, table, ratios, random-init note."""
+    lines = [header, _weights_line(df, note), *_environment_lines(df, precision=precision)]
+    lines += ["", df[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"), "", *ratio_lines]
+    if not df.iloc[0].pretrained:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
 def format_report(df: pd.DataFrame) -> str:
     """Plain-text summary: environment, one line per phase, ratios, and the random-init note when it applies."""
     first = df.iloc[0]
-    lines = [
-        f"backbone {first.backbone} ({first.layers}), image_size {first.image_size}, n_images {first.n_images}, "
-        f"batch_size {first.batch_size}",
-        _weights_line(df, RANDOM_INIT_NOTE),
-        *_environment_lines(df, precision=True),
-    ]
-    table = df[["phase", "device", "seconds", "images_per_s", "cache_hits", "peak_memory_mb", "peak_memory_kind"]]
-    lines += ["", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
-    lines += [f"ratio {name}: {value:.2f}x" for name, value in benchmark_ratios(df).items()]
-    if not first.pretrained:
-        lines.append(f"note: {RANDOM_INIT_NOTE}")
-    return "\n".join(lines)
+    header = (f"backbone {first.backbone} ({first.layers}), image_size {first.image_size}, n_images "
+              f"{first.n_images}, batch_size {first.batch_size}")
+    columns = ["phase", "device", "seconds", "images_per_s", "cache_hits", "peak_memory_mb", "peak_memory_kind"]
+    ratios = [f"ratio {name}: {value:.2f}x" for name, value in benchmark_ratios(df).items()]
+    return _report(df, header, RANDOM_INIT_NOTE, columns, ratios, precision=True)
 
 
 
@@ -398,18 +401,11 @@ def head_ratios(df: pd.DataFrame) -> dict[str, float]:
 def format_head_report(df: pd.DataFrame) -> str:
     """Plain-text summary: environment, one line per path, the per-epoch ratio and the random-init note."""
     first = df.iloc[0]
-    lines = [
-        f"backbone {first.backbone}, image_size {first.image_size}, n_images {first.n_images}, "
-        f"batch_size {first.batch_size}, epochs {first.epochs}",
-        _weights_line(df, HEAD_RANDOM_INIT_NOTE),
-        *_environment_lines(df),
-    ]
-    table = df[["path", "device", "epochs", "one_off_s", "first_epoch_s", "epoch_s", "fit_s"]]
-    lines += ["", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), ""]
-    lines += [f"per-epoch ratio {name}: {value:.0f}x" for name, value in head_ratios(df).items()]
-    if not first.pretrained:
-        lines.append(f"note: {HEAD_RANDOM_INIT_NOTE}")
-    return "\n".join(lines)
+    header = (f"backbone {first.backbone}, image_size {first.image_size}, n_images {first.n_images}, "
+              f"batch_size {first.batch_size}, epochs {first.epochs}")
+    columns = ["path", "device", "epochs", "one_off_s", "first_epoch_s", "epoch_s", "fit_s"]
+    ratios = [f"per-epoch ratio {name}: {value:.0f}x" for name, value in head_ratios(df).items()]
+    return _report(df, header, HEAD_RANDOM_INIT_NOTE, columns, ratios)
 
 
 def _crop_side(text: str) -> int:

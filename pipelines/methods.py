@@ -147,6 +147,8 @@ FINETUNE_SETTINGS = ("epochs", "min_steps", "image_size", "optimizer", "schedule
 """Keys of :attr:`BuildContext.settings` (the comparison's tuning and fine-tuning options)."""
 MIN_VALIDATION_PER_CLASS = 10
 """Below this many training images per class, fine-tuning keeps no validation split (epochs from the budget)."""
+PATIENCE = 3
+"""Early-stopping patience of the fine-tuning methods, in epochs (FineTunedCNN scales it with the step floor)."""
 
 
 def _searched(search) -> tuple[float, dict]:
@@ -172,7 +174,7 @@ def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:
             "min_steps": s["min_steps"], "lr": s["lr"], "lr_ratio": s["lr_ratio"], "optimizer": s["optimizer"],
             "schedule": s["schedule"], "batch_size": s["batch_size"], "image_size": s["image_size"],
             "weight_decay": s["weight_decay"],
-            "validation_fraction": validation, "refit": True, "patience": 3, "cache": s["cache_dir"],
+            "validation_fraction": validation, "refit": True, "patience": PATIENCE, "cache": s["cache_dir"],
             "device": s["device"], "random_state": ctx.seed, **fixed,
         }
         return FineTunedCNN(ctx.backbone, **params)

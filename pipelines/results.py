@@ -38,7 +38,8 @@ RESULT_COLUMNS = [
 """Columns of ``results.csv``, one row per fit.  ``design`` is "fixed_test" or "resampled" (pipelines.splits);
 ``selection_score`` is what the fit's own training images said of its choices (inner-CV accuracy of the chosen
 hyperparameters, or inner-validation accuracy of the chosen epoch; empty when nothing was chosen), and
-``hyperparameters`` the choices themselves (JSON)."""
+``hyperparameters`` the choices themselves (JSON).  ``extract_time_s`` is this run's feature-extraction wall time
+for the fit's images (every cut point at once; near 0 when the cache already held them)."""
 
 PREDICTION_COLUMNS = ["backbone", "cut", "pooling", "method", "augment", "train_size", "split", "index", "y_true",
                       "y_pred"]
