@@ -3,8 +3,8 @@
 ``datasets`` (the demo, hymenoptera, image folders, CSV files), ``download`` (resumable, validated, safely
 extracted), ``splits`` (repeated training draws and the two evaluation designs), ``methods`` (the table of methods a
 comparison runs), ``results`` (the row schema of a fit and the journal that makes runs resumable), ``compare``
-(``python -m pipelines.compare``), ``protocols`` (its presets), ``grid`` (``python -m pipelines.grid``) and ``cli`` (the options, exit codes and
-logging every command shares).
+(``python -m pipelines.compare``), ``protocols`` (its presets), ``grid`` (``python -m pipelines.grid``), ``bench``
+(``python -m pipelines.bench``) and ``cli`` (the options, exit codes and logging every command shares).
 """
 
 from importlib import import_module
