@@ -233,8 +233,7 @@ def validate(config: CompareConfig) -> None:
             raise ValueError(f"fine-tuning needs a fixed crop of at least 32 px; got {size!r} (from "
                              "--finetune-image-size, 'same' follows --image-size): pass --finetune-image-size auto or "
                              "an integer ≥ 32")
-    settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if name not in ("cache_dir", "device")}
-    settings.update(image_size=finetune_image_size(config), cache_dir=None, device="cpu")
+    settings = build_settings(config, cache_dir=None, device="cpu")
     for name in config.methods:
         method = get_method(name)
         context = BuildContext(backbone=config.backbones[0] if method.needs_backbone else None, weights=None,
@@ -244,6 +243,13 @@ def validate(config: CompareConfig) -> None:
         estimator._validate_params()
         if hasattr(estimator, "schedule"):
             parse_schedule(estimator.schedule)
+
+
+def build_settings(config: CompareConfig, cache_dir: Path | None, device: str) -> dict:
+    """The :data:`pipelines.methods.FINETUNE_SETTINGS` a run's method builders read."""
+    settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if name not in ("cache_dir", "device")}
+    settings.update(image_size=finetune_image_size(config), cache_dir=cache_dir, device=device)
+    return settings
 
 
 def finetune_image_size(config: CompareConfig) -> int | str | None:
@@ -300,8 +306,9 @@ def plan(config: CompareConfig, splits: Sequence[Split], n_finetune: int) -> lis
 
 def _method_cuts(config: CompareConfig, method: Method, backbone: str) -> list[str]:
     """The cut points a method is fitted at: each of the backbone's, all together (``"all"``), or none (``""``)."""
-    return {"each": cuts_for(config, backbone) if method.cuts == "each" else [], "all": ["all"], "none": [""]}[
-        method.cuts]
+    if method.cuts == "each":
+        return cuts_for(config, backbone)
+    return ["all"] if method.cuts == "all" else [""]
 
 
 def _environment() -> dict:
@@ -363,9 +370,7 @@ class _Runner:
         self.imageset = imageset
         self.runs = runs
         self.pixels = pixels
-        self.settings = {name: getattr(config, name) for name in FINETUNE_SETTINGS if name not in ("cache_dir",
-                                                                                                  "device")}
-        self.settings.update(image_size=finetune_image_size(config), cache_dir=cache_dir, device=device)
+        self.settings = build_settings(config, cache_dir, device)
         self.unconverged = 0
 
     def _inputs(self, job: Job) -> tuple[object, object]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports.stats import config_columns, config_label, crossover, paired_comparison, select_best, summarize
+from reports.tables import text_of
 
 __all__ = ["EQUIVALENCE_MARGIN", "Analysis", "SCORED_FAMILIES", "analyse", "chance_level", "random_init_backbones",
            "selection_text"]
@@ -105,11 +106,17 @@ class Analysis:
     def row(self, values: dict, train_size: int | None = None) -> pd.Series | None:
         """The summary row of a configuration at ``train_size`` (default the largest), or None."""
         size = self.largest if train_size is None else train_size
-        mask = self.summary["train_size"] == size
-        for c in self.config:
-            mask &= self.summary[c].astype(str) == str(values.get(c, ""))
-        rows = self.summary[mask]
+        rows = self.summary[self._is(self.summary, values) & (self.summary["train_size"] == size)]
         return None if rows.empty else rows.iloc[0]
+
+    def best_scored(self, rows: pd.DataFrame) -> dict | None:
+        """Among the configurations of ``rows`` (results rows), the one with the highest mean ``selection_score``
+        (training-side evidence only); None when none has a score."""
+        means = rows.groupby(self.config, dropna=False)["selection_score"].mean()
+        if means.isna().all():
+            return None
+        key = means.idxmax()
+        return dict(zip(self.config, key if isinstance(key, tuple) else (key,)))
 
     def versus(self, a: dict, b: dict, train_size: int | None = None) -> pd.Series | None:
         """Paired comparison of configuration ``a`` with ``b`` (``a − b``) at ``train_size``, or None."""
@@ -128,10 +135,11 @@ class Analysis:
         return None if other.empty else other.iloc[0]
 
     def _is(self, frame: pd.DataFrame, values: dict) -> pd.Series:
+        """Rows of ``frame`` of the configuration ``values`` (missing values and ``""`` are the same)."""
         mask = pd.Series(True, index=frame.index)
         for c in self.config:
             if c in frame.columns:
-                mask &= frame[c].fillna("").astype(str) == str(values.get(c, ""))
+                mask &= frame[c].map(text_of) == text_of(values.get(c))
         return mask
 
     def label(self, values: dict | pd.Series) -> str:

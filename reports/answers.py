@@ -102,11 +102,8 @@ def _q10(a: Analysis) -> str:
     pixels = a.choice("pixels")
     chosen = []
     for method, rows in results.groupby("method", sort=True):
-        means = rows.groupby(a.config, dropna=False)["selection_score"].mean()
-        if means.isna().all():
-            continue
-        values = dict(zip(a.config, means.idxmax() if isinstance(means.idxmax(), tuple) else (means.idxmax(),)))
-        if a.row(values) is not None:
+        values = a.best_scored(rows)
+        if values is not None and a.row(values) is not None:
             chosen.append((method, values))
     tests = [a.versus(values, pixels) if pixels is not None else None for _, values in chosen]
     for (method, values), test, p in zip(chosen, tests, _holm(tests)):
@@ -220,12 +217,7 @@ def _backbone_answer(a: Analysis, prefix: str, label: str) -> str:
             rows = results[results["family"] == family]
             if rows.empty:
                 continue
-            if family == "frozen":
-                means = rows.groupby(a.config, dropna=False)["selection_score"].mean()
-                key = means.idxmax() if not means.isna().all() else None
-                choice = None if key is None else dict(zip(a.config, key if isinstance(key, tuple) else (key,)))
-            else:
-                choice = {c: rows.iloc[0][c] for c in a.config}
+            choice = a.best_scored(rows) if family == "frozen" else {c: rows.iloc[0][c] for c in a.config}
             if choice is not None:
                 lines.append(f"- {backbone}, {family}: {_name(a, choice)} {_acc(a.row(choice))}")
         if str(backbone) in a.random_init:

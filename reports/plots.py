@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from reports.stats import VARIANT_COLUMNS, config_columns, config_label, summarize
-from reports.tables import cut_order_for
+from reports.tables import cut_order_for, text_of
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,8 @@ def _errors(summary: pd.DataFrame) -> np.ndarray:
     return np.vstack([low, high])
 
 
-def _text(value) -> str:
-    """A cell as text, missing values as ``""``."""
-    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
-
-
 def _blankless(column: pd.Series) -> pd.Series:
-    return column.map(_text)
+    return column.map(text_of)
 
 
 def _plottable(results: pd.DataFrame | None, plot: str, positive_sizes: bool = False) -> pd.DataFrame | None:
@@ -213,7 +208,7 @@ def plot_confusion_matrix(predictions: pd.DataFrame, path: str | Path, config: d
     keys = [*config_columns(preds), "train_size"] if "train_size" in preds.columns else config_columns(preds)
     for key, value in config.items():
         if key in preds.columns:
-            blank = _text(value) == ""
+            blank = text_of(value) == ""
             preds = preds[_blankless(preds[key]) == "" if blank else preds[key] == value]
     if preds.empty:
         logger.info("confusion-matrix plot skipped: no predictions for %s", config)

@@ -14,6 +14,11 @@ import pandas as pd
 from reports.stats import VARIANT_COLUMNS, config_label, summarize
 
 
+def text_of(value) -> str:
+    """A cell as plain text, missing values (None, NaN, NA) as ``""``."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 def _cell(value, floatfmt: str) -> str:
     """One value as text: floats with ``floatfmt``, NaN/None as empty, booleans as yes/no."""
     if value is None:
