@@ -1,9 +1,9 @@
 """The vocabulary every ``python -m`` command of the project shares: weights, sizes, device, seed, quiet, exit codes.
 
 One meaning for each option everywhere: ``--weights auto`` (the default of every command) uses the pretrained
-ImageNet weights when they are cached or downloadable and otherwise runs with random-init weights, flagged in every
-output; ``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be obtainable; a ``.pth`` path is
-a local file.  Errors a user can fix (bad input, missing weights or data) print ``error: …`` and exit with status 2.
+ImageNet weights when they are in the torchvision cache and otherwise runs with random-init weights, flagged in every
+output (it never downloads); ``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be
+obtainable (downloaded when missing); a ``.pth`` path is a local file.  Errors a user can fix (bad input, missing weights or data) print ``error: …`` and exit with status 2.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 EXIT_ERROR = 2
 """Exit status of a command stopped by an error the user can fix (the message says how)."""
 
-WEIGHTS_HELP = ("'auto' (ImageNet weights when cached or downloadable, else random init, flagged in every output), "
-                "'none' (random init), 'DEFAULT' or an enum name (must be obtainable), or a .pth path")
+WEIGHTS_HELP = ("'auto' (ImageNet weights when in the torchvision cache, else random init, flagged in every output; "
+                "never downloads), 'none' (random init), 'DEFAULT' or an enum name (downloaded when missing), or a "
+                ".pth path")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -80,8 +81,8 @@ def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: st
     backbone : str
         Backbone name.
     weights : str or None
-        ``"auto"`` (pretrained when obtainable, else random init — flagged in every output), ``"none"``/None,
-        ``"DEFAULT"``/an enum name (must be obtainable) or a ``.pth`` path.
+        ``"auto"`` (pretrained when already in the torchvision cache, else random init — flagged in every output;
+        never downloads), ``"none"``/None, ``"DEFAULT"``/an enum name (downloaded when missing) or a ``.pth`` path.
     weights_dir : str, optional
         Folder holding torchvision weight files under their own names (``resnet18-f37072fd.pth``).
 
@@ -109,7 +110,7 @@ def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: st
         weights_file(resolve_weights(spec, weights))
         return weights
     try:
-        weights_file(resolve_weights(spec, "DEFAULT"))
+        weights_file(resolve_weights(spec, "DEFAULT"), download=False)
     except FileNotFoundError as exc:
         log.warning("%s: pretrained weights unavailable (%s) — falling back to RANDOM-INIT weights", backbone, exc)
         return None

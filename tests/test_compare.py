@@ -164,3 +164,17 @@ def test_settings_fine_tuning_cannot_use_are_refused_before_any_work():
         validate(CompareConfig(schedule="step:x"))
     with pytest.raises(ValueError, match="--augment"):
         validate(CompareConfig(augment=["sideways"]))
+
+
+def test_auto_weights_never_download(monkeypatch):
+    import torch
+
+    from pipelines.cli import resolve_backbone_weights
+
+    monkeypatch.delenv("FEATURIZE_OFFLINE", raising=False)
+
+    def download(*args, **kwargs):
+        raise AssertionError("--weights auto tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    assert resolve_backbone_weights("resnet18", "auto") is None
