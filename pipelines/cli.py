@@ -3,7 +3,8 @@
 One meaning for each option everywhere: ``--weights auto`` (the default of every command) uses the pretrained
 ImageNet weights when they are in the torchvision cache and otherwise runs with random-init weights, flagged in every
 output (it never downloads); ``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be
-obtainable (downloaded when missing); a ``.pth`` path is a local file.  Errors a user can fix (bad input, missing weights or data) print ``error: …`` and exit with status 2.
+obtainable (downloaded when missing); a ``.pth`` path is a local file.  Errors a user can fix (bad input, missing
+weights or data) print ``error: …`` and exit with status 2.
 """
 
 from __future__ import annotations
