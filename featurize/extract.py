@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from featurize.backbones import CutPoint
 from featurize.devices import autocast, prepare, to_device
-from featurize.images import MAX_PIXELS, ImageDataset, collate_keyed
+from featurize.images import MAX_PIXELS, ImageDataset, collate_keyed, resolve_workers
 
 __all__ = [
     "Pooling", "POOLINGS", "StopForward", "parse_pooling", "pooling_of", "pooling_label", "pooled_dim", "pool",
@@ -215,16 +215,17 @@ class Batch:
 
 def iter_features(
     items: Sequence,
-    model: nn.Module,
+    model: nn.Module | Callable[[], nn.Module],
     cuts: Sequence[CutPoint],
     pooling: str,
-    transform,
+    transform: Callable,
     *,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     indices: Sequence[int] | None = None,
     batch_size: int = 32,
     device: torch.device = torch.device("cpu"),
     amp: bool = True,
-    num_workers: int = 0,
+    num_workers: int | str = "auto",
     max_pixels: int | None = MAX_PIXELS,
     verbose: bool = False,
 ) -> Iterator[Batch]:
@@ -234,20 +235,25 @@ def iter_features(
     ----------
     items : sequence
         Images (see :func:`featurize.images.as_items`).
-    model : nn.Module
-        Backbone in eval mode; moved to ``device``.
+    model : nn.Module or callable
+        Backbone in eval mode, or a function building it: it is then built once the loader's workers have started,
+        so building overlaps the decoding of the first batches.  Moved to ``device`` (channels_last).
     cuts : sequence of CutPoint
         Cut points to capture.
     pooling : str
         Pooling for every cut point.
     transform : callable
-        Preprocessing of one decoded image.
+        Preprocessing of one decoded image, run in the loader's workers (e.g. :meth:`Preprocessing.geometry`).
+    batch_transform : callable, optional
+        Applied to each batch once it is on ``device`` (e.g. :meth:`Preprocessing.normalize`).
     indices : sequence of int, optional
         Which items to featurize (default all).
-    batch_size, num_workers : int
-        DataLoader settings; images decode in the workers.
+    batch_size : int
+        Images per forward.
+    num_workers : int or "auto"
+        DataLoader workers decoding images while the model runs (see :func:`featurize.images.resolve_workers`).
     device : torch.device
-        Where the forward runs; CUDA gets channels_last and bf16 autocast (``amp``).
+        Where the forward runs; CUDA gets bf16 autocast (``amp``) and pinned host memory.
     max_pixels : int or None
         Image files with more pixels are reported as errors before decoding.
     verbose : bool
@@ -259,22 +265,27 @@ def iter_features(
         Features (float32, on the CPU) of the images decoded successfully, and the failures.
     """
     dataset = ImageDataset(items, transform, indices, with_keys=True, max_pixels=max_pixels)
+    workers = resolve_workers(num_workers, len(dataset), batch_size)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        num_workers=num_workers,
+        num_workers=workers,
         collate_fn=collate_keyed,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
     )
-    model = prepare(model, device)
+    log.debug("featurizing %d image(s) with %d loader worker(s)", len(dataset), workers)
+    batches = iter(loader)
+    model = prepare(model if isinstance(model, nn.Module) else model(), device)
     extractor = MultiCutExtractor(model, cuts, pooling)
     with tqdm(total=len(dataset), unit="img", desc="featurize", disable=not verbose) as bar, torch.inference_mode():
-        for idx, images, errors, keys in loader:
+        for idx, images, errors, keys in batches:
             features: dict[str, list[np.ndarray]] = {c.name: [] for c in cuts}
             groups = [images] if isinstance(images, torch.Tensor) else [t[None] for t in images or []]
             for group in groups:
                 group = to_device(group, device)
+                if batch_transform is not None:
+                    group = batch_transform(group)
                 with autocast(device, amp):
                     pooled = extractor(group)
                 for name, tensor in pooled.items():

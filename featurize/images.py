@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS", "MAX_PIXELS", "DECODE_IDENTITY", "UnreadableImagesWarning", "as_items", "describe",
-    "content_key", "read_image", "load_image", "ImageDataset", "collate_skipping", "collate_keyed",
+    "content_key", "read_image", "load_image", "ImageDataset", "collate_skipping", "collate_keyed", "resolve_workers",
+    "MAX_AUTO_WORKERS",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -26,6 +27,25 @@ MAX_PIXELS = 64_000_000
 
 DECODE_IDENTITY = "rgb;exif-transpose"
 """How files and PIL images are decoded (part of the preprocessing identity, hence of cache keys)."""
+
+
+MAX_AUTO_WORKERS = 8
+"""Cap of ``num_workers="auto"``."""
+
+
+def resolve_workers(num_workers: int | str, n_images: int, batch_size: int) -> int:
+    """DataLoader workers for ``num_workers``: an integer as it is, or ``"auto"``.
+
+    ``"auto"`` is the usable CPUs minus one (the main process runs the forward), at most :data:`MAX_AUTO_WORKERS`,
+    and 0 (decode in the main process) when the images fit in one batch, where starting a worker costs more than it
+    overlaps.
+    """
+    if num_workers != "auto":
+        return int(num_workers)
+    if n_images <= batch_size:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(MAX_AUTO_WORKERS, cpus - 1))
 
 
 class UnreadableImagesWarning(UserWarning):

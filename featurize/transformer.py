@@ -19,6 +19,7 @@ from featurize.devices import precision_of, resolve_device
 from featurize.extract import iter_features, pooled_dim, pooling_label, pooling_of
 from featurize.images import MAX_PIXELS, UnreadableImagesWarning, as_items, content_key, describe
 from featurize.weights import load_model, resolve_weights, warn_if_random
+from featurize.writer import BackgroundWriter
 
 __all__ = ["CNNFeaturizer"]
 
@@ -54,8 +55,9 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
     batch_size : int, default=32
     device : str, default="auto"
         ``"auto"`` picks CUDA when present.
-    num_workers : int, default=0
-        DataLoader workers decoding images.
+    num_workers : int or "auto", default="auto"
+        DataLoader workers decoding images while the model runs; ``"auto"`` uses the CPUs but one (at most 8), and
+        none for inputs that fit in one batch (see :func:`featurize.images.resolve_workers`).
     on_error : {"raise", "skip"}, default="raise"
         Unreadable images raise a ``ValueError`` naming the file, or give NaN rows, listed (position and reason)
         by an :class:`~featurize.images.UnreadableImagesWarning` (its ``images`` attribute).
@@ -103,7 +105,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         "cache": [str, Path, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, object],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "on_error": [StrOptions({"raise", "skip"})],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "amp": ["boolean"],
@@ -122,7 +124,7 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         cache: str | Path | None = None,
         batch_size: int = 32,
         device: str = "auto",
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         on_error: str = "raise",
         random_state: int | None = 0,
         amp: bool = True,
@@ -252,13 +254,13 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         indices = list(indices)
         if not indices:
             return out
-        model = load_model(self.spec_, self.weights_)
         for batch in iter_features(
             items,
-            model,
+            lambda: load_model(self.spec_, self.weights_),
             [self.spec_.cut(c) for c in cuts],
             self.pooling,
-            self.preprocessing_,
+            self.preprocessing_.geometry,
+            batch_transform=self.preprocessing_.normalize,
             indices=indices,
             batch_size=self.batch_size,
             device=self.device_,
@@ -287,7 +289,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
 
         Keys are computed here by hashing only (no decode), so a fully cached transform builds no model.  Rows are
         stored under the key of the bytes the workers actually decoded: an image rewritten after the lookup is
-        stored (and returned) as what was decoded, never under its former content's key.
+        stored (and returned) as what was decoded, never under its former content's key.  Batches are written on a
+        background thread while the next one is computed; a failure (or Ctrl-C) still stores every batch computed.
         """
         cache = self.cache_file()
         keys: list[str | None] = []
@@ -307,19 +310,19 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
                 first_of.setdefault(keys[i], i)
             log.info("cache %s: %d hit(s), %d to compute", cache.path, int((rows >= 0).sum()), len(first_of))
             decoded: dict[int, str] = {}
+            meta = {"backbone": self.spec_.name, "weights_label": self.weights_.label,
+                    "pretrained": self.weights_.pretrained}
+
+            def store(batch):
+                cache.append(batch.keys, [describe(items[i], i) for i in batch.indices], batch.features, meta=meta)
 
             def sink(batch):
                 decoded.update(zip(batch.indices, batch.keys))
-                cache.append(
-                    batch.keys,
-                    [describe(items[i], i) for i in batch.indices],
-                    batch.features,
-                    meta={"backbone": self.spec_.name, "weights_label": self.weights_.label,
-                          "pretrained": self.weights_.pretrained},
-                )
+                writer.put(batch)
 
             failed: dict[int, str] = {}
-            self._forward(items, sorted(first_of.values()), self._stored_cuts(), failed, sink=sink)
+            with BackgroundWriter(store) as writer:
+                self._forward(items, sorted(first_of.values()), self._stored_cuts(), failed, sink=sink)
             for k, i in first_of.items():
                 if i in failed:
                     reason = failed[i].removeprefix(f"{describe(items[i], i)}: ")

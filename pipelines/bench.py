@@ -1,5 +1,7 @@
-"""Speed benchmarks: feature extraction (cold, cache hit, uncached, GPU vs CPU) and head-only fine-tuning.
+"""Speed benchmarks: the end-to-end suite (default), feature extraction regimes, and head-only fine-tuning.
 
+``python -m pipelines.bench`` (or ``… suite``) runs :mod:`pipelines.bench_suite`: extraction from JPEG files against
+the bare network and the peer a user would write, with the targets, in one run (markdown + JSON with ``--out``).
 ``extract`` times :meth:`CNNFeaturizer.transform` in three regimes: cold (forward + HDF5 writes), cache hit (same
 images again: no model is built) and uncached; ``--compare-cpu`` adds the cold extraction on the CPU.  ``head`` fits
 ``FineTunedCNN(strategy="head")`` twice on the same images, once on cached activations (``precompute=True``: the
@@ -13,6 +15,7 @@ small ``n_images`` understate a GPU's steady-state throughput.  Speed does not d
 
 Command line::
 
+    python -m pipelines.bench --images 256 --out bench.md
     python -m pipelines.bench extract --backbone resnet18 --image-size 224 --n-images 64 --compare-cpu
     python -m pipelines.bench head --backbone resnet18 --n-images 240 --epochs 3
 """
@@ -36,6 +39,7 @@ import pandas as pd
 import torch
 
 from classifiers.finetune import FineTunedCNN
+from pipelines import bench_suite
 from featurize.backbones import list_backbones
 from featurize.devices import precision_of, resolve_device
 from featurize.images import as_items, content_key
@@ -435,7 +439,23 @@ _WEIGHTS_EPILOG = ("Speed does not depend on the weight values: with --weights a
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    commands = p.add_subparsers(dest="command", required=True, metavar="{extract,head}")
+    commands = p.add_subparsers(dest="command", required=True, metavar="{suite,extract,head}")
+    suite = commands.add_parser(
+        "suite", help="(default) end-to-end suite: library vs bare network vs peer, with targets",
+        description=bench_suite.__doc__.split("\n\n")[0], epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    suite.add_argument("--backbone", default="resnet18", choices=[b for b in list_backbones() if b[:3] in ("res", "vgg")],
+                       metavar="NAME", help="backbone of the ratios")
+    suite.add_argument("--images", type=_positive, default=256, help="JPEG files measured (generated unless --data)")
+    suite.add_argument("--data", default=None, metavar="DIR", help="use the images of this folder (recursive)")
+    suite.add_argument("--batch-size", type=_positive, default=None, help="batch size (default 32 on CPU, 128 on CUDA)")
+    suite.add_argument("--rss-images", type=_positive, default=48, help="N of the peak-RSS ratio (10·N also run)")
+    suite.add_argument("--full", action="store_true", help="longer: absolute speeds on all images, (d) on 2·N")
+    suite.add_argument("--workdir", default=None, help="keep images and caches here (default: a temp dir, removed)")
+    suite.add_argument("--out", default=None, metavar="FILE.md",
+                       help="write the report as markdown here and as JSON beside it (FILE.json)")
+    add_weights_arguments(suite)
+    add_common_arguments(suite, seed_help="seed of the generated images and of the random init")
+    suite.set_defaults(body=_suite)
     extract = commands.add_parser(
         "extract", help="feature extraction: cold, cache hit, uncached (and CPU) images/s",
         description="Feature-extraction speed: cold (forward + HDF5 writes), cache hit, uncached, and optionally "
@@ -488,8 +508,40 @@ def _head(args: argparse.Namespace) -> int:
     return _output(args, df, head_ratios(df), HEAD_RANDOM_INIT_NOTE, format_head_report(df))
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def _suite(args: argparse.Namespace) -> int:
+    result = bench_suite.run_suite(
+        args.backbone, n_images=args.images, data=args.data, batch_size=args.batch_size, device=args.device,
+        weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir), full=args.full,
+        rss_images=args.rss_images, workdir=args.workdir, seed=args.seed,
+    )
+    report = bench_suite.format_suite(result)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report + "\n", encoding="utf-8")
+        out.with_suffix(".json").write_text(json.dumps(bench_suite.suite_payload(result), indent=2, default=str),
+                                            encoding="utf-8")
+    if not args.quiet:
+        print(report)
+    return 0
+
+
+_COMMANDS = ("suite", "extract", "head", "-h", "--help")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 for invalid arguments or unavailable weights)."""
+    """Command-line entry point (no command: ``suite``); returns the exit status (2 for invalid arguments or
+    unavailable weights)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in _COMMANDS:
+        argv.insert(0, "suite")
     return run_cli(_parser(), lambda args: args.body(args), argv)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms._presets import ImageClassification
 
@@ -16,14 +17,15 @@ SIZE = 64
 
 
 def reference_features(backbone, images, cuts, size=SIZE, seed=0):
-    """Module outputs from create_feature_extractor (FX graph, not hooks), pooled by hand."""
+    """Module outputs from create_feature_extractor (FX graph, not hooks) on torchvision's preset applied to PIL
+    images (as for the weights' evaluation), pooled by hand."""
     torch.manual_seed(seed)
     model = getattr(torchvision.models, backbone)(weights=None).eval()
     spec = get_backbone_spec(backbone)
     nodes = {spec.cut(c).module: c for c in cuts}
     extractor = create_feature_extractor(model, return_nodes=dict(nodes))
     preset = ImageClassification(crop_size=size, resize_size=round(size * 256 / 224))
-    batch = torch.stack([preset(torch.from_numpy(img).permute(2, 0, 1)) for img in images])
+    batch = torch.stack([preset(Image.fromarray(img)) for img in images])
     with torch.no_grad():
         outs = extractor(batch)
     pooled = []

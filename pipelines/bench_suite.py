@@ -1,0 +1,485 @@
+"""The end-to-end speed suite of ``python -m pipelines.bench``: the library against the bare network and a peer.
+
+Everything is measured in one run on the same JPEG files, and reported as ratios (these machines are shared and
+noisy), each beside its target:
+
+- (a) :class:`CNNFeaturizer` with a cache and the library's defaults, from JPEG files to pooled cut points in HDF5,
+  against (i) the bare model forward on pre-made contiguous fp32 tensors, (ii) the same in ``channels_last``, and
+  (iii) the peer a user would write: torchvision's ``create_feature_extractor`` + ``DataLoader(num_workers=2)`` +
+  HDF5 written by hand;
+- (b) one pass capturing 4 cut points against 4 single-cut passes (each stopping at its cut, as
+  ``CNNFeaturizer(layers=cut)`` does) and against 4 full forward passes;
+- (c) a cache-hit ``transform`` (hashing and lookup included) against the cold extraction;
+- (d) peak RSS (main process + its loader workers, each in a fresh process) of extracting 10·N images against N,
+  and against the bare forward of the same images;
+- (e) a head-only fine-tuning epoch on cached activations against one through the frozen backbone;
+- (f) on CUDA, the end-to-end path against the bare bf16 channels_last forward at batch ≥ 128, and that forward
+  against timm's model of the same name and settings (when timm is installed);
+- absolute end-to-end images/s for resnet18, resnet50 and vgg16.
+
+Speed does not depend on the weight values; with random-init weights the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from featurize.backbones import get_backbone_spec
+from featurize.devices import resolve_device
+from featurize.extract import MultiCutExtractor
+from featurize.images import IMAGE_EXTENSIONS, resolve_workers
+from featurize.transformer import CNNFeaturizer
+from featurize.weights import load_model, resolve_weights
+
+__all__ = ["Target", "TARGETS", "SuiteResult", "write_jpegs", "run_suite", "format_suite", "suite_payload"]
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT_NOTE = "random-init weights (speed only; features meaningless)"
+CUTS = {"resnet": ["layer1", "layer2", "layer3", "layer4"], "vgg": ["conv3_3", "conv4_3", "conv5_3", "fc7"]}
+"""The 4 cut points captured, per backbone family."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ratio of the suite and its target.
+
+    Attributes
+    ----------
+    name : str
+        ``numerator/denominator`` of two measurement names.
+    what : str
+        What the ratio compares, in words.
+    threshold : float
+        The target.
+    at_least : bool
+        True for "≥ threshold" (speed-ups), False for "≤ threshold" (memory growth).
+    cuda : bool
+        Measured on CUDA only.
+    """
+
+    name: str
+    what: str
+    threshold: float
+    at_least: bool = True
+    cuda: bool = False
+
+    def met(self, value: float) -> bool:
+        """Whether ``value`` meets the target."""
+        return value >= self.threshold if self.at_least else value <= self.threshold
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("library/bare_fp32", "(a-i) end-to-end vs bare forward, contiguous fp32", 1.2),
+    Target("library/bare_channels_last", "(a-ii) end-to-end vs bare forward, channels_last", 0.85),
+    Target("library/peer", "(a-iii) end-to-end vs torchvision FX + DataLoader(2) + h5py", 1.25),
+    Target("multicut/single_cut_passes", "(b) 1 pass, 4 cuts vs 4 single-cut passes (each stops at its cut)", 3.5),
+    Target("multicut/full_passes", "(b) 1 pass, 4 cuts vs 4 full forward passes", 3.5),
+    Target("cache_hit/library", "(c) cache-hit transform vs cold extraction", 100.0),
+    Target("rss_10n/rss_n", "(d) peak RSS, 10·N images vs N", 1.10, at_least=False),
+    Target("rss_n/rss_bare", "(d) peak RSS, library vs bare forward (N images)", 1.15, at_least=False),
+    Target("head_forward/head_precomputed", "(e) head-only epoch: cached activations vs frozen backbone", 100.0),
+    Target("library/bare_bf16_channels_last", "(f) end-to-end vs bare bf16 channels_last forward", 0.8, cuda=True),
+    Target("bare_bf16_channels_last/timm", "(f) bare forward vs timm's same model and settings", 0.95, cuda=True),
+)
+"""Every ratio the suite reports: adding one is one entry here (and the measurement it divides)."""
+
+
+@dataclass
+class SuiteResult:
+    """What :func:`run_suite` measured.
+
+    Attributes
+    ----------
+    measurements : DataFrame
+        One row per measurement: ``name``, ``backbone``, ``n_images``, ``seconds``, ``images_per_s``, ``rss_mb``.
+    ratios : DataFrame
+        One row per :data:`TARGETS` entry measured: ``name``, ``what``, ``value``, ``target``, ``met``.
+    hardware : dict
+        CPU model, threads, GPU, torch/torchvision versions, device, precision.
+    settings : dict
+        Backbone, cut points, batch size, images, weights and whether they are pretrained.
+    """
+
+    measurements: pd.DataFrame
+    ratios: pd.DataFrame
+    hardware: dict[str, object]
+    settings: dict[str, object]
+
+
+def write_jpegs(folder: str | Path, n_images: int, size: tuple[int, int] = (500, 375), seed: int = 0,
+                start: int = 0) -> list[Path]:
+    """Write ``n_images`` photo-like JPEGs (smooth colour fields plus sensor-like noise, quality 90) of ``size``.
+
+    Images ``start … start + n_images - 1`` of the seeded sequence, so the same call always writes the same bytes and
+    no two images are alike (a content-keyed cache stores each once).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + n_images):
+        rng = np.random.default_rng([seed, i])
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+        pixels = np.asarray(coarse, dtype=np.int16) + rng.normal(0, 6, (size[1], size[0], 3)).astype(np.int16)
+        path = folder / f"img{i:05d}.jpg"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _hardware(device: torch.device) -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torchvision
+
+    return {"cpu": cpu, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none",
+            "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: torch.device, call: Callable[[], object]) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    call()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+class _Files(Dataset):
+    """The peer's dataset: a file list through torchvision's preset (as a user would write it)."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.paths[i]) as im:
+            return self.transform(im.convert("RGB"))
+
+
+def _peer(paths: Sequence[Path], model: torch.nn.Module, modules: Sequence[str], batch_size: int,
+          device: torch.device, out: Path) -> None:
+    """torchvision ``create_feature_extractor`` + ``DataLoader(num_workers=2)`` + average pooling + h5py by hand."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+    from torchvision.models import ResNet18_Weights
+
+    extractor = create_feature_extractor(model.to(device), return_nodes={m: m for m in modules}).eval()
+    loader = DataLoader(_Files(paths, ResNet18_Weights.DEFAULT.transforms()), batch_size=batch_size, num_workers=2,
+                        pin_memory=device.type == "cuda")
+    with h5py.File(out, "w") as f, torch.inference_mode():
+        start = 0
+        for batch in loader:
+            feats = extractor(batch.to(device, non_blocking=True))
+            for name, x in feats.items():
+                x = x.mean(dim=(2, 3)) if x.ndim == 4 else x
+                if name not in f:
+                    f.create_dataset(name, (len(paths), x.shape[1]), dtype="f4")
+                f[name][start:start + len(batch)] = x.float().cpu().numpy()
+            start += len(batch)
+
+
+def _bare(model: torch.nn.Module, tensors: torch.Tensor, batch_size: int, device: torch.device,
+          channels_last: bool, bf16: bool = False) -> Callable[[], None]:
+    """A call running the whole model over pre-made tensors (already on ``device``), batch by batch."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device).to(memory_format=fmt)
+    batches = [t.contiguous(memory_format=fmt) for t in tensors.split(batch_size)]
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            for x in batches:
+                model(x)
+
+    return run
+
+
+def _rss_probe(argv: Sequence[str]) -> None:
+    """Entry of a fresh process measuring peak RSS: ``library <paths file> <cache dir> <json params>`` or
+    ``bare <paths file> <json params>``; prints ``{"self_mb", "children_mb"}``."""
+    kind, paths_file = argv[0], argv[1]
+    paths = Path(paths_file).read_text().split("\n")
+    params = json.loads(argv[-1])
+    if kind == "library":
+        CNNFeaturizer(cache=argv[2], **params).fit().transform(paths)
+    else:
+        featurizer = CNNFeaturizer(**params).fit()
+        model = load_model(featurizer.spec_, featurizer.weights_).to(memory_format=torch.channels_last)
+        prep = featurizer.preprocessing_
+        with torch.inference_mode():
+            for start in range(0, len(paths), featurizer.batch_size):
+                batch = [prep(Image.open(p).convert("RGB")) for p in paths[start:start + featurizer.batch_size]]
+                model(torch.stack(batch).contiguous(memory_format=torch.channels_last))
+    kib = 2**20 if sys.platform == "darwin" else 2**10
+    print(json.dumps({"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib,
+                      "children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib}))
+
+
+def _peak_rss(kind: str, paths: Sequence[Path], params: dict, root: Path) -> float:
+    """Peak RSS in MiB (the process plus its largest loader worker) of one probe run in a fresh interpreter."""
+    listing = root / f"paths-{kind}-{len(paths)}.txt"
+    listing.write_text("\n".join(str(p) for p in paths))
+    cache = [str(Path(tempfile.mkdtemp(prefix="rss-", dir=root)))] if kind == "library" else []
+    out = subprocess.run([sys.executable, "-c", "import sys; from pipelines.bench_suite import _rss_probe; "
+                          "_rss_probe(sys.argv[1:])", kind, str(listing), *cache, json.dumps(params)],
+                         check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    rss = json.loads(out.stdout.strip().splitlines()[-1])
+    return rss["self_mb"] + rss["children_mb"]
+
+
+def _measurement(name: str, backbone: str, n_images: int, seconds: float = float("nan"),
+                 rss_mb: float = float("nan")) -> dict[str, object]:
+    return {"name": name, "backbone": backbone, "n_images": n_images, "seconds": seconds,
+            "images_per_s": n_images / seconds if seconds == seconds else float("nan"), "rss_mb": rss_mb}
+
+
+def run_suite(
+    backbone: str = "resnet18",
+    *,
+    n_images: int = 256,
+    data: str | Path | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    weights: object = None,
+    full: bool = False,
+    rss_images: int = 48,
+    workdir: str | Path | None = None,
+    seed: int = 0,
+) -> SuiteResult:
+    """Run the suite (see the module docstring) and return its measurements and ratios.
+
+    Parameters
+    ----------
+    backbone : str
+        The backbone of (a)–(f) (a ResNet or VGG name).
+    n_images : int
+        JPEG files of (a)–(c); generated (500 × 375) unless ``data`` is given.
+    data : path, optional
+        A folder of images to use instead (searched recursively, the first ``n_images`` in sorted order).
+    batch_size : int, optional
+        Default 32 on the CPU, 128 on CUDA.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
+    weights : str, path or None
+        As :class:`CNNFeaturizer`; random init by default (speed does not depend on the values).
+    full : bool
+        Measure the absolute speeds of resnet50/vgg16 on ``n_images`` instead of 32, and (d) on 2·``rss_images``.
+    rss_images : int
+        N of (d) (10·N images are extracted too).
+    workdir : path, optional
+        Where images and cache files go (a temporary directory by default, removed afterwards).
+    seed : int
+        Seed of the generated images and of the random init.
+
+    Returns
+    -------
+    SuiteResult
+    """
+    dev = resolve_device(device)
+    batch_size = batch_size or (128 if dev.type == "cuda" else 32)
+    spec = get_backbone_spec(backbone)
+    cuts = CUTS[spec.family]
+    modules = [spec.cut(c).module for c in cuts]
+    owned = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="bench-suite-")) if owned else Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    try:
+        if data is not None:
+            paths = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n_images]
+            if not paths:
+                raise ValueError(f"data={str(data)!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        else:
+            paths = write_jpegs(root / "images", n_images, seed=seed)
+        warm = write_jpegs(root / "warm-up", batch_size, seed=seed + 1)
+        n = len(paths)
+        params = dict(backbone=backbone, layers=cuts, weights=weights, batch_size=batch_size, device=str(dev),
+                      random_state=seed)
+        featurizer = CNNFeaturizer(**params).fit()
+        resolved = featurizer.weights_
+        log.info("suite: %d images, %s, batch %d, %s", n, backbone, batch_size, resolved.label)
+
+        CNNFeaturizer(**params).fit().transform(warm)
+        cache = root / "cache"
+        rows.append(_measurement("library", backbone, n, _timed(
+            dev, lambda: CNNFeaturizer(cache=cache, **params).fit().transform(paths))))
+        rows.append(_measurement("cache_hit", backbone, n, _timed(
+            dev, lambda: CNNFeaturizer(cache=cache, **params).fit().transform(paths))))
+
+        model = load_model(spec, resolved)
+        _peer(warm, model, modules, batch_size, dev, root / "peer-warm.h5")
+        rows.append(_measurement("peer", backbone, n, _timed(
+            dev, lambda: _peer(paths, model, modules, batch_size, dev, root / "peer.h5"))))
+
+        prep = featurizer.preprocessing_
+        tensors = torch.stack([prep(Image.open(p).convert("RGB")) for p in paths]).to(dev)
+        variants = {"bare_fp32": dict(channels_last=False), "bare_channels_last": dict(channels_last=True)}
+        if dev.type == "cuda":
+            variants["bare_bf16_channels_last"] = dict(channels_last=True, bf16=True)
+        for name, kw in variants.items():
+            run = _bare(model, tensors, batch_size, dev, **kw)
+            run()
+            rows.append(_measurement(name, backbone, n, _timed(dev, run)))
+        if dev.type == "cuda":
+            rows += _timm_bare(backbone, tensors, batch_size, dev)
+
+        rows += _multicut(model, spec, cuts, tensors[: 2 * batch_size], dev)
+        del tensors
+        rows += _rss(paths, root, params, rss_images * (2 if full else 1), seed)
+        rows += _head(backbone, weights, dev, seed)
+        for other in ("resnet50", "vgg16"):
+            count = n if full else min(n, 32)
+            other_params = {**params, "backbone": other, "layers": CUTS[get_backbone_spec(other).family]}
+            CNNFeaturizer(**other_params).fit().transform(warm[:4])
+            rows.append(_measurement(f"library[{other}]", other, count, _timed(
+                dev, lambda: CNNFeaturizer(cache=root / f"cache-{other}", **other_params).fit().transform(
+                    paths[:count]))))
+    finally:
+        if owned:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+    measurements = pd.DataFrame(rows)
+    settings = {"backbone": backbone, "cuts": cuts, "batch_size": batch_size, "n_images": n,
+                "images": str(data) if data is not None else "generated 500 × 375 JPEG, quality 90",
+                "weights": resolved.label, "pretrained": resolved.pretrained,
+                "num_workers": resolve_workers("auto", n, batch_size),
+                "precision": "bf16-amp" if dev.type == "cuda" else "fp32"}
+    return SuiteResult(measurements, _ratios(measurements, dev), _hardware(dev), settings)
+
+
+def _multicut(model: torch.nn.Module, spec, cuts: Sequence[str], tensors: torch.Tensor,
+              device: torch.device) -> list[dict[str, object]]:
+    """(b): one pass capturing every cut, each cut alone (stopping there), and full passes, on pre-made tensors."""
+    from featurize.devices import prepare
+
+    model = prepare(model, device)
+    x = tensors.contiguous(memory_format=torch.channels_last)
+    every = MultiCutExtractor(model, [spec.cut(c) for c in cuts], "avg")
+    single = [MultiCutExtractor(model, [spec.cut(c)], "avg") for c in cuts]
+
+    def passes(calls):
+        def run():
+            with torch.inference_mode():
+                for call in calls:
+                    call(x)
+        return run
+
+    passes([every])()
+    n = len(x)
+    return [_measurement("multicut", spec.name, n, _timed(device, passes([every]))),
+            _measurement("single_cut_passes", spec.name, n, _timed(device, passes(single))),
+            _measurement("full_passes", spec.name, n, _timed(device, passes([model] * len(cuts))))]
+
+
+def _rss(paths: Sequence[Path], root: Path, params: dict, n: int, seed: int) -> list[dict[str, object]]:
+    """(d): peak RSS of the library on N and 10·N images, and of the bare forward on N, each in a fresh process."""
+    many = write_jpegs(root / "rss", 10 * n, seed=seed + 2)
+    probe = {k: v for k, v in params.items() if k != "device"} | {"device": "cpu"}
+    backbone = params["backbone"]
+    return [_measurement("rss_n", backbone, n, rss_mb=_peak_rss("library", many[:n], probe, root)),
+            _measurement("rss_10n", backbone, 10 * n, rss_mb=_peak_rss("library", many, probe, root)),
+            _measurement("rss_bare", backbone, n, rss_mb=_peak_rss("bare", many[:n], probe, root))]
+
+
+def _head(backbone: str, weights: object, device: torch.device, seed: int) -> list[dict[str, object]]:
+    """(e): per-epoch time of head-only fine-tuning on cached activations and through the frozen backbone."""
+    from pipelines.bench import run_head_benchmark
+
+    df = run_head_benchmark(backbone=backbone, n_images=64, image_size=224, epochs=2, device=str(device),
+                            weights=weights, seed=seed).set_index("path")
+    return [_measurement(f"head_{path}", backbone, 64, float(df.loc[path, "epoch_s"])) for path in df.index]
+
+
+def _timm_bare(backbone: str, tensors: torch.Tensor, batch_size: int, device: torch.device) -> list[dict]:
+    """(f): timm's model of the same name, bf16 channels_last, random init; nothing when timm is absent."""
+    try:
+        import timm
+    except ImportError:
+        log.info("timm is not installed: the bare forward is not compared with timm's")
+        return []
+    run = _bare(timm.create_model(backbone, pretrained=False).eval(), tensors, batch_size, device,
+                channels_last=True, bf16=True)
+    run()
+    return [_measurement("timm", backbone, len(tensors), _timed(device, run))]
+
+
+def _ratios(measurements: pd.DataFrame, device: torch.device) -> pd.DataFrame:
+    """Every :data:`TARGETS` ratio whose two measurements exist (time ratios as speed, RSS ratios as memory)."""
+    by = measurements.set_index("name")
+    rows = []
+    for target in TARGETS:
+        top, bottom = target.name.split("/")
+        if target.cuda and device.type != "cuda" or top not in by.index or bottom not in by.index:
+            continue
+        if top.startswith("rss"):
+            value = by.loc[top, "rss_mb"] / by.loc[bottom, "rss_mb"]
+        else:
+            value = (by.loc[top, "images_per_s"] / by.loc[bottom, "images_per_s"] if top != "head_forward" else
+                     by.loc[top, "seconds"] / by.loc[bottom, "seconds"])
+        rows.append({"name": target.name, "what": target.what, "value": float(value),
+                     "target": f"{'≥' if target.at_least else '≤'} {target.threshold:g}",
+                     "met": target.met(float(value))})
+    return pd.DataFrame(rows, columns=["name", "what", "value", "target", "met"])
+
+
+def format_suite(result: SuiteResult) -> str:
+    """The suite as markdown: settings, hardware, the ratio table with targets, the measurements."""
+    s, h = result.settings, result.hardware
+    lines = [
+        f"backbone {s['backbone']} (cuts {', '.join(s['cuts'])}), batch {s['batch_size']}, {s['n_images']} images "
+        f"({s['images']}), num_workers auto = {s['num_workers']}, {s['precision']}",
+        f"weights: {s['weights']}" + ("" if s["pretrained"] else f"  [{RANDOM_INIT_NOTE}]"),
+        f"hardware: {h['cpu']}, {h['cpus']} CPU(s), {h['torch_threads']} torch thread(s), GPU {h['gpu']}; "
+        f"torch {h['torch']}, torchvision {h['torchvision']}",
+        "",
+        "| ratio | what | measured | target | met |",
+        "|---|---|---:|---|---|",
+    ]
+    for r in result.ratios.itertuples():
+        lines.append(f"| `{r.name}` | {r.what} | {r.value:.2f}× | {r.target} | {'yes' if r.met else 'NO'} |")
+    lines += ["", "| measurement | backbone | images | seconds | images/s | peak RSS MiB |", "|---|---|---:|---:|---:|---:|"]
+    for m in result.measurements.itertuples():
+        def num(v, fmt):
+            return "" if v != v else format(v, fmt)
+        lines.append(f"| {m.name} | {m.backbone} | {m.n_images} | {num(m.seconds, '.3f')} | "
+                     f"{num(m.images_per_s, '.1f')} | {num(m.rss_mb, '.0f')} |")
+    if not s["pretrained"]:
+        lines += ["", f"note: {RANDOM_INIT_NOTE}"]
+    return "\n".join(lines)
+
+
+def suite_payload(result: SuiteResult) -> dict[str, object]:
+    """The suite as a JSON-ready mapping."""
+    return {"settings": result.settings, "hardware": result.hardware,
+            "ratios": result.ratios.to_dict(orient="records"),
+            "measurements": result.measurements.to_dict(orient="records")}
