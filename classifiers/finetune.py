@@ -142,9 +142,10 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         Directory (or ``.h5`` file) where :class:`featurize.CNNFeaturizer` keeps those activations between fits;
         None keeps them in memory for this fit only.
     device : str
-        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``.  CUDA runs in bf16 autocast and channels_last.
-    num_workers : int
-        DataLoader workers decoding images.
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``.  CUDA runs in bf16 autocast; every device uses channels_last.
+    num_workers : int or "auto", default="auto"
+        DataLoader workers decoding images (persisting across epochs); ``"auto"`` as :class:`CNNFeaturizer`.
+        Augmented images depend on ``random_state`` only, not on the number of workers.
     random_state : int, RandomState or None
         Seed of the random init (``weights=None``), the new head, the validation split, shuffling and augmentation.
     verbose : bool
@@ -206,7 +207,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "precompute": ["boolean"],
         "cache": [None, str, os.PathLike],
         "device": [str, torch.device],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -236,7 +237,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         precompute: bool = True,
         cache: str | Path | None = None,
         device: str = "auto",
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         random_state: int | None = 0,
         verbose: bool = False,
     ):

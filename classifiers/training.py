@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from classifiers.surgery import freeze_except, set_train_mode
 from featurize.devices import autocast, to_device
-from featurize.images import ImageDataset, collate_skipping
+from featurize.images import ImageDataset, collate_skipping, resolve_workers
 
 __all__ = [
     "OPTIMIZERS",
@@ -121,20 +121,62 @@ def tensor_batches(
     return batches
 
 
+class _SeededSamples(Sampler):
+    """A sampler's indices paired with seeds drawn from ``generator`` in the main process."""
+
+    def __init__(self, sampler: Sampler, generator: torch.Generator | None):
+        self.sampler, self.generator = sampler, generator
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in self.sampler:
+            yield i, int(torch.randint(2**62, (1,), generator=self.generator))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class _SeededDataset(Dataset):
+    """Serves ``(index, seed)`` samples: the transform's random draws come from ``seed`` alone, so an augmented image
+    is the same whichever process (main or any loader worker) decodes it, and the caller's RNG is left untouched."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, sample: tuple[int, int]) -> tuple:
+        index, seed = sample
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 def image_batches(
-    items, transform, indices: Sequence[int], batch_size: int, device: torch.device, *, num_workers: int = 0,
-    shuffle: bool = False, generator: torch.Generator | None = None,
+    items, transform, indices: Sequence[int], batch_size: int, device: torch.device, *,
+    num_workers: int | str = "auto", shuffle: bool = False, generator: torch.Generator | None = None,
 ) -> Batches:
-    """Batches ``(indices, images)`` decoded by a DataLoader; an unreadable image raises a ValueError naming it."""
+    """Batches ``(indices, images)`` decoded by a DataLoader; an unreadable image raises a ValueError naming it.
+
+    ``num_workers`` as :func:`featurize.images.resolve_workers`; workers persist across epochs.  When shuffling
+    (training), every sample gets a seed drawn from ``generator`` and its random transform draws from that seed, so
+    the augmented images depend on ``generator`` only, not on the number of workers (or machine).
+    """
+    dataset = ImageDataset(items, transform, indices)
+    sampler: Sampler = SequentialSampler(dataset)
+    if shuffle:
+        dataset, sampler = _SeededDataset(dataset), _SeededSamples(RandomSampler(dataset, generator=generator),
+                                                                    generator)
+    workers = resolve_workers(num_workers, len(indices), batch_size)
     loader = DataLoader(
-        ImageDataset(items, transform, indices),
+        dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
+        sampler=sampler,
         drop_last=drop_last(len(indices), batch_size, shuffle),
-        num_workers=num_workers,
+        num_workers=workers,
         collate_fn=collate_skipping,
         pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
     )
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

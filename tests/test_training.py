@@ -154,3 +154,23 @@ def test_divergence_names_epoch_and_learning_rate(monkeypatch):
         run_phases(nn.Linear(4, 2), "", [Phase("a", (), 1)], tensor_batches(x, range(32), 8), y,
                    optimisation=Optimisation("sgd", 0.1, 0.01, 0.0, "constant"), device=torch.device("cpu"),
                    n_classes=2, history=[], run="train")
+
+
+def test_augmented_batches_do_not_depend_on_the_number_of_workers():
+    """Each sample's random draws come from a seed drawn in the main process: 0 or 2 workers, same images."""
+    from classifiers.augment import get_augmentation
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 40, 40, 3), dtype=np.uint8)
+    prep = Preprocessing(resize=36, crop=32)
+    transform, _ = get_augmentation("flip_crop", prep)
+    seen = {}
+    for workers in (0, 2):
+        batches = image_batches(images, transform, range(12), 4, torch.device("cpu"), num_workers=workers,
+                                shuffle=True, generator=torch.Generator().manual_seed(3))
+        seen[workers] = [(idx.clone(), x.clone()) for _ in range(2) for idx, x in batches()]
+    assert len(seen[0]) == 6
+    for (i0, x0), (i2, x2) in zip(seen[0], seen[2]):
+        assert torch.equal(i0, i2) and torch.equal(x0, x2)
+    # the draws differ between epochs and between images (augmentation is not switched off)
+    assert not torch.equal(seen[0][0][1], seen[0][3][1])

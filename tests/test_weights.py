@@ -1,9 +1,14 @@
 import hashlib
 import os
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms._presets import ImageClassification
 
 from featurize import get_backbone_spec, load_model, resolve_weights
 from featurize.weights import Preprocessing, file_sha256
@@ -114,3 +119,41 @@ def test_qualified_enum_name_of_another_model_is_refused(spec):
     with pytest.raises(ValueError, match="another model.*ResNet18_Weights") as err:
         resolve_weights(spec, "VGG16_Weights.IMAGENET1K_V1")
     assert str(err.value).count("DEFAULT") == 1
+
+
+def _photo(seed: int, size=(157, 113)):
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+    noisy = np.asarray(coarse, dtype=np.int16) + rng.integers(-20, 20, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("crop,interpolation", [(224, "bilinear"), (64, "bilinear"), (96, "bicubic")])
+def test_preprocessing_is_torchvisions_preset_on_pil_images_bit_for_bit(crop, interpolation):
+    """What the pretrained weights were evaluated with: the preset applied to PIL images (PIL resampling)."""
+    prep = Preprocessing(interpolation=interpolation).with_size(crop)
+    preset = ImageClassification(crop_size=crop, resize_size=prep.resize,
+                                 interpolation=InterpolationMode(interpolation))
+    for seed in range(3):
+        image = _photo(seed)
+        ours = prep(image)
+        assert torch.equal(ours, preset(image))
+        # the same pixels given as an array give the same tensor
+        assert torch.equal(prep(torch.from_numpy(np.array(image)).permute(2, 0, 1)), ours)
+
+
+def test_batched_normalize_equals_per_image_and_torchvision():
+    prep = Preprocessing()
+    crops = torch.stack([prep.geometry(_photo(seed)) for seed in range(4)])
+    assert crops.dtype == torch.uint8 and crops.shape == (4, 3, 224, 224)
+    reference = TF.normalize(TF.convert_image_dtype(crops, torch.float), list(prep.mean), list(prep.std))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        batched = prep.normalize(crops.contiguous(memory_format=layout))
+        assert torch.equal(batched, reference)
+    assert all(torch.equal(prep.normalize(c), r) for c, r in zip(crops, reference))
+    with pytest.raises(ValueError, match="uint8"):
+        prep.normalize(reference)
+
+
+def test_preprocessing_identity_names_the_resampler():
+    assert "resampler=pil" in Preprocessing().identity()
