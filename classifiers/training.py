@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from classifiers.surgery import freeze_except, set_train_mode
@@ -121,18 +121,21 @@ def tensor_batches(
     return batches
 
 
-class _SeededSamples(Sampler):
-    """A sampler's indices paired with seeds drawn from ``generator`` in the main process."""
+class _SeededShuffle(Sampler):
+    """Each epoch, the permutation :func:`tensor_batches` draws from ``generator``, every position paired with a seed
+    from a second generator derived from it (so the permutations stay those of :func:`tensor_batches`)."""
 
-    def __init__(self, sampler: Sampler, generator: torch.Generator | None):
-        self.sampler, self.generator = sampler, generator
+    def __init__(self, n: int, generator: torch.Generator | None):
+        self.n, self.generator = n, generator
+        base = generator.initial_seed() if generator is not None else torch.initial_seed()
+        self.seeds = torch.Generator().manual_seed((base * 1_000_003 + 12_345) % 2**63)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self.sampler:
-            yield i, int(torch.randint(2**62, (1,), generator=self.generator))
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        yield from zip(order, torch.randint(2**62, (self.n,), generator=self.seeds).tolist())
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return self.n
 
 
 class _SeededDataset(Dataset):
@@ -159,14 +162,14 @@ def image_batches(
     """Batches ``(indices, images)`` decoded by a DataLoader; an unreadable image raises a ValueError naming it.
 
     ``num_workers`` as :func:`featurize.images.resolve_workers`; workers persist across epochs.  When shuffling
-    (training), every sample gets a seed drawn from ``generator`` and its random transform draws from that seed, so
-    the augmented images depend on ``generator`` only, not on the number of workers (or machine).
+    (training), the order is :func:`tensor_batches`' for the same ``generator``, and every sample gets a seed
+    (derived from ``generator``) that its random transform draws from, so the augmented images depend on
+    ``generator`` only, not on the number of workers (or machine).
     """
     dataset = ImageDataset(items, transform, indices)
     sampler: Sampler = SequentialSampler(dataset)
     if shuffle:
-        dataset, sampler = _SeededDataset(dataset), _SeededSamples(RandomSampler(dataset, generator=generator),
-                                                                    generator)
+        dataset, sampler = _SeededDataset(dataset), _SeededShuffle(len(dataset), generator)
     workers = resolve_workers(num_workers, len(indices), batch_size)
     loader = DataLoader(
         dataset,

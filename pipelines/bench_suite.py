@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms._presets import ImageClassification
 
 from featurize.backbones import get_backbone_spec
 from featurize.devices import resolve_device
@@ -187,14 +188,14 @@ class _Files(Dataset):
             return self.transform(im.convert("RGB"))
 
 
-def _peer(paths: Sequence[Path], model: torch.nn.Module, modules: Sequence[str], batch_size: int,
+def _peer(paths: Sequence[Path], model: torch.nn.Module, modules: Sequence[str], preset: Callable, batch_size: int,
           device: torch.device, out: Path) -> None:
-    """torchvision ``create_feature_extractor`` + ``DataLoader(num_workers=2)`` + average pooling + h5py by hand."""
+    """torchvision ``create_feature_extractor`` + ``DataLoader(num_workers=2)`` + average pooling + h5py by hand,
+    with the weights' preset (``weights.transforms()``)."""
     from torchvision.models.feature_extraction import create_feature_extractor
-    from torchvision.models import ResNet18_Weights
 
     extractor = create_feature_extractor(model.to(device), return_nodes={m: m for m in modules}).eval()
-    loader = DataLoader(_Files(paths, ResNet18_Weights.DEFAULT.transforms()), batch_size=batch_size, num_workers=2,
+    loader = DataLoader(_Files(paths, preset), batch_size=batch_size, num_workers=2,
                         pin_memory=device.type == "cuda")
     with h5py.File(out, "w") as f, torch.inference_mode():
         start = 0
@@ -268,10 +269,13 @@ def run_suite(
     n_images: int = 256,
     data: str | Path | None = None,
     batch_size: int | None = None,
+    image_size: int | str = "auto",
     device: str = "auto",
     weights: object = None,
     full: bool = False,
     rss_images: int = 48,
+    others: Sequence[str] = ("resnet50", "vgg16"),
+    head_images: int = 64,
     workdir: str | Path | None = None,
     seed: int = 0,
 ) -> SuiteResult:
@@ -287,6 +291,8 @@ def run_suite(
         A folder of images to use instead (searched recursively, the first ``n_images`` in sorted order).
     batch_size : int, optional
         Default 32 on the CPU, 128 on CUDA.
+    image_size : int or "auto"
+        Crop side (``"auto"``: the weights' own, 224).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda[:N]"``.
     weights : str, path or None
@@ -295,6 +301,10 @@ def run_suite(
         Measure the absolute speeds of resnet50/vgg16 on ``n_images`` instead of 32, and (d) on 2·``rss_images``.
     rss_images : int
         N of (d) (10·N images are extracted too).
+    others : sequence of str
+        Further backbones whose absolute end-to-end speed is measured.
+    head_images : int
+        Generated images of (e).
     workdir : path, optional
         Where images and cache files go (a temporary directory by default, removed afterwards).
     seed : int
@@ -323,7 +333,7 @@ def run_suite(
         warm = write_jpegs(root / "warm-up", batch_size, seed=seed + 1)
         n = len(paths)
         params = dict(backbone=backbone, layers=cuts, weights=weights, batch_size=batch_size, device=str(dev),
-                      random_state=seed)
+                      image_size=image_size, random_state=seed)
         featurizer = CNNFeaturizer(**params).fit()
         resolved = featurizer.weights_
         log.info("suite: %d images, %s, batch %d, %s", n, backbone, batch_size, resolved.label)
@@ -336,11 +346,12 @@ def run_suite(
             dev, lambda: CNNFeaturizer(cache=cache, **params).fit().transform(paths))))
 
         model = load_model(spec, resolved)
-        _peer(warm, model, modules, batch_size, dev, root / "peer-warm.h5")
-        rows.append(_measurement("peer", backbone, n, _timed(
-            dev, lambda: _peer(paths, model, modules, batch_size, dev, root / "peer.h5"))))
-
         prep = featurizer.preprocessing_
+        preset = ImageClassification(crop_size=prep.crop, resize_size=prep.resize)
+        _peer(warm, model, modules, preset, batch_size, dev, root / "peer-warm.h5")
+        rows.append(_measurement("peer", backbone, n, _timed(
+            dev, lambda: _peer(paths, model, modules, preset, batch_size, dev, root / "peer.h5"))))
+
         tensors = torch.stack([prep(Image.open(p).convert("RGB")) for p in paths]).to(dev)
         variants = {"bare_fp32": dict(channels_last=False), "bare_channels_last": dict(channels_last=True)}
         if dev.type == "cuda":
@@ -355,8 +366,8 @@ def run_suite(
         rows += _multicut(model, spec, cuts, tensors[: 2 * batch_size], dev)
         del tensors
         rows += _rss(paths, root, params, rss_images * (2 if full else 1), seed)
-        rows += _head(backbone, weights, dev, seed)
-        for other in ("resnet50", "vgg16"):
+        rows += _head(backbone, weights, dev, head_images, prep.crop, seed)
+        for other in others:
             count = n if full else min(n, 32)
             other_params = {**params, "backbone": other, "layers": CUTS[get_backbone_spec(other).family]}
             CNNFeaturizer(**other_params).fit().transform(warm[:4])
@@ -370,6 +381,7 @@ def run_suite(
             shutil.rmtree(root, ignore_errors=True)
     measurements = pd.DataFrame(rows)
     settings = {"backbone": backbone, "cuts": cuts, "batch_size": batch_size, "n_images": n,
+                "image_size": featurizer.preprocessing_.crop,
                 "images": str(data) if data is not None else "generated 500 × 375 JPEG, quality 90",
                 "weights": resolved.label, "pretrained": resolved.pretrained,
                 "num_workers": resolve_workers("auto", n, batch_size),
@@ -411,13 +423,14 @@ def _rss(paths: Sequence[Path], root: Path, params: dict, n: int, seed: int) -> 
             _measurement("rss_bare", backbone, n, rss_mb=_peak_rss("bare", many[:n], probe, root))]
 
 
-def _head(backbone: str, weights: object, device: torch.device, seed: int) -> list[dict[str, object]]:
+def _head(backbone: str, weights: object, device: torch.device, n: int, size: int,
+          seed: int) -> list[dict[str, object]]:
     """(e): per-epoch time of head-only fine-tuning on cached activations and through the frozen backbone."""
     from pipelines.bench import run_head_benchmark
 
-    df = run_head_benchmark(backbone=backbone, n_images=64, image_size=224, epochs=2, device=str(device),
+    df = run_head_benchmark(backbone=backbone, n_images=n, image_size=size, epochs=2, device=str(device),
                             weights=weights, seed=seed).set_index("path")
-    return [_measurement(f"head_{path}", backbone, 64, float(df.loc[path, "epoch_s"])) for path in df.index]
+    return [_measurement(f"head_{path}", backbone, n, float(df.loc[path, "epoch_s"])) for path in df.index]
 
 
 def _timm_bare(backbone: str, tensors: torch.Tensor, batch_size: int, device: torch.device) -> list[dict]:
@@ -457,6 +470,7 @@ def format_suite(result: SuiteResult) -> str:
     s, h = result.settings, result.hardware
     lines = [
         f"backbone {s['backbone']} (cuts {', '.join(s['cuts'])}), batch {s['batch_size']}, {s['n_images']} images "
+        f"at {s['image_size']} px "
         f"({s['images']}), num_workers auto = {s['num_workers']}, {s['precision']}",
         f"weights: {s['weights']}" + ("" if s["pretrained"] else f"  [{RANDOM_INIT_NOTE}]"),
         f"hardware: {h['cpu']}, {h['cpus']} CPU(s), {h['torch_threads']} torch thread(s), GPU {h['gpu']}; "

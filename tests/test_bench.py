@@ -135,3 +135,57 @@ def test_head_benchmark_cli_prints_the_ratio(tmp_path, capsys):
     payload = json.loads(out.read_text())
     assert [r["path"] for r in payload["rows"]] == ["precomputed", "forward"]
     assert payload["ratios"]["forward/precomputed"] > 0 and "random-init" in payload["note"]
+
+
+# ---------------------------------------------------------------------------------------------- the suite
+SUITE = dict(n_images=6, batch_size=4, image_size=32, device="cpu", weights=None, rss_images=2, others=("resnet50",), head_images=8)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    from pipelines import bench_suite
+
+    return bench_suite.run_suite("resnet18", workdir=tmp_path_factory.mktemp("suite"), **SUITE)
+
+
+def test_suite_measures_every_cpu_ratio_against_its_target(suite):
+    from pipelines import bench_suite
+
+    cpu_targets = [t.name for t in bench_suite.TARGETS if not t.cuda]
+    assert suite.ratios["name"].tolist() == cpu_targets
+    assert (suite.ratios["value"] > 0).all()
+    by = suite.measurements.set_index("name")
+    for name in ("library", "cache_hit", "peer", "bare_fp32", "bare_channels_last", "multicut", "single_cut_passes",
+                 "full_passes", "head_precomputed", "head_forward", "library[resnet50]"):
+        assert by.loc[name, "seconds"] > 0, name
+    assert (by.loc[["rss_n", "rss_10n", "rss_bare"], "rss_mb"] > 100).all()
+    assert by.loc["rss_10n", "n_images"] == 10 * by.loc["rss_n", "n_images"] == 20
+    assert suite.settings["pretrained"] is False and suite.settings["cuts"] == ["layer1", "layer2", "layer3", "layer4"]
+    assert {"cpu", "cpus", "torch", "torchvision", "gpu"} <= set(suite.hardware)
+    # a met flag is the comparison of the value with the target
+    for target, row in zip(bench_suite.TARGETS, suite.ratios.itertuples()):
+        assert row.met == target.met(row.value)
+
+
+def test_suite_report_markdown_and_json(suite, tmp_path, monkeypatch, capsys):
+    from pipelines import bench_suite
+
+    text = bench_suite.format_suite(suite)
+    assert "| `library/peer` |" in text and "random-init weights (speed only; features meaningless)" in text
+    assert text.count("\n| ") >= len(suite.ratios) + len(suite.measurements)
+    monkeypatch.setattr(bench_suite, "run_suite", lambda *a, **k: suite)
+    out = tmp_path / "bench.md"
+    assert benchmark.main(["--images", "6", "--weights", "none", "--out", str(out)]) == 0
+    assert out.read_text().strip() == text and text in capsys.readouterr().out
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert [r["name"] for r in payload["ratios"]] == suite.ratios["name"].tolist()
+    assert payload["settings"]["pretrained"] is False
+
+
+def test_write_jpegs_is_seeded_and_distinct(tmp_path):
+    from pipelines.bench_suite import write_jpegs
+
+    a = write_jpegs(tmp_path / "a", 3)
+    b = write_jpegs(tmp_path / "b", 3)
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert len({p.read_bytes() for p in a}) == 3

@@ -130,3 +130,49 @@ def test_unknown_pooling_lists_choices():
         parse_pooling("median")
     with pytest.raises(ValueError):
         parse_pooling("grid:0")
+
+
+def test_auto_workers_use_the_cpus_but_one_and_none_for_one_batch(monkeypatch):
+    from featurize import images
+
+    monkeypatch.setattr(images.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert images.resolve_workers("auto", 100, 32) == 3
+    assert images.resolve_workers("auto", 32, 32) == 0
+    assert images.resolve_workers(5, 1, 32) == 5
+    monkeypatch.setattr(images.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert images.resolve_workers("auto", 1000, 32) == images.MAX_AUTO_WORKERS
+
+
+def test_features_do_not_depend_on_the_loader_workers(image_folder):
+    """Decoding in 0, 1 or 2 worker processes gives bit-identical features (and the default 'auto' too)."""
+    _, paths, _ = image_folder
+    items = [str(p) for p in paths[:10]]
+    outs = [CNNFeaturizer("resnet18", layers=["layer2", "fc"], weights=None, image_size=32, batch_size=4,
+                          num_workers=w).fit().transform(items) for w in (0, 1, 2, "auto")]
+    for other in outs[1:]:
+        np.testing.assert_array_equal(outs[0], other)
+
+
+def test_a_model_builder_is_called_once_after_the_loader_starts(two_class_arrays):
+    """iter_features accepts a builder, called once (after the workers start), with the module's results."""
+    from featurize.extract import iter_features
+    from featurize.weights import Preprocessing
+
+    images = two_class_arrays[0][:6]
+    spec = get_backbone_spec("resnet18")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    prep = Preprocessing().with_size(32)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return model
+
+    kwargs = dict(batch_transform=prep.normalize, batch_size=4, num_workers=1)
+    built = [b.features["layer3"] for b in iter_features(images, build, [spec.cut("layer3")], "avg", prep.geometry,
+                                                         **kwargs)]
+    given = [b.features["layer3"] for b in iter_features(images, model, [spec.cut("layer3")], "avg", prep.geometry,
+                                                         **kwargs)]
+    assert calls == [1]
+    np.testing.assert_array_equal(np.concatenate(built), np.concatenate(given))

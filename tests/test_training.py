@@ -54,6 +54,19 @@ def test_tensor_and_image_batches_follow_the_same_rule(n, shuffle):
     assert len(sizes["tensor"]) == steps_per_epoch(n, 4, shuffle)
 
 
+def test_image_batches_shuffle_in_the_order_of_tensor_batches():
+    """Precomputed and image paths see the same mini-batches epoch after epoch (same generator seed)."""
+    n = 12
+    feats = torch.arange(n, dtype=torch.float32)[:, None]
+    images = np.zeros((n, 8, 8, 3), dtype=np.uint8)
+    prep = Preprocessing(resize=None, crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    tensor = tensor_batches(feats, range(n), 8, shuffle=True, generator=torch.Generator().manual_seed(4))
+    image = image_batches(images, prep, range(n), 8, torch.device("cpu"), num_workers=0, shuffle=True,
+                          generator=torch.Generator().manual_seed(4))
+    for _ in range(3):
+        assert [idx.tolist() for idx, _ in tensor()] == [idx.tolist() for idx, _ in image()]
+
+
 def test_tensor_batches_reshuffle_and_cover_the_indices():
     feats = torch.arange(10, dtype=torch.float32)[:, None]
     batches = tensor_batches(feats, np.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(0))
