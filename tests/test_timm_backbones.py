@@ -83,7 +83,7 @@ def test_vit_cut_points_are_blocks_then_pre_logits_and_head():
     assert (cut.prefix_tokens, cut.cls_token, cut.stride, cut.spatial) == (5, True, 14, (16, 16))
 
 
-@pytest.mark.parametrize("backbone", [CONVNEXT, "timm:resnet10t"])
+@pytest.mark.parametrize("backbone", [CONVNEXT, "timm:resnet10t", "timm:efficientnet_b0"])
 @pytest.mark.parametrize("pooling", ["avg", "max", "grid:2", "flatten"])
 def test_cnn_features_equal_timm_forward_intermediates_pooled_by_hand(backbone, pooling):
     spec, model = _random_model(backbone)
