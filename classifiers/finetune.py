@@ -1,4 +1,4 @@
-"""Fine-tune a torchvision ResNet/VGG end to end, as a scikit-learn classifier.
+"""Fine-tune a torchvision ResNet/VGG or a timm model end to end, as a scikit-learn classifier.
 
 The estimator only: the network surgery (cut points, stages, freezing) is :mod:`classifiers.surgery`, the training
 loop (phases, early stopping, optimiser and schedule tables) is :mod:`classifiers.training`.
@@ -79,7 +79,7 @@ def _params_for_saving(params: dict) -> dict:
 
 
 class FineTunedCNN(ClassifierMixin, BaseEstimator):
-    """Adapt a torchvision ResNet/VGG to a classification task by fine-tuning.
+    """Adapt a torchvision ResNet/VGG or a timm model (``timm:<model name>``) to a classification task by fine-tuning.
 
     Strategies, stages and cut points are described in :mod:`classifiers.surgery`; the step budget and the refit
     in this module's docstring.
@@ -87,7 +87,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     backbone : str
-        A :func:`featurize.backbones.list_backbones` name.
+        A :func:`featurize.backbones.list_backbones` name, or ``timm:<model name>``.
     weights : str, WeightsEnum, path or None
         As :func:`featurize.weights.resolve_weights`; ``None`` = random init (with ``strategy="full"``: training
         from scratch).

@@ -1,4 +1,5 @@
-"""Model surgery for fine-tuning: cut a torchvision ResNet/VGG, give it a new head, split it into stages, freeze.
+"""Model surgery for fine-tuning: cut a torchvision ResNet/VGG or a timm model, give it a new head, split it into
+stages, freeze.
 
 Stages
 ------
@@ -7,6 +8,10 @@ Fine-tuning strategies unfreeze the deepest *stages* of the (possibly cut) netwo
 - ResNet: stage 0 is the stem (``conv1`` + ``bn1``), stages 1–4 are ``layer1`` … ``layer4``.
 - VGG: stages 1–5 are the convolution blocks (``features`` modules up to and including each max pool), stage 6 is
   the fully-connected block ``fc6``/``fc7`` (``classifier.0`` … ``classifier.5``, dropout included).
+- timm models: one stage per module of the model's feature info (ResNet ``act1``, ``layer1`` …; ConvNeXt
+  ``stages.i``; ViT ``blocks.i``), each with the modules before it since the previous one (the stem joins the first
+  stage, with a ViT's class/register tokens and position embedding); what follows the last one (final norms) joins
+  the last stage.  A stage path is a module or, for those embeddings, a parameter.
 
 Stages past the cut point are removed, a stage the cut goes through is kept up to the cut.  The new head (a
 ``Linear`` layer) is always trainable:
@@ -21,7 +26,9 @@ Cut points
 ``conv1``/``layerN`` drops the later stages and puts global average pooling + a new ``Linear`` there (``avgpool`` is
 the same as ``None``).  A VGG cut at a convolution or pool drops the later ``features`` and the FC block and puts
 global average pooling + ``Linear``; a cut at ``fc6``/``fc7`` keeps the network up to that layer (and its dropout)
-and puts the ``Linear`` after it.  Cutting at the classifier itself (``fc``, ``fc8``) is an error.
+and puts the ``Linear`` after it.  Cutting at the classifier itself (``fc``, ``fc8``) is an error.  A timm model
+takes ``cut=None`` (= ``"pre_logits"``): timm's ``reset_classifier`` puts the new ``Linear`` in place of its
+classifier, keeping the model's own pooling and norms.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ __all__ = [
     "check_cut",
     "check_strategy",
     "freeze_except",
+    "parameters_at",
     "set_train_mode",
     "unfrozen_stages",
 ]
@@ -97,17 +105,56 @@ def _adapt_vgg(model: nn.Module, spec: BackboneSpec, cut: str | None, n_classes:
     return Adaptation(head=f"classifier.{head_index}", stages=tuple(stages), feature_cut=point.name)
 
 
+def _timm_stages(model: nn.Module, features: list[str], classifier: str) -> tuple[tuple[str, ...], ...]:
+    """Stages of a timm model: walk its modules in definition order, closing a stage at each feature module."""
+    stages: list[tuple[str, ...]] = []
+    current = [name for name, _ in model.named_parameters(recurse=False)]
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}{name}"
+            if path == classifier:
+                continue
+            if any(f.startswith(f"{path}.") for f in (*features, classifier)):
+                current.extend(f"{path}.{p}" for p, _ in child.named_parameters(recurse=False))
+                walk(child, f"{path}.")
+                continue
+            current.append(path)
+            if path in features:
+                stages.append(tuple(current))
+                current.clear()
+
+    walk(model, "")
+    stages[-1] += tuple(current)
+    return tuple(stages)
+
+
+def _adapt_timm(model: nn.Module, spec: BackboneSpec, cut: str | None, n_classes: int) -> Adaptation:
+    del cut
+    model.reset_classifier(n_classes)
+    head = next(path for path, m in model.named_modules() if m is model.get_classifier())
+    features = [c.module for c in spec.cut_points if c.is_spatial]
+    return Adaptation(head=head, stages=_timm_stages(model, features, head), feature_cut="pre_logits")
+
+
 ADAPTERS: dict[str, Callable[[nn.Module, BackboneSpec, str | None, int], Adaptation]] = {
     "resnet": _adapt_resnet,
     "vgg": _adapt_vgg,
+    "timm": _adapt_timm,
 }
+
+HEAD_CUTS: dict[str, Callable[[BackboneSpec], list[str]]] = {
+    "timm": lambda spec: ["pre_logits"],
+}
+"""Cut points where a new head can go, for families that do not take every cut point before the classifier."""
 
 
 def check_cut(spec: BackboneSpec, cut: str | None) -> None:
     """Raise a ValueError listing the valid cut points when a new head cannot go at ``cut``."""
     if cut is None:
         return
-    valid = [c for c in spec.cut_names if spec.cut(c).module != spec.classifier]
+    every = [c for c in spec.cut_names if spec.cut(c).module != spec.classifier]
+    valid = HEAD_CUTS[spec.family](spec) if spec.family in HEAD_CUTS else every
     if not isinstance(cut, str) or cut not in valid:
         raise ValueError(
             f"cut={cut!r} is not a cut point of {spec.name} where a new head can go; valid: None (replace the "
@@ -156,12 +203,20 @@ def check_strategy(strategy: object) -> None:
     unfrozen_stages(strategy)
 
 
+def parameters_at(model: nn.Module, path: str) -> list[nn.Parameter]:
+    """The parameters under a stage path: a submodule's, or the parameter itself (a ViT's ``pos_embed``)."""
+    try:
+        return list(model.get_submodule(path).parameters())
+    except AttributeError:
+        return [model.get_parameter(path)]
+
+
 def freeze_except(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
     """Freeze every parameter of ``model`` except those under ``paths``; return the trainable ones."""
     model.requires_grad_(False)
     params = []
     for path in paths:
-        for p in model.get_submodule(path).parameters():
+        for p in parameters_at(model, path):
             p.requires_grad_(True)
             params.append(p)
     return params
@@ -170,5 +225,7 @@ def freeze_except(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
 def set_train_mode(model: nn.Module, trainable: list[str]) -> None:
     """Trainable modules in train mode, everything else (frozen BatchNorm, frozen dropout) in eval mode."""
     model.eval()
+    modules = dict(model.named_modules())
     for path in trainable:
-        model.get_submodule(path).train()
+        if path in modules:
+            modules[path].train()

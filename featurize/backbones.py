@@ -1,13 +1,17 @@
-"""Backbone registry: torchvision ResNet/VGG models with named cut points.
+"""Backbone registry: torchvision ResNet/VGG models, and any timm model as ``timm:<model name>``, with named cut points.
 
 A cut point is a friendly name (``layer3``, ``conv4_2``, ``fc7``) bound to the torchvision module path whose
 output it denotes (``layer3``, ``features.19``, ``classifier.4``).  Convolution cut points of VGG denote the
 activation after the ReLU (and BatchNorm for the ``_bn`` variants); ``fc6``/``fc7`` are post-ReLU too, ``fc8`` is
 the logits.  ResNet's ``conv1`` is the stem activation (conv1 → bn1 → relu), before the max pool.
+
+Backbones named ``timm:<model name>`` (``timm:convnext_tiny.fb_in22k``) come from the optional timm package; their
+cut points are read from the model's own ``feature_info`` (see :mod:`featurize.timm_source`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -27,7 +31,11 @@ __all__ = [
     "cut_point_table",
     "spatial_sizes",
     "set_module",
+    "TIMM_PREFIX",
 ]
+
+TIMM_PREFIX = "timm:"
+"""Backbone names starting with this are timm models (``timm:vit_small_patch14_dinov2.lvd142m``)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,11 @@ class CutPoint:
         Total spatial reduction from the input; 0 for vector outputs (fully-connected layers, global pooling).
     spatial : tuple of int
         Output spatial size (H, W) for a 224 × 224 input; ``(1, 1)`` for vector outputs.
+    prefix_tokens : int or None
+        For token activations (B, prefix + H·W, C) of vision transformers: how many prefix tokens (class token,
+        registers) precede the H × W patch tokens; None for feature maps and vectors.
+    cls_token : bool
+        Whether the first prefix token is a class token (what the ``cls`` poolings take).
     """
 
     name: str
@@ -53,6 +66,13 @@ class CutPoint:
     channels: int
     stride: int
     spatial: tuple[int, int]
+    prefix_tokens: int | None = None
+    cls_token: bool = False
+
+    @property
+    def is_tokens(self) -> bool:
+        """Whether the activation is a token sequence (B, prefix + H·W, C) rather than a map or a vector."""
+        return self.prefix_tokens is not None
 
     @property
     def is_spatial(self) -> bool:
@@ -67,13 +87,13 @@ class BackboneSpec:
     Parameters
     ----------
     name : str
-        torchvision model name (``resnet18``, ``vgg16_bn``).
+        Backbone name (``resnet18``, ``vgg16_bn``, ``timm:convnext_atto``).
     family : str
-        ``"resnet"`` or ``"vgg"``.
+        ``"resnet"``, ``"vgg"`` or ``"timm"``.
     builder : callable
-        torchvision builder, called as ``builder(weights=...)``.
-    weights_enum : type of WeightsEnum
-        The torchvision weights enum of this model.
+        Builds the network (random init), called as ``builder(weights=None)``.
+    weights_enum : type of WeightsEnum or None
+        The torchvision weights enum of this model; None for timm models.
     cut_points : tuple of CutPoint
         Standard cut points, from the input side to the output side.
     classifier : str
@@ -83,9 +103,14 @@ class BackboneSpec:
     name: str
     family: str
     builder: Callable[..., nn.Module]
-    weights_enum: type[WeightsEnum]
+    weights_enum: type[WeightsEnum] | None
     cut_points: tuple[CutPoint, ...]
     classifier: str
+
+    @property
+    def source(self) -> str:
+        """Where the model comes from: ``"timm"`` or ``"torchvision"``."""
+        return "timm" if self.name.startswith(TIMM_PREFIX) else "torchvision"
 
     @property
     def cut_names(self) -> list[str]:
@@ -169,15 +194,30 @@ _MODELS = {
 }
 
 
+class BackboneNames(list):
+    """The registered torchvision names, in order; membership also holds for every ``timm:<model name>``.
+
+    timm's models are too many to list: ``"timm:convnext_atto" in list_backbones()`` is True (whether the model
+    exists and timm is installed is checked when the backbone is built), iteration gives the torchvision names.
+    """
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name.startswith(TIMM_PREFIX) or super().__contains__(name))
+
+
 def list_backbones() -> list[str]:
-    """Names of the supported backbones."""
-    return list(_MODELS)
+    """Names of the registered torchvision backbones; ``in`` also accepts ``timm:<model name>`` (any timm model)."""
+    return BackboneNames(_MODELS)
 
 
-def _measure(model: nn.Module, paths: list[tuple[str, str]], size: int = 224) -> list[CutPoint]:
+def _measure(
+    model: nn.Module, paths: list[tuple[str, str]], size: int = 224, tokens: tuple[int, bool] | None = None
+) -> list[CutPoint]:
     """Shapes of every cut point from one forward on the meta device (no memory, no compute).
 
-    A 1 × 1 map (ResNet's ``avgpool``) counts as a vector: it has no spatial extent to pool.
+    A 1 × 1 map (ResNet's ``avgpool``) counts as a vector: it has no spatial extent to pool.  ``tokens`` =
+    (prefix tokens, class token?) of a vision transformer: its (1, N, C) outputs are token sequences over a square
+    patch grid.
     """
     shapes: dict[str, tuple[int, ...]] = {}
     handles = [
@@ -194,6 +234,11 @@ def _measure(model: nn.Module, paths: list[tuple[str, str]], size: int = 224) ->
     cuts = []
     for name, path in paths:
         shape = shapes[path]
+        if tokens is not None and len(shape) == 3:
+            side = math.isqrt(shape[1] - tokens[0])
+            cuts.append(CutPoint(name=name, module=path, channels=shape[2], stride=size // side, spatial=(side, side),
+                                 prefix_tokens=tokens[0], cls_token=tokens[1]))
+            continue
         if len(shape) == 4 and shape[2] * shape[3] > 1:
             channels, h, w = shape[1], shape[2], shape[3]
             stride = size // h if h > 1 else size
@@ -224,9 +269,20 @@ def spatial_sizes(name: str, size: int) -> dict[str, tuple[int, int]]:
     -------
     dict
         Cut point name → (H, W).
+
+    Raises
+    ------
+    ValueError
+        For a vision transformer, when ``size`` is not a multiple of its patch size.
     """
     spec = get_backbone_spec(name)
-    measured = _measure(_meta_model(spec.builder), [(c.name, c.module) for c in spec.cut_points], size)
+    token_cut = next((c for c in spec.cut_points if c.is_tokens), None)
+    tokens = None if token_cut is None else (token_cut.prefix_tokens, token_cut.cls_token)
+    if token_cut is not None and size % token_cut.stride:
+        raise ValueError(f"image size {size} is not a multiple of the patch size {token_cut.stride} of {name}; "
+                         f"use image_size={size // token_cut.stride * token_cut.stride or token_cut.stride} or another "
+                         "multiple")
+    measured = _measure(_meta_model(spec.builder), [(c.name, c.module) for c in spec.cut_points], size, tokens)
     return {
         c.name: (m.spatial if c.is_spatial else (1, 1)) for c, m in zip(spec.cut_points, measured)
     }
@@ -239,7 +295,8 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     Parameters
     ----------
     name : str
-        One of :func:`list_backbones` (``resnet18`` … ``resnet152``, ``vgg11`` … ``vgg19_bn``).
+        One of :func:`list_backbones` (``resnet18`` … ``resnet152``, ``vgg11`` … ``vgg19_bn``), or
+        ``timm:<model name>`` for any timm model (optional extra, see :mod:`featurize.timm_source`).
 
     Returns
     -------
@@ -249,7 +306,13 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     ------
     ValueError
         For an unknown name; the message lists the valid names.
+    ImportError
+        For a ``timm:`` name when timm is not installed; the message names the extra to install.
     """
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        from featurize.timm_source import timm_spec  # optional extra: imported on first use
+
+        return timm_spec(name)
     if name not in _MODELS:
         raise ValueError(f"Unknown backbone {name!r}; valid backbones: {', '.join(_MODELS)}")
     builder, weights_enum = _MODELS[name]
@@ -299,7 +362,7 @@ def list_cut_points(backbone: str) -> pd.DataFrame:
 
 
 def cut_point_table() -> pd.DataFrame:
-    """:func:`list_cut_points` of every registered backbone, with a ``backbone`` column."""
+    """:func:`list_cut_points` of every registered torchvision backbone, with a ``backbone`` column."""
     return pd.concat(
-        [list_cut_points(b).assign(backbone=b) for b in list_backbones()], ignore_index=True
+        [list_cut_points(b).assign(backbone=b) for b in _MODELS], ignore_index=True
     )[["backbone", "name", "module", "channels", "stride", "spatial_224", "dim_avg", "dim_flatten"]]

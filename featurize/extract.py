@@ -1,5 +1,6 @@
 """One forward pass, several cut points: hooks pool each activation as it is produced, the pass stops after the
-deepest requested cut point.
+deepest requested cut point.  Token activations of vision transformers are split into class token and patch grid
+first (:func:`patch_grid`).
 
 Pooling happens inside the forward hook, so the stored tensor is a new one that later in-place operations
 (``ReLU(inplace=True)``, ``out += identity``) cannot overwrite; ``flatten`` clones explicitly.
@@ -25,7 +26,7 @@ from featurize.images import MAX_PIXELS, ImageDataset, collate_keyed, resolve_wo
 
 __all__ = [
     "Pooling", "POOLINGS", "StopForward", "parse_pooling", "pooling_of", "pooling_label", "pooled_dim", "pool",
-    "MultiCutExtractor", "Batch", "iter_features",
+    "patch_grid", "MultiCutExtractor", "Batch", "iter_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Pooling:
-    """One pooling of a (B, C, H, W) activation into (B, D) features.
+    """One pooling of a (B, C, H, W) activation (a CNN map, or a transformer's patch grid) into (B, D) features.
 
     Attributes
     ----------
@@ -41,19 +42,23 @@ class Pooling:
         The name users pass (``"grid"`` is given as ``"grid:k"``).
     dim : callable
         ``(channels, (H, W), k) -> D``.
-    apply : callable
-        ``(x float32 (B, C, H, W), k) -> (B, D)``, always a new tensor.
+    apply : callable or None
+        ``(x float32 (B, C, H, W), k) -> (B, D)``, always a new tensor; None for poolings of the class token.
     takes_k : bool
         Whether the name carries an integer ``k ≥ 1`` (``grid:k``).
     size_dependent : bool
         Whether ``D`` depends on the image size (then a fixed ``image_size`` is needed).
+    with_cls : callable or None
+        For token models with a class token: ``(cls float32 (B, C), grid (B, C, H, W), k) -> (B, D)``, used
+        instead of ``apply``; such a pooling is refused for cut points without a class token.
     """
 
     name: str
     dim: Callable[[int, tuple[int, int], int], int]
-    apply: Callable[[torch.Tensor, int], torch.Tensor]
+    apply: Callable[[torch.Tensor, int], torch.Tensor] | None
     takes_k: bool = False
     size_dependent: bool = False
+    with_cls: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
 
     @property
     def pattern(self) -> str:
@@ -71,8 +76,14 @@ POOLINGS: dict[str, Pooling] = {p.name: p for p in (
     Pooling("avgmax", lambda c, hw, k: 2 * c, _avgmax),
     Pooling("flatten", lambda c, hw, k: c * hw[0] * hw[1], lambda x, k: x.flatten(1).clone(), size_dependent=True),
     Pooling("grid", lambda c, hw, k: c * k * k, lambda x, k: F.adaptive_avg_pool2d(x, k).flatten(1), takes_k=True),
+    Pooling("mean", lambda c, hw, k: c, lambda x, k: x.mean(dim=(2, 3))),
+    Pooling("cls", lambda c, hw, k: c, None, with_cls=lambda cls, x, k: cls.clone()),
+    Pooling("cls+mean", lambda c, hw, k: 2 * c, None,
+            with_cls=lambda cls, x, k: torch.cat([cls, x.mean(dim=(2, 3))], dim=1)),
 )}
-"""Every pooling, by name: adding one is one entry here."""
+"""Every pooling, by name: adding one is one entry here.  On token models (ViT) the spatial poolings see the patch
+tokens as a (C, H, W) grid (prefix tokens left out): ``mean`` is the mean patch token (the same numbers as ``avg``),
+``cls`` the class token, ``cls+mean`` both concatenated."""
 
 _WITH_K = re.compile(r"^(?P<name>[a-z]+):(?P<k>[1-9][0-9]*)$")
 
@@ -108,34 +119,79 @@ def pooling_label(pooling: str) -> str:
 
 
 def pooled_dim(cut: CutPoint, pooling: str, spatial: tuple[int, int]) -> int:
-    """Feature dimension of a cut point after pooling, for an activation of spatial size ``spatial``."""
+    """Feature dimension of a cut point after pooling, for an activation of spatial size ``spatial``.
+
+    Raises
+    ------
+    ValueError
+        For a pooling of the class token (``cls``, ``cls+mean``) at a spatial cut point that has none.
+    """
     name, k = parse_pooling(pooling)
-    return POOLINGS[name].dim(cut.channels, spatial, k) if cut.is_spatial else cut.channels
+    if not cut.is_spatial:
+        return cut.channels
+    if POOLINGS[name].with_cls is not None and not cut.cls_token:
+        raise ValueError(f"pooling={pooling!r} takes the class token, and cut point {cut.name!r} has none (only "
+                         "token models with a class token, such as ViTs, do); use 'avg', 'mean' or another pooling")
+    return POOLINGS[name].dim(cut.channels, spatial, k)
 
 
-def pool(x: torch.Tensor, pooling: str, spatial: bool = True) -> torch.Tensor:
+def pool(x: torch.Tensor, pooling: str, spatial: bool = True, cls: torch.Tensor | None = None) -> torch.Tensor:
     """Pool an activation to (B, D) float32, always as a new tensor.
 
     Parameters
     ----------
     x : Tensor
-        (B, C, H, W) feature map, or (B, C) / (B, C, 1, 1) vector.
+        (B, C, H, W) feature map (for token models, the patch grid), or (B, C) / (B, C, 1, 1) vector.
     pooling : str
         A name of :data:`POOLINGS`: ``avg``, ``max``, ``avgmax`` (avg then max, concatenated), ``flatten``
-        (C·H·W, channel-major) or ``grid:k`` (k × k adaptive average pooling, flattened channel-major).
+        (C·H·W, channel-major), ``grid:k`` (k × k adaptive average pooling, flattened channel-major), ``mean``,
+        or ``cls`` / ``cls+mean`` (these need ``cls``).
     spatial : bool
         False for vector cut points, which are returned as they are (copied) whatever the pooling.
+    cls : Tensor or None
+        (B, C) class token of a token model.
 
     Returns
     -------
     Tensor
         (B, D) float32.
+
+    Raises
+    ------
+    ValueError
+        For a pooling of the class token without ``cls``.
     """
     name, k = parse_pooling(pooling)
     x = x.float()
     if not spatial or x.ndim == 2:
         return x.flatten(1).clone()
-    return POOLINGS[name].apply(x, k)
+    entry = POOLINGS[name]
+    if entry.with_cls is None:
+        return entry.apply(x, k)
+    if cls is None:
+        raise ValueError(f"pooling={pooling!r} takes the class token; this activation has none")
+    return entry.with_cls(cls.float(), x, k)
+
+
+def patch_grid(
+    tokens: torch.Tensor, cut: CutPoint, input_hw: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Split a token activation (B, prefix + H·W, C) into its (B, C, H, W) patch grid and class token (or None).
+
+    ``H, W`` are the input size divided by the cut point's stride (the patch size).
+
+    Raises
+    ------
+    RuntimeError
+        When the patch tokens do not fill that grid (a model with padding or pooled tokens).
+    """
+    h, w = input_hw[0] // cut.stride, input_hw[1] // cut.stride
+    batch, n, channels = tokens.shape
+    if n - cut.prefix_tokens != h * w:
+        raise RuntimeError(f"cut point {cut.name!r}: {n - cut.prefix_tokens} patch tokens do not form the "
+                           f"{h}x{w} grid of a {input_hw[0]}x{input_hw[1]} input with patch size {cut.stride}")
+    grid = tokens[:, cut.prefix_tokens:].transpose(1, 2).reshape(batch, channels, h, w)
+    return grid, tokens[:, 0] if cut.cls_token else None
 
 
 class StopForward(Exception):
@@ -174,20 +230,25 @@ class MultiCutExtractor:
         """Run the model on a batch; return {cut name: (B, D) float32 tensor} in the order of ``cuts``."""
         out: dict[str, torch.Tensor] = {}
         remaining = set(self._modules)
+        input_hw = tuple(x.shape[-2:])
 
-        def hook(name: str, spatial: bool):
+        def hook(cut: CutPoint):
             def fn(_module, _inputs, output):
-                if name in out:
+                if cut.name in out:
                     return
-                out[name] = pool(output, self.pooling, spatial)
-                remaining.discard(name)
+                if cut.is_tokens:
+                    grid, cls = patch_grid(output, cut, input_hw)
+                    out[cut.name] = pool(grid, self.pooling, True, cls)
+                else:
+                    out[cut.name] = pool(output, self.pooling, cut.is_spatial)
+                remaining.discard(cut.name)
                 if not remaining:
                     raise StopForward
 
             return fn
 
         handles = [
-            self._modules[c.name].register_forward_hook(hook(c.name, c.is_spatial)) for c in self.cuts
+            self._modules[c.name].register_forward_hook(hook(c)) for c in self.cuts
         ]
         try:
             self.model(x)

@@ -118,9 +118,10 @@ class ResolvedWeights:
     Attributes
     ----------
     kind : str
-        ``"torchvision"``, ``"file"`` or ``"random"``.
+        ``"torchvision"``, ``"timm"`` (a pretrained tag from the Hugging Face cache), ``"file"`` or ``"random"``.
     identity : str
-        Stable identity of the parameters (enum name, file sha256 or random seed + torch version).
+        Stable identity of the parameters (enum name, timm tag + file sha256, file sha256 or random seed + torch
+        version).
     pretrained : bool
         False for random initialisation; every downstream report must say so.
     preprocessing : Preprocessing
@@ -128,7 +129,7 @@ class ResolvedWeights:
     enum : WeightsEnum or None
         The torchvision weights member, for ``kind="torchvision"``.
     path : Path or None
-        The local file, for ``kind="file"``.
+        The local file, for ``kind="file"`` and ``"timm"``.
     seed : int or None
         Initialisation seed, for ``kind="random"``.
     """
@@ -180,7 +181,7 @@ def _preset_of(enum: WeightsEnum) -> Preprocessing:
 
 
 def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | None = 0) -> ResolvedWeights:
-    """Resolve a ``weights`` argument for a backbone.
+    """Resolve a ``weights`` argument for a backbone (timm backbones: see :mod:`featurize.timm_source`).
 
     Parameters
     ----------
@@ -201,6 +202,10 @@ def resolve_weights(spec: BackboneSpec, weights: object, random_state: int | Non
     ValueError
         For an enum name the backbone does not have, or a path that does not exist.
     """
+    if spec.source == "timm":
+        from featurize.timm_source import resolve_timm_weights  # optional extra: imported on first use
+
+        return resolve_timm_weights(spec, weights, random_state)
     if weights is None:
         seed = 0 if random_state is None else int(random_state)
         return ResolvedWeights(
@@ -307,7 +312,7 @@ def weights_file(resolved: ResolvedWeights, download: bool = True) -> Path:
 def _locate(resolved: ResolvedWeights, download: bool) -> Path:
     if resolved.kind == "random":
         raise ValueError("random-init weights have no file")
-    if resolved.kind == "file":
+    if resolved.kind in ("file", "timm"):
         return resolved.path
     enum = resolved.enum
     cached = _cached_file(enum)
@@ -335,7 +340,7 @@ def _file_identity(path: Path, digest: str) -> str:
 
 def _verify(resolved: ResolvedWeights, path: Path, digest: str) -> None:
     """Check that the bytes about to be used are the ones the weights' identity names."""
-    if resolved.kind == "file" and not resolved.identity.endswith(f":sha256={digest[:16]}"):
+    if resolved.kind in ("file", "timm") and not resolved.identity.endswith(f":sha256={digest[:16]}"):
         raise ValueError(
             f"weights file {str(path)!r} changed since it was resolved ({resolved.identity}; now sha256 "
             f"{digest[:16]}): features would be stored under the former file's identity. Call fit again to use the "
@@ -345,7 +350,7 @@ def _verify(resolved: ResolvedWeights, path: Path, digest: str) -> None:
 
 
 def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
-    """Build the torchvision model with the resolved weights, in eval mode on the CPU.
+    """Build the torchvision (or timm) model with the resolved weights, in eval mode on the CPU.
 
     The weights file is read once; those bytes are hashed (checked against ``resolved.identity``) and loaded, so
     the model always holds the parameters its identity names.
@@ -368,6 +373,10 @@ def load_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
     ValueError
         When the file's content is not what ``resolved`` identified (rewritten since), or does not fit the model.
     """
+    if spec.source == "timm":
+        from featurize.timm_source import load_timm_model  # optional extra: imported on first use
+
+        return load_timm_model(spec, resolved)
     if resolved.kind == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(resolved.seed)
