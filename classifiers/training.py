@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
-from classifiers.surgery import freeze_except, set_train_mode
+from classifiers.surgery import freeze_except, parameters_at, set_train_mode
 from featurize.devices import autocast, to_device
 from featurize.images import ImageDataset, collate_skipping, resolve_workers
 
@@ -386,7 +386,7 @@ def run_phases(
             paths = [head, *phase.trainable]
             freeze_except(net, paths)
             head_params = list(net.get_submodule(head).parameters())
-            backbone_params = [p for path in phase.trainable for p in net.get_submodule(path).parameters()]
+            backbone_params = [p for path in phase.trainable for p in parameters_at(net, path)]
             opt = optimisation.optimizer_for(head_params, backbone_params)
             name, k = parse_schedule(optimisation.schedule)
             sched = SCHEDULES[name](opt, phase.epochs, k)

@@ -212,7 +212,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         if path.suffix in (".h5", ".hdf5"):
             path.parent.mkdir(parents=True, exist_ok=True)
             return FeatureCache(path, key)
-        return FeatureCache.in_directory(path, key, f"{self.spec_.name}-{pooling_label(self.pooling)}")
+        stem = f"{self.spec_.name}-{pooling_label(self.pooling)}".replace(":", "_")
+        return FeatureCache.in_directory(path, key, stem)
 
     def transform(self, X) -> np.ndarray:
         """Featurize images.

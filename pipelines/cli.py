@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from featurize.backbones import get_backbone_spec
+from featurize.backbones import TIMM_PREFIX, get_backbone_spec
 from featurize.weights import resolve_weights, weights_file
 
 __all__ = [
@@ -64,7 +64,8 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     """``--weights`` (default ``auto``) and ``--weights-dir``."""
     parser.add_argument("--weights", default="auto", help=WEIGHTS_HELP)
     parser.add_argument("--weights-dir", default=None,
-                        help="folder holding torchvision weight files under their own names (resnet18-f37072fd.pth)")
+                        help="folder holding torchvision weight files under their own names (resnet18-f37072fd.pth); "
+                             "for timm:<model name>, <model name>.safetensors")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, seed_help: str = "base seed") -> None:
@@ -85,7 +86,8 @@ def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: st
         ``"auto"`` (pretrained when already in the torchvision cache, else random init — flagged in every output;
         never downloads), ``"none"``/None, ``"DEFAULT"``/an enum name (downloaded when missing) or a ``.pth`` path.
     weights_dir : str, optional
-        Folder holding torchvision weight files under their own names (``resnet18-f37072fd.pth``).
+        Folder holding torchvision weight files under their own names (``resnet18-f37072fd.pth``), and
+        ``<model name>.safetensors`` for ``timm:<model name>``.
 
     Returns
     -------
@@ -102,8 +104,10 @@ def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: st
         return None
     if weights_dir is not None:
         name = "DEFAULT" if weights.lower() == "auto" else weights
-        enum = resolve_weights(spec, name).enum
-        path = Path(weights_dir).expanduser() / os.path.basename(enum.url)
+        if spec.source == "timm":
+            path = Path(weights_dir).expanduser() / f"{backbone.removeprefix(TIMM_PREFIX)}.safetensors"
+        else:
+            path = Path(weights_dir).expanduser() / os.path.basename(resolve_weights(spec, name).enum.url)
         if not path.is_file():
             raise FileNotFoundError(f"--weights-dir: {path} does not exist (expected {path.name} for {backbone})")
         return str(path)

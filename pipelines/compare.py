@@ -85,6 +85,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CUTS = {
     "resnet": ("layer2", "layer3", "layer4"),
     "vgg": ("pool3", "pool4", "pool5", "fc7"),
+    "timm": ("penultimate",),
 }
 DEFAULT_METHODS = ("linear_svm", "logistic", "random_forest", "multilayer", "pixels", "finetune_head",
                    "finetune_last_block")
@@ -606,7 +607,7 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
                    help="'demo' (embedded, generated on first use), 'hymenoptera' (downloaded once), an ImageFolder "
                         "directory (class subfolders, optionally under train/ and val/) or a CSV of "
                         "path,label[,subset]")
-    p.add_argument("--backbones", nargs="+", default=list(d.backbones), help=f"any of {', '.join(list_backbones())}")
+    p.add_argument("--backbones", nargs="+", default=list(d.backbones), help=f"any of {', '.join(list_backbones())}, or timm:<model name> (pip install -e '.[timm]')")
     p.add_argument("--cuts", nargs="+", default=None, metavar="[BACKBONE:]CUT",
                    help="cut points for the classical heads, e.g. layer3 layer4, resnet18:layer3 vgg16:fc7 or "
                         "penultimate (default: resnet layer2 layer3 layer4; vgg pool3 pool4 pool5 fc7)")
@@ -683,8 +684,9 @@ def _cut_map(cuts: Sequence[str] | None, backbones: Sequence[str]) -> dict[str, 
         return None
     plain = [c for c in cuts if ":" not in c]
     out = {}
-    for backbone in dict.fromkeys([*backbones, *(c.split(":", 1)[0] for c in cuts if ":" in c)]):
-        chosen = list(dict.fromkeys([*(c.split(":", 1)[1] for c in cuts if c.startswith(f"{backbone}:")), *plain]))
+    for backbone in dict.fromkeys([*backbones, *(c.rpartition(":")[0] for c in cuts if ":" in c)]):
+        chosen = list(dict.fromkeys([*(c.rpartition(":")[2] for c in cuts if c.rpartition(":")[0] == backbone),
+                                     *plain]))
         if chosen:
             out[backbone] = chosen
     return out

@@ -87,3 +87,33 @@ def test_full_convnext_save_and_load_give_the_same_predictions(small, tmp_path):
     restored = FineTunedCNN.load(tmp_path / "convnext.pt")
     assert restored.adaptation_ == model.adaptation_ and restored.weights_ == model.weights_
     np.testing.assert_allclose(restored.predict_proba(X), model.predict_proba(X), rtol=1e-6, atol=1e-6)
+
+
+def test_weights_dir_finds_a_timm_file_by_model_name(tmp_path):
+    from pipelines.cli import resolve_backbone_weights
+
+    with pytest.raises(FileNotFoundError, match="convnext_atto.safetensors"):
+        resolve_backbone_weights("timm:convnext_atto", "auto", str(tmp_path))
+    (tmp_path / "convnext_atto.safetensors").write_bytes(b"x")
+    assert resolve_backbone_weights("timm:convnext_atto", "auto", str(tmp_path)) == str(
+        tmp_path / "convnext_atto.safetensors")
+
+
+def test_compare_cut_map_reads_timm_names_with_colons():
+    from pipelines.compare import _cut_map
+
+    cuts = _cut_map(["timm:vit_tiny_patch16_224:blocks_11", "resnet18:layer3", "penultimate"],
+                    ["resnet18", "timm:vit_tiny_patch16_224"])
+    assert cuts == {"resnet18": ["layer3", "penultimate"], "timm:vit_tiny_patch16_224": ["blocks_11", "penultimate"]}
+
+
+def test_full_fine_tuning_of_a_tiny_vit_trains_its_tokens_and_position_embedding(small):
+    """strategy='full' reaches stage 0, where a ViT's class token and position embedding are bare parameters."""
+    X, y = small
+    spec = get_backbone_spec(VIT)
+    initial = load_model(spec, resolve_weights(spec, None, random_state=0)).state_dict()
+    model = FineTunedCNN(VIT, strategy="full", image_size=32, lr=1e-3, **FAST).fit(X, y)
+    after = model.model_.state_dict()
+    assert not torch.equal(initial["pos_embed"], after["pos_embed"])
+    assert not torch.equal(initial["cls_token"], after["cls_token"])
+    assert not torch.equal(initial["blocks.0.attn.qkv.weight"], after["blocks.0.attn.qkv.weight"])
