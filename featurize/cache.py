@@ -2,13 +2,14 @@
 
 Layout::
 
-    attrs: key (JSON of the key fields), key_hash, n_complete, format, versions_seen (JSON list)
+    attrs: key (JSON of the key fields), key_hash, n_complete, format, versions_seen (JSON list), index_id (random,
+           per file), index_rows (rows the key index covers)
     /keys            (n,) S40      sha1 of each image's content
     /paths           (n,) str      where each row came from (informative only)
     /versions        (n,) str      torch/torchvision/Pillow versions each row was computed with
     /features/<cut>  (n, D) float32, chunked, resizable, uncompressed
-    /index           (capacity, 2) int64: the key index, a hash table of (fingerprint, row + 1); attrs index_rows,
-                     index_id (random, per file)
+    /index           (capacity, 2) int64  key index: (fingerprint, row + 1) slots; its index_id attr must be the
+                     file's, else it is ignored
 
 Every open, for reading or writing, happens under a file lock (``<file>.lock``), so readers never meet a file in
 the middle of an append (HDF5's own locking would refuse them).  Rows are appended per batch; the file is opened,
@@ -36,7 +37,8 @@ it never yields a row that is not complete or holds another key.  Rows it does n
 index existed, or rebuilt after damage) are looked up in ``/keys`` and indexed by the next append; an index that is
 missing, malformed, ahead of ``n_complete`` (a crash inside an append) or caught pointing at another key's row is
 rebuilt from ``/keys`` by the next append (under the lock).  Readers never write it: a reader in a read-only place
-keeps the uncovered rows' keys in memory, per file.
+keeps the uncovered rows' keys in memory, per file.  The index lives inside the HDF5 file rather than beside it, so
+the crash guarantees above cover it and it cannot outlive the file it describes.
 """
 
 from __future__ import annotations
@@ -148,10 +150,11 @@ class _KeyIndex:
         self.slots: dict[int, tuple[int, int]] = {}
 
     def table(self) -> h5py.Dataset | None:
-        """The table, or None when it is missing or malformed."""
+        """The table, or None when it is missing, malformed or not this file's (its ``index_id`` differs)."""
         ds = self.f.get(_INDEX)
         if (not isinstance(ds, h5py.Dataset) or ds.ndim != 2 or ds.shape[1] != 2 or ds.dtype != np.int64
-                or ds.shape[0] < _INDEX_MIN or ds.shape[0] & (ds.shape[0] - 1)):
+                or ds.shape[0] < _INDEX_MIN or ds.shape[0] & (ds.shape[0] - 1)
+                or ds.attrs.get("index_id") != self.f.attrs.get("index_id")):
             return None
         return ds
 
@@ -161,9 +164,13 @@ class _KeyIndex:
 
     def find(self, keys: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
         """Row of each ``S40`` key among the first ``n`` rows (``-1``: not in the table), and whether the table
-        pointed a key at a complete row holding another key (then it is not to be trusted)."""
+        proved untrustworthy: it pointed a key at a complete row holding another key, or it misses one of three
+        rows it claims to cover (the first, middle and last: a check that costs the same at any size)."""
         ds = self.table()
         cap = ds.shape[0]
+        covered = self.covered(n)
+        checks = sorted({0, covered // 2, covered - 1}) if covered else []
+        keys = np.concatenate([keys, self.f["keys"][checks]]) if checks else keys
         fps = _fingerprints(keys)
         whole = ds[:] if len(keys) * _WINDOW > cap // 8 else None
         candidates: list[list[int]] = [[] for _ in range(len(keys))]
@@ -177,7 +184,9 @@ class _KeyIndex:
                 candidates[todo[i]].append(int(window[i, j, 1]) - 1)
             todo = todo[stop == _WINDOW]
             offset[todo] += _WINDOW
-        return self._verified(keys, candidates, n)
+        rows, suspect = self._verified(keys, candidates, n)
+        first = len(keys) - len(checks)
+        return rows[:first], suspect or rows[first:].tolist() != checks
 
     def _verified(self, keys: np.ndarray, candidates: list[list[int]], n: int) -> tuple[np.ndarray, bool]:
         """The first candidate row of each key that is complete and holds that key."""
@@ -271,6 +280,7 @@ class _KeyIndex:
             ds = self.f.create_dataset(_INDEX, shape=(cap, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
         ds.resize(cap, axis=0)
         ds[:] = table
+        ds.attrs["index_id"] = self.f.attrs["index_id"]
         self.slots = {}
         self.f.attrs["index_rows"] = n
 
