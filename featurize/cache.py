@@ -285,6 +285,23 @@ class _KeyIndex:
         self.f.attrs["index_rows"] = n
 
 
+def _shard_files(f: h5py.File) -> list[str]:
+    """The shard files a stitched cache's virtual datasets read (relative to it); empty for an ordinary cache."""
+    keys = f.get("keys")
+    if not isinstance(keys, h5py.Dataset) or not keys.is_virtual:
+        return []
+    return sorted({m.file_name for name in _row_datasets(f) for m in f[name].virtual_sources()})
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(position, first, stop)`` of each run of consecutive values in an increasing array of rows."""
+    if not len(rows):
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts, stops = np.r_[0, breaks], np.r_[breaks, len(rows)]
+    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
 class CacheKeyError(ValueError):
     """A cache file was written for another backbone, weights, preprocessing or pooling."""
 
@@ -327,6 +344,93 @@ class FeatureCache:
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / f"{stem}-{key_hash(key)}.h5", key)
 
+    @classmethod
+    def stitch(cls, path: str | Path, shards: Sequence[str | Path], key: Mapping[str, object]) -> "FeatureCache":
+        """Write ``path`` as one cache of the shards' complete rows, in shard order, without copying features.
+
+        ``/keys`` and every ``/features/<cut>`` are HDF5 virtual datasets over the shard files (kept beside
+        ``path``, found by relative name); paths, versions and the key index are real.  A key stored by several
+        shards is kept once, at its first row, as one cache filled in the same order would.  Shards that do not
+        exist are skipped (a rank given no image, or only unreadable ones).  The first append to the stitched
+        cache copies its rows into a real file.
+
+        Parameters
+        ----------
+        path : path-like
+            The stitched cache; an existing one is replaced, any other existing file is refused.
+        shards : sequence of path-like
+            Shard caches, in row order, all written for ``key``.
+        key : mapping
+            The cache key.
+
+        Returns
+        -------
+        FeatureCache
+
+        Raises
+        ------
+        FileExistsError
+            When ``path`` is an ordinary (not stitched) cache: its rows would be lost.
+        CacheKeyError
+            When ``path`` or a shard was written for another key.
+        """
+        out = cls(path, key)
+        parts, seen = [], set()
+        for shard in (cls(p, key) for p in shards if Path(p).exists()):
+            with shard._reading() as f:
+                n = int(f.attrs.get("n_complete", 0))
+                keys = f["keys"][:n].tolist() if n else []
+                kept = np.array([i for i, k in enumerate(keys) if not (k in seen or seen.add(k))], np.int64)
+                strings = {name: cls._read_strings(f, name, 0, n)[kept] for name in ("paths", "versions")}
+                shapes = {name: (f[name].shape, f[name].dtype) for name in _row_datasets(f)} if n else {}
+                attrs = dict(f.attrs)
+            if len(kept):
+                parts.append((shard.path, kept, shapes, strings, attrs))
+        with out.lock:
+            if out.path.exists():
+                with out._open("r") as f:
+                    if not _shard_files(f):
+                        raise FileExistsError(f"{str(out.path)!r} is an ordinary cache, not a stitched one; move it "
+                                              "away (or pass another --out) to stitch the shards there")
+            out._write_stitched(parts)
+        return out
+
+    def _write_stitched(self, parts: list) -> None:
+        """Write the stitched file under a temporary name and rename it into place (lock held)."""
+        total = sum(len(kept) for _, kept, *_ in parts)
+        tmp = self.path.with_name(self.path.name + ".new")
+        try:
+            with h5py.File(tmp, "w") as f:
+                versions_seen = set()
+                for _, _, _, _, attrs in parts:
+                    versions_seen |= set(json.loads(attrs.get("versions_seen", "[]")))
+                for name, value in (parts[0][4] if parts else {}).items():
+                    if name not in ("index_rows", "index_id"):
+                        f.attrs[name] = value
+                f.attrs.update({"key": json.dumps(self.key, sort_keys=True), "key_hash": self.hash, "format": FORMAT,
+                                "versions_seen": json.dumps(sorted(versions_seen)), "index_id": uuid.uuid4().hex})
+                for name in (parts[0][2] if parts else {}):
+                    shape, dtype = parts[0][2][name]
+                    layout = h5py.VirtualLayout((total, *shape[1:]), dtype)
+                    at = 0
+                    for shard, kept, shapes, _, _ in parts:
+                        source = h5py.VirtualSource(os.path.relpath(shard, self.path.parent), name,
+                                                    shape=shapes[name][0], dtype=shapes[name][1])
+                        for position, start, stop in _runs(kept):
+                            layout[at + position: at + position + stop - start] = source[start:stop]
+                        at += len(kept)
+                    f.create_virtual_dataset(name, layout)
+                for name in ("paths", "versions"):
+                    values = np.concatenate([p[3][name] for p in parts]) if parts else np.zeros(0, object)
+                    self._write(f, name, values.astype(object), 0, total)
+                _KeyIndex(f).build(total)
+                f.attrs["n_complete"] = total
+            _fsync_path(tmp)
+            os.replace(tmp, self.path)
+            _fsync_path(self.path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     @contextmanager
     def _locked(self) -> Iterator[bool]:
         """The writers' lock, yielding whether it is held.
@@ -355,7 +459,7 @@ class FeatureCache:
     def _open(self, mode: str, repair: bool = True) -> h5py.File:
         """Open the file (``repair``: the lock is held, a file a full disk cut short may be extended back)."""
         try:
-            return h5py.File(self.path, mode)
+            f = h5py.File(self.path, mode)
         except OSError as exc:
             if repair and self._extend_cut_short(exc):
                 return self._open(mode)
@@ -368,6 +472,12 @@ class FeatureCache:
                 f"cache file {str(self.path)!r} cannot be read as HDF5 ({exc}). It was left untouched; move it away "
                 "(or pass another cache path) to start a fresh cache."
             ) from exc
+        missing = [name for name in _shard_files(f) if not (self.path.parent / name).is_file()]
+        if missing:
+            f.close()
+            raise OSError(f"cache file {str(self.path)!r} is stitched from shard files and some are missing: "
+                          f"{', '.join(missing)} (looked for beside it); put them back, or rerun the extraction")
+        return f
 
     def _extend_cut_short(self, exc: OSError) -> bool:
         """Give a file that a failed write left shorter than its recorded end (disk full) its missing tail back.
@@ -558,19 +668,25 @@ class FeatureCache:
             tmp.unlink(missing_ok=True)
 
     def _append_existing(self, keys, paths, features, meta) -> None:
-        """Append to the existing file; rebuild it from its complete rows when the append fails (lock held)."""
+        """Append to the existing file; rebuild it from its complete rows when the append fails, or first when it is
+        stitched from shards (its rows are then copied into a real file, no longer backed by them) (lock held)."""
         f = self._open("a")
-        complete = 0
+        complete, stitched = 0, False
         try:
             with f:
                 complete = int(f.attrs.get("n_complete", 0))
-                self._append_to(f, keys, paths, features, meta)
-            return
+                stitched = bool(_shard_files(f))
+                if not stitched:
+                    self._append_to(f, keys, paths, features, meta)
+                    return
         except (OSError, RuntimeError) as exc:
             if not complete:
                 raise
             log.warning("appending to %s failed (%s); rebuilding it from its %d complete rows", self.path, exc,
                         complete)
+        if stitched:
+            log.info("%s is stitched from shard files: copying its %d rows into a real file before appending",
+                     self.path, complete)
         self._rebuild()
         with self._open("a") as f:
             self._append_to(f, keys, paths, features, meta)
