@@ -39,6 +39,10 @@ missing, malformed, ahead of ``n_complete`` (a crash inside an append) or caught
 rebuilt from ``/keys`` by the next append (under the lock).  Readers never write it: a reader in a read-only place
 keeps the uncovered rows' keys in memory, per file.  The index lives inside the HDF5 file rather than beside it, so
 the crash guarantees above cover it and it cannot outlive the file it describes.
+
+A stitched cache (:meth:`FeatureCache.stitch`, written by sharded extraction) holds virtual datasets over shard
+files kept beside it: it is read like any cache, refused while a shard file is missing, and copied into a real file
+by its first append.
 """
 
 from __future__ import annotations
