@@ -391,13 +391,15 @@ class FeatureCache:
             if len(kept):
                 parts.append((shard.path, kept, shapes, strings, attrs))
         with out.lock:
-            if out.path.exists():
-                with out._open("r") as f:
-                    if not _shard_files(f):
-                        raise FileExistsError(f"{str(out.path)!r} is an ordinary cache, not a stitched one; move it "
-                                              "away (or pass another --out) to stitch the shards there")
+            out.refuse_unless_stitched()
             out._write_stitched(parts)
         return out
+
+    def refuse_unless_stitched(self) -> None:
+        """Raise ``FileExistsError`` when the file exists and is an ordinary cache (stitching would lose its rows)."""
+        if self.path.exists() and not self.stitched:
+            raise FileExistsError(f"{str(self.path)!r} is an ordinary cache, not a stitched one; move it away (or "
+                                  "pass another --out) to stitch the shards there")
 
     def _write_stitched(self, parts: list) -> None:
         """Write the stitched file under a temporary name and rename it into place (lock held)."""
@@ -539,6 +541,14 @@ class FeatureCache:
             return 0
         with self._reading() as f:
             return int(f.attrs.get("n_complete", 0))
+
+    @property
+    def stitched(self) -> bool:
+        """Whether the file is stitched from shard files (:meth:`stitch`)."""
+        if not self.path.exists():
+            return False
+        with self._reading() as f:
+            return bool(_shard_files(f))
 
     def index(self) -> dict[str, int]:
         """Map image key → row, over complete rows only."""

@@ -92,10 +92,19 @@ def extract_folder(featurizer: CNNFeaturizer, data: str | Path, out: str | Path,
     -------
     FeatureCache or None
         The cache ``out`` on rank 0, None elsewhere.
+
+    Raises
+    ------
+    FileExistsError
+        Before any work, when ``out`` is an ordinary cache and ``world_size > 1`` (stitching would replace it).
+    CacheKeyError
+        Before any work, when ``out`` holds features of another configuration.
     """
     paths = list_images(data)
     target = Path(out) if world_size == 1 else shard_path(out, rank, world_size)
     fitted = clone(featurizer).set_params(cache=str(target)).fit()
+    if world_size > 1:
+        FeatureCache(out, fitted.cache_key()).refuse_unless_stitched()
     block = [paths[i] for i in shard_indices(len(paths), rank, world_size)]
     for start in range(0, len(block), chunk):
         fitted.transform(block[start:start + chunk])

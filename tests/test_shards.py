@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from conftest import make_two_class_images
-from featurize import CNNFeaturizer, FeatureCache
-from featurize.shards import _parser, list_images, shard_indices, shard_path, slurm_script
+from featurize import CacheKeyError, CNNFeaturizer, FeatureCache
+from featurize.shards import _parser, extract_folder, list_images, shard_indices, shard_path, slurm_script
 
 ROOT = Path(__file__).parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -239,6 +239,20 @@ def test_a_stitched_cache_missing_a_shard_is_refused_and_an_ordinary_cache_is_ne
     with pytest.raises(FileExistsError, match="ordinary cache"):
         FeatureCache.stitch(ordinary, shards[:1], KEY)
     assert ordinary.read_bytes() == before
+
+
+def test_a_sharded_run_refuses_an_ordinary_cache_at_out_before_any_work(tmp_path, folder, monkeypatch):
+    other_key = _shard(tmp_path / "other.h5", [5])
+    featurizer = CNNFeaturizer("resnet18", weights=None, image_size=32)
+    key = featurizer.fit().cache_key()
+    out = tmp_path / "out.h5"
+    FeatureCache(out, key).append(["k"], ["p"], {c: np.zeros((1, 2), np.float32) for c in key["cuts"]})
+    monkeypatch.setattr(FeatureCache, "_create", lambda *a: pytest.fail("a shard was written"))
+    with pytest.raises(CacheKeyError):
+        extract_folder(featurizer, folder, other_key, rank=1, world_size=2)
+    with pytest.raises(FileExistsError, match="ordinary cache"):
+        extract_folder(featurizer, folder, out, rank=1, world_size=2)
+    assert not shard_path(out, 1, 2).exists()
 
 
 def test_the_slurm_script_runs_torchrun_with_this_command(tmp_path, capsys):
