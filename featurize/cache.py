@@ -505,6 +505,11 @@ class FeatureCache:
             return False
         log.warning("cache file %s was cut short by a failed write (disk full?); extended it from %s to its recorded "
                     "%s bytes to recover its complete rows", self.path, match["eof"], match["stored"])
+        try:
+            with h5py.File(self.path, "a") as f:
+                f.attrs["index_rows"] = 0  # its key index may have lost slots in the zeroed tail: rebuild it
+        except OSError:
+            log.debug("cannot mark the key index of %s for rebuilding", self.path)
         return True
 
     def _complete_rows_before(self, eof: int) -> bool:

@@ -208,3 +208,26 @@ def test_the_cache_scale_benchmark_reports_each_size_and_the_ratio(tmp_path):
     text = format_cache_scale(df)
     assert "ratio 400 / 100 rows" in text and "lookup ms" in text
     assert list(tmp_path.iterdir()) == [], "the benchmark's files are removed"
+
+
+def test_a_file_a_full_disk_cut_short_gets_its_index_rebuilt(tmp_path):
+    """The zeroed tail a disk-full extension restores may have held index slots: the index is rebuilt, not trusted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_cache_file import FILL_UNTIL_FULL
+
+    path = tmp_path / "full.h5"
+    done = subprocess.run([sys.executable, "-c", FILL_UNTIL_FULL, str(path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}, timeout=120)
+    assert "disk full" in done.stdout, done.stderr[-2000:]
+    cache = FeatureCache(path, KEY)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["index_rows"] == 0
+    keys = [hashlib.sha1(f"{b}-{i}".encode()).hexdigest() for b in range(4) for i in range(64)]
+    np.testing.assert_array_equal(cache.lookup(keys), np.arange(256))
+    cache.append(keys[:8], keys[:8], {"x": np.zeros((8, 2048), np.float32)})
+    assert cache.n_complete == 256
+    with h5py.File(path, "r") as f:
+        assert f.attrs["index_rows"] == 256
