@@ -568,9 +568,12 @@ class FeatureCache:
         """Row of each key, ``-1`` where absent (complete rows only)."""
         if not self.path.exists() or not len(keys):
             return np.full(len(keys), -1, np.int64)
+        storable = np.array([k.isascii() and len(k) <= 40 for k in keys])  # the only keys /keys can hold
+        wanted = np.array([k if ok else "" for k, ok in zip(keys, storable)], dtype="S40")
         with self._reading() as f:
-            n = int(f.attrs.get("n_complete", 0))
-            return self._find(f, np.array(keys, dtype="S40"), n)[0]
+            rows = self._find(f, wanted, int(f.attrs.get("n_complete", 0)))[0]
+        rows[~storable] = -1
+        return rows
 
     def _find(self, f: h5py.File, keys: np.ndarray, n: int,
               index: _KeyIndex | None = None) -> tuple[np.ndarray, bool]:

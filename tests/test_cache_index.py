@@ -183,6 +183,12 @@ def test_a_corrupt_index_never_yields_another_keys_row_and_is_rebuilt(tmp_path, 
     assert sorted(table[table[:, 1] > 0, 1] - 1) == list(range(24)), "rebuilt: one slot per row"
 
 
+def test_keys_no_row_can_hold_are_absent(tmp_path):
+    cache = _filled(tmp_path / "c.h5", range(1))
+    stored = _batch(0)[0][0]
+    np.testing.assert_array_equal(cache.lookup(["clé", stored + "0", stored, ""]), [-1, -1, 0, -1])
+
+
 def test_a_batch_with_repeated_keys_stores_the_first_once(tmp_path):
     cache = FeatureCache(tmp_path / "c.h5", KEY)
     keys, paths, feats = _batch(0)
