@@ -2,11 +2,14 @@
 
 Layout::
 
-    attrs: key (JSON of the key fields), key_hash, n_complete, format, versions_seen (JSON list)
+    attrs: key (JSON of the key fields), key_hash, n_complete, format, versions_seen (JSON list), index_id (random,
+           per file), index_rows (rows the key index covers)
     /keys            (n,) S40      sha1 of each image's content
     /paths           (n,) str      where each row came from (informative only)
     /versions        (n,) str      torch/torchvision/Pillow versions each row was computed with
     /features/<cut>  (n, D) float32, chunked, resizable, uncompressed
+    /index           (capacity, 2) int64  key index: (fingerprint, row + 1) slots; its index_id attr must be the
+                     file's, else it is ignored
 
 Every open, for reading or writing, happens under a file lock (``<file>.lock``), so readers never meet a file in
 the middle of an append (HDF5's own locking would refuse them).  Rows are appended per batch; the file is opened,
@@ -25,17 +28,34 @@ lock: a reader that cannot take it (read-only folder) reads unlocked, with a war
 records the torch, torchvision and Pillow versions it was computed with (``/versions``); reading rows computed with
 other versions warns, since features may then differ in the last bits.  No h5py handle outlives a call, so nothing
 is shared across fork.
+
+Lookups and appends cost the same whatever the number of rows: ``/index`` is an open-addressing hash table (linear
+probing, a power-of-two capacity kept at most 5/8 full) of each key's 63-bit fingerprint and row, written with the
+rows it indexes, before ``n_complete`` is raised, and fsynced with them.  ``index_rows`` says how many rows it
+covers.  The index is only a hint: every row it returns is checked against ``/keys`` and against ``n_complete``, so
+it never yields a row that is not complete or holds another key.  Rows it does not cover (a file written before the
+index existed, or rebuilt after damage) are looked up in ``/keys`` and indexed by the next append; an index that is
+missing, malformed, ahead of ``n_complete`` (a crash inside an append) or caught pointing at another key's row is
+rebuilt from ``/keys`` by the next append (under the lock).  Readers never write it: a reader in a read-only place
+keeps the uncovered rows' keys in memory, per file.  The index lives inside the HDF5 file rather than beside it, so
+the crash guarantees above cover it and it cannot outlive the file it describes.
+
+A stitched cache (:meth:`FeatureCache.stitch`, written by sharded extraction) holds virtual datasets over shard
+files kept beside it: it is read like any cache, refused while a shard file is missing, and copied into a real file
+by its first append.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import stat
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,6 +73,10 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 _CHUNK_BYTES = 4 << 20
 _COPY_ROWS = 4096
+_INDEX = "index"
+_INDEX_MIN = 1024
+_WINDOW = 16
+_BULK = 4096
 _CUT_SHORT = re.compile(r"truncated file: eof = (?P<eof>\d+),.*stored_eof = (?P<stored>\d+)")
 
 
@@ -65,6 +89,7 @@ def _warn_once(path: Path, what: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
+@functools.lru_cache(maxsize=1)
 def software_versions() -> str:
     """The torch, torchvision and Pillow versions features are computed with, as one string (stored per row)."""
     def of(name: str) -> str:
@@ -106,6 +131,181 @@ def _row_datasets(f: h5py.File) -> list[str]:
     return ["keys", *(f"features/{cut}" for cut in f.get("features", {}))]
 
 
+def _fingerprints(keys: np.ndarray) -> np.ndarray:
+    """63-bit hashes of ``S40`` keys (vectorised; the low bits pick the home slot in the index)."""
+    words = np.ascontiguousarray(keys, dtype="S40").view(np.uint8).reshape(-1, 40).view("<u8")
+    h = np.full(len(words), 0xCBF29CE484222325, np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(words.shape[1]):
+            h = (h ^ words[:, j]) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return (h >> np.uint64(1)).astype(np.int64)
+
+
+class _KeyIndex:
+    """The persistent key → row hash table of an open cache file (see the module docstring)."""
+
+    def __init__(self, f: h5py.File):
+        self.f = f
+        self.slots: dict[int, tuple[int, int]] = {}
+
+    def table(self) -> h5py.Dataset | None:
+        """The table, or None when it is missing, malformed or not this file's (its ``index_id`` differs)."""
+        ds = self.f.get(_INDEX)
+        if (not isinstance(ds, h5py.Dataset) or ds.ndim != 2 or ds.shape[1] != 2 or ds.dtype != np.int64
+                or ds.shape[0] < _INDEX_MIN or ds.shape[0] & (ds.shape[0] - 1)
+                or ds.attrs.get("index_id") != self.f.attrs.get("index_id")):
+            return None
+        return ds
+
+    def covered(self, n: int) -> int:
+        """Rows below which every complete row is in the table (0 without a usable table)."""
+        return min(int(self.f.attrs.get("index_rows", 0)), n) if self.table() is not None else 0
+
+    def find(self, keys: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
+        """Row of each ``S40`` key among the first ``n`` rows (``-1``: not in the table), and whether the table
+        proved untrustworthy: it pointed a key at a complete row holding another key, or it misses one of three
+        rows it claims to cover (the first, middle and last: a check that costs the same at any size)."""
+        ds = self.table()
+        cap = ds.shape[0]
+        covered = self.covered(n)
+        checks = sorted({0, covered // 2, covered - 1}) if covered else []
+        keys = np.concatenate([keys, self.f["keys"][checks]]) if checks else keys
+        fps = _fingerprints(keys)
+        whole = ds[:] if len(keys) * _WINDOW > cap // 8 else None
+        candidates: list[list[int]] = [[] for _ in range(len(keys))]
+        todo, offset = np.arange(len(keys)), np.zeros(len(keys), np.int64)
+        while todo.size and offset[todo[0]] < cap:
+            window = self._windows(ds, whole, (fps[todo] + offset[todo]) & (cap - 1))
+            empty = window[..., 1] == 0
+            stop = np.where(empty.any(1), empty.argmax(1), _WINDOW)
+            hits = (window[..., 0] == fps[todo, None]) & (np.arange(_WINDOW) < stop[:, None])
+            for i, j in zip(*np.nonzero(hits)):
+                candidates[todo[i]].append(int(window[i, j, 1]) - 1)
+            todo = todo[stop == _WINDOW]
+            offset[todo] += _WINDOW
+        rows, suspect = self._verified(keys, candidates, n)
+        first = len(keys) - len(checks)
+        return rows[:first], suspect or rows[first:].tolist() != checks
+
+    def _verified(self, keys: np.ndarray, candidates: list[list[int]], n: int) -> tuple[np.ndarray, bool]:
+        """The first candidate row of each key that is complete and holds that key."""
+        rows = np.full(len(keys), -1, np.int64)
+        wanted = np.unique([r for c in candidates for r in c if 0 <= r < n]).astype(np.int64)
+        if not wanted.size:
+            return rows, False
+        stored = self.f["keys"][:n][wanted] if len(wanted) > n // 4 else self.f["keys"][wanted]
+        at = dict(zip(wanted.tolist(), stored.tolist()))
+        suspect = False
+        for i, rows_of_key in enumerate(candidates):
+            good = [r for r in rows_of_key if at.get(r) == keys[i]]
+            suspect |= len(good) < sum(r in at for r in rows_of_key)
+            rows[i] = min(good, default=-1)
+        return rows, suspect
+
+    def _windows(self, ds: h5py.Dataset, whole: np.ndarray | None, starts: np.ndarray) -> np.ndarray:
+        """The ``_WINDOW`` slots from each start (wrapping), remembered for an insert in the same append."""
+        cap = ds.shape[0]
+        if whole is not None:
+            return whole[(starts[:, None] + np.arange(_WINDOW)) & (cap - 1)]
+        out = np.empty((len(starts), _WINDOW, 2), np.int64)
+        for i, start in enumerate(starts.tolist()):
+            stop = start + _WINDOW
+            out[i] = ds[start:stop] if stop <= cap else np.concatenate([ds[start:], ds[: stop - cap]])
+            for j, (fp, row) in enumerate(out[i].tolist()):
+                self.slots.setdefault((start + j) & (cap - 1), (fp, row))
+        return out
+
+    def prepare(self, n: int) -> None:
+        """Make the table cover exactly the ``n`` complete rows (lock held): index the uncovered tail, or rebuild
+        the table when it is missing, malformed or ahead of ``n`` (an append died before raising ``n_complete``).
+
+        Raises
+        ------
+        RuntimeError
+            When ``/keys`` holds fewer than ``n`` rows (the file is then left as it is, for a rebuild).
+        """
+        stored = len(self.f["keys"]) if "keys" in self.f else 0
+        if stored < n:
+            raise RuntimeError(f"keys in {self.f.filename} has {stored} rows, fewer than the {n} recorded complete")
+        if "index_id" not in self.f.attrs:
+            self.f.attrs["index_id"] = uuid.uuid4().hex
+        indexed = int(self.f.attrs.get("index_rows", 0))
+        if self.table() is None or indexed > n:
+            self.build(n)
+        elif indexed < n:
+            self.insert(self.f["keys"][indexed:n], indexed, n)
+
+    def insert(self, keys: np.ndarray, start: int, stop: int) -> None:
+        """Index rows ``start:stop`` (holding ``keys``), rows below ``start`` being indexed already (lock held)."""
+        ds = self.table()
+        cap = ds.shape[0]
+        if len(keys) > _BULK or 8 * stop > 5 * cap:
+            self.build(stop)
+            return
+        slots, dirty = self.slots, []
+        for fp, row in zip(_fingerprints(keys).tolist(), range(start, stop)):
+            p = fp & (cap - 1)
+            while True:
+                if p not in slots:
+                    self._windows(ds, None, np.array([p]))
+                if slots[p][1] == 0:
+                    break
+                p = (p + 1) & (cap - 1)
+            slots[p] = (fp, row + 1)
+            dirty.append(p)
+        for p in sorted(dirty):
+            ds[p] = np.array(slots[p], np.int64)
+        self.f.attrs["index_rows"] = stop
+
+    def build(self, n: int) -> None:
+        """(Re)build the table from the first ``n`` rows of ``/keys`` in one vectorised pass (lock held)."""
+        fps = _fingerprints(self.f["keys"][:n]) if n else np.zeros(0, np.int64)
+        cap = max(_INDEX_MIN, 1 << max(0, 2 * n - 1).bit_length())
+        table = np.zeros((cap, 2), np.int64)
+        pos, pending = fps & (cap - 1), np.arange(n)
+        while pending.size:
+            free = np.flatnonzero(table[pos[pending], 1] == 0)
+            slots, first = np.unique(pos[pending][free], return_index=True)
+            winners = pending[free[first]]
+            table[slots, 0], table[slots, 1] = fps[winners], winners + 1
+            left = np.ones(len(pending), bool)
+            left[free[first]] = False
+            pending = pending[left]
+            pos[pending] = (pos[pending] + 1) & (cap - 1)
+        ds = self.table()
+        if ds is None and _INDEX in self.f:
+            del self.f[_INDEX]
+        if ds is None:
+            ds = self.f.create_dataset(_INDEX, shape=(cap, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
+        ds.resize(cap, axis=0)
+        ds[:] = table
+        ds.attrs["index_id"] = self.f.attrs["index_id"]
+        self.slots = {}
+        self.f.attrs["index_rows"] = n
+
+
+def _shard_files(f: h5py.File) -> list[str]:
+    """The shard files a stitched cache's virtual datasets read (relative to it); empty for an ordinary cache."""
+    keys = f.get("keys")
+    if not isinstance(keys, h5py.Dataset) or not keys.is_virtual:
+        return []
+    return sorted({m.file_name for name in _row_datasets(f) for m in f[name].virtual_sources()})
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(position, first, stop)`` of each run of consecutive values in an increasing array of rows."""
+    if not len(rows):
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts, stops = np.r_[0, breaks], np.r_[breaks, len(rows)]
+    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
 class CacheKeyError(ValueError):
     """A cache file was written for another backbone, weights, preprocessing or pooling."""
 
@@ -136,6 +336,7 @@ class FeatureCache:
         self.key = dict(key)
         self.hash = key_hash(self.key)
         self.lock = FileLock(str(self.path) + ".lock")
+        self._tail: tuple[tuple, int, int, dict[bytes, int]] | None = None
         if self.path.exists():
             with self._reading() as f:
                 self._check_key(f)
@@ -146,6 +347,95 @@ class FeatureCache:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / f"{stem}-{key_hash(key)}.h5", key)
+
+    @classmethod
+    def stitch(cls, path: str | Path, shards: Sequence[str | Path], key: Mapping[str, object]) -> "FeatureCache":
+        """Write ``path`` as one cache of the shards' complete rows, in shard order, without copying features.
+
+        ``/keys`` and every ``/features/<cut>`` are HDF5 virtual datasets over the shard files (kept beside
+        ``path``, found by relative name); paths, versions and the key index are real.  A key stored by several
+        shards is kept once, at its first row, as one cache filled in the same order would.  Shards that do not
+        exist are skipped (a rank given no image, or only unreadable ones).  The first append to the stitched
+        cache copies its rows into a real file.
+
+        Parameters
+        ----------
+        path : path-like
+            The stitched cache; an existing one is replaced, any other existing file is refused.
+        shards : sequence of path-like
+            Shard caches, in row order, all written for ``key``.
+        key : mapping
+            The cache key.
+
+        Returns
+        -------
+        FeatureCache
+
+        Raises
+        ------
+        FileExistsError
+            When ``path`` is an ordinary (not stitched) cache: its rows would be lost.
+        CacheKeyError
+            When ``path`` or a shard was written for another key.
+        """
+        out = cls(path, key)
+        parts, seen = [], set()
+        for shard in (cls(p, key) for p in shards if Path(p).exists()):
+            with shard._reading() as f:
+                n = int(f.attrs.get("n_complete", 0))
+                keys = f["keys"][:n].tolist() if n else []
+                kept = np.array([i for i, k in enumerate(keys) if not (k in seen or seen.add(k))], np.int64)
+                strings = {name: cls._read_strings(f, name, 0, n)[kept] for name in ("paths", "versions")}
+                shapes = {name: (f[name].shape, f[name].dtype) for name in _row_datasets(f)} if n else {}
+                attrs = dict(f.attrs)
+            if len(kept):
+                parts.append((shard.path, kept, shapes, strings, attrs))
+        with out.lock:
+            out.refuse_unless_stitched()
+            out._write_stitched(parts)
+        return out
+
+    def refuse_unless_stitched(self) -> None:
+        """Raise ``FileExistsError`` when the file exists and is an ordinary cache (stitching would lose its rows)."""
+        if self.path.exists() and not self.stitched:
+            raise FileExistsError(f"{str(self.path)!r} is an ordinary cache, not a stitched one; move it away (or "
+                                  "pass another --out) to stitch the shards there")
+
+    def _write_stitched(self, parts: list) -> None:
+        """Write the stitched file under a temporary name and rename it into place (lock held)."""
+        total = sum(len(kept) for _, kept, *_ in parts)
+        tmp = self.path.with_name(self.path.name + ".new")
+        try:
+            with h5py.File(tmp, "w") as f:
+                versions_seen = set()
+                for _, _, _, _, attrs in parts:
+                    versions_seen |= set(json.loads(attrs.get("versions_seen", "[]")))
+                for name, value in (parts[0][4] if parts else {}).items():
+                    if name not in ("index_rows", "index_id"):
+                        f.attrs[name] = value
+                f.attrs.update({"key": json.dumps(self.key, sort_keys=True), "key_hash": self.hash, "format": FORMAT,
+                                "versions_seen": json.dumps(sorted(versions_seen)), "index_id": uuid.uuid4().hex})
+                for name in (parts[0][2] if parts else {}):
+                    shape, dtype = parts[0][2][name]
+                    layout = h5py.VirtualLayout((total, *shape[1:]), dtype)
+                    at = 0
+                    for shard, kept, shapes, _, _ in parts:
+                        source = h5py.VirtualSource(os.path.relpath(shard, self.path.parent), name,
+                                                    shape=shapes[name][0], dtype=shapes[name][1])
+                        for position, start, stop in _runs(kept):
+                            layout[at + position: at + position + stop - start] = source[start:stop]
+                        at += len(kept)
+                    f.create_virtual_dataset(name, layout)
+                for name in ("paths", "versions"):
+                    values = np.concatenate([p[3][name] for p in parts]) if parts else np.zeros(0, object)
+                    self._write(f, name, values.astype(object), 0, total)
+                _KeyIndex(f).build(total)
+                f.attrs["n_complete"] = total
+            _fsync_path(tmp)
+            os.replace(tmp, self.path)
+            _fsync_path(self.path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @contextmanager
     def _locked(self) -> Iterator[bool]:
@@ -175,7 +465,7 @@ class FeatureCache:
     def _open(self, mode: str, repair: bool = True) -> h5py.File:
         """Open the file (``repair``: the lock is held, a file a full disk cut short may be extended back)."""
         try:
-            return h5py.File(self.path, mode)
+            f = h5py.File(self.path, mode)
         except OSError as exc:
             if repair and self._extend_cut_short(exc):
                 return self._open(mode)
@@ -188,6 +478,12 @@ class FeatureCache:
                 f"cache file {str(self.path)!r} cannot be read as HDF5 ({exc}). It was left untouched; move it away "
                 "(or pass another cache path) to start a fresh cache."
             ) from exc
+        missing = [name for name in _shard_files(f) if not (self.path.parent / name).is_file()]
+        if missing:
+            f.close()
+            raise OSError(f"cache file {str(self.path)!r} is stitched from shard files and some are missing: "
+                          f"{', '.join(missing)} (looked for beside it); put them back, or rerun the extraction")
+        return f
 
     def _extend_cut_short(self, exc: OSError) -> bool:
         """Give a file that a failed write left shorter than its recorded end (disk full) its missing tail back.
@@ -209,6 +505,11 @@ class FeatureCache:
             return False
         log.warning("cache file %s was cut short by a failed write (disk full?); extended it from %s to its recorded "
                     "%s bytes to recover its complete rows", self.path, match["eof"], match["stored"])
+        try:
+            with h5py.File(self.path, "a") as f:
+                f.attrs["index_rows"] = 0  # its key index may have lost slots in the zeroed tail: rebuild it
+        except OSError:
+            log.debug("cannot mark the key index of %s for rebuilding", self.path)
         return True
 
     def _complete_rows_before(self, eof: int) -> bool:
@@ -246,6 +547,14 @@ class FeatureCache:
         with self._reading() as f:
             return int(f.attrs.get("n_complete", 0))
 
+    @property
+    def stitched(self) -> bool:
+        """Whether the file is stitched from shard files (:meth:`stitch`)."""
+        if not self.path.exists():
+            return False
+        with self._reading() as f:
+            return bool(_shard_files(f))
+
     def index(self) -> dict[str, int]:
         """Map image key → row, over complete rows only."""
         if not self.path.exists():
@@ -256,9 +565,46 @@ class FeatureCache:
         return {k.decode(): i for i, k in enumerate(keys)}
 
     def lookup(self, keys: Sequence[str]) -> np.ndarray:
-        """Row of each key, ``-1`` where absent."""
-        index = self.index()
-        return np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+        """Row of each key, ``-1`` where absent (complete rows only)."""
+        if not self.path.exists() or not len(keys):
+            return np.full(len(keys), -1, np.int64)
+        storable = np.array([k.isascii() and len(k) <= 40 for k in keys])  # the only keys /keys can hold
+        wanted = np.array([k if ok else "" for k, ok in zip(keys, storable)], dtype="S40")
+        with self._reading() as f:
+            rows = self._find(f, wanted, int(f.attrs.get("n_complete", 0)))[0]
+        rows[~storable] = -1
+        return rows
+
+    def _find(self, f: h5py.File, keys: np.ndarray, n: int,
+              index: _KeyIndex | None = None) -> tuple[np.ndarray, bool]:
+        """Rows of ``S40`` keys among the ``n`` complete rows (the index, then the rows it does not cover), and
+        whether the index proved sound."""
+        index = index or _KeyIndex(f)
+        try:
+            covered = index.covered(n)
+            rows, suspect = index.find(keys, n) if covered else (np.full(len(keys), -1, np.int64), False)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            log.warning("the key index of %s is unreadable (%s); searching its keys", self.path, exc)
+            suspect = True
+        if suspect:
+            covered, rows = 0, np.full(len(keys), -1, np.int64)
+        missing = np.flatnonzero(rows < 0)
+        if covered < n and missing.size:
+            tail = self._tail_keys(f, covered, n)
+            rows[missing] = [tail.get(keys[i], -1) for i in missing]
+        return rows, not suspect
+
+    def _tail_keys(self, f: h5py.File, start: int, n: int) -> dict[bytes, int]:
+        """Key → row over rows ``start:n``, kept in memory per file and extended as the file grows."""
+        st = os.fstat(f.id.get_vfd_handle())
+        identity = (str(f.attrs.get("index_id", "")), st.st_dev, st.st_ino)
+        if self._tail is None or self._tail[:2] != (identity, start) or self._tail[2] > n:
+            self._tail = (identity, start, start, {})
+        _, _, stop, tail = self._tail
+        for row, k in enumerate(f["keys"][stop:n].tolist(), start=stop):
+            tail.setdefault(k, row)
+        self._tail = (identity, start, n, tail)
+        return tail
 
     def cuts(self) -> list[str]:
         """Cut points stored in the file."""
@@ -344,19 +690,25 @@ class FeatureCache:
             tmp.unlink(missing_ok=True)
 
     def _append_existing(self, keys, paths, features, meta) -> None:
-        """Append to the existing file; rebuild it from its complete rows when the append fails (lock held)."""
+        """Append to the existing file; rebuild it from its complete rows when the append fails, or first when it is
+        stitched from shards (its rows are then copied into a real file, no longer backed by them) (lock held)."""
         f = self._open("a")
-        complete = 0
+        complete, stitched = 0, False
         try:
             with f:
                 complete = int(f.attrs.get("n_complete", 0))
-                self._append_to(f, keys, paths, features, meta)
-            return
+                stitched = bool(_shard_files(f))
+                if not stitched:
+                    self._append_to(f, keys, paths, features, meta)
+                    return
         except (OSError, RuntimeError) as exc:
             if not complete:
                 raise
             log.warning("appending to %s failed (%s); rebuilding it from its %d complete rows", self.path, exc,
                         complete)
+        if stitched:
+            log.info("%s is stitched from shard files: copying its %d rows into a real file before appending",
+                     self.path, complete)
         self._rebuild()
         with self._open("a") as f:
             self._append_to(f, keys, paths, features, meta)
@@ -370,13 +722,20 @@ class FeatureCache:
             f.attrs["n_complete"] = 0
             for name, value in (meta or {}).items():
                 f.attrs[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+            f.attrs["index_id"] = uuid.uuid4().hex
         else:
             self._check_key(f)
         n = int(f.attrs["n_complete"])
-        seen = {k.decode() for k in f["keys"][:n]} if "keys" in f else set()
-        keep = []
-        for i, k in enumerate(keys):
-            if k not in seen:
+        index = _KeyIndex(f)
+        index.prepare(n)
+        wanted = np.array(keys, dtype="S40")
+        found, sound = self._find(f, wanted, n, index)
+        if not sound:
+            log.warning("the key index of %s pointed at rows of other keys; rebuilding it from its keys", self.path)
+            index.build(n)
+        keep, seen = [], set()
+        for i, k in enumerate(wanted.tolist()):
+            if found[i] < 0 and k not in seen:
                 seen.add(k)
                 keep.append(i)
         if not keep:
@@ -390,6 +749,7 @@ class FeatureCache:
         self._write(f, "paths", np.array([str(paths[i]) for i in keep], dtype=object), n, m)
         for cut, arr in features.items():
             self._write(f, f"features/{cut}", np.asarray(arr, dtype=np.float32)[keep], n, m)
+        index.insert(wanted[keep], n, m)
         _sync(f)
         self._commit(f, m)
 
@@ -411,7 +771,8 @@ class FeatureCache:
         try:
             with self._open("r") as src, h5py.File(tmp, "w") as dst:
                 for name, value in src.attrs.items():
-                    dst.attrs[name] = value
+                    if name != "index_rows":
+                        dst.attrs[name] = value
                 n = int(src.attrs["n_complete"])
                 dst.attrs["n_complete"] = 0
                 names = _row_datasets(src) if n else []

@@ -358,3 +358,9 @@ def iter_features(
                 errors=errors,
             )
             bar.update(len(idx) + len(errors))
+
+
+if __name__ == "__main__":
+    from featurize.shards import main
+
+    raise SystemExit(main())

@@ -44,9 +44,11 @@ from featurize.devices import resolve_device
 from featurize.images import load_image
 from pipelines.cli import (
     HelpFormatter,
+    add_backend_arguments,
     add_common_arguments,
     add_weights_arguments,
     image_size,
+    parallel_backend,
     resolve_backbone_weights,
     run_cli,
 )
@@ -658,6 +660,7 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--out", default=d.out, help="output folder")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished fits journaled in --out by an earlier run of another configuration")
+    add_backend_arguments(p)
     add_common_arguments(p, seed_help="base seed of the draws and of every fit")
     return p
 
@@ -711,7 +714,8 @@ def _protocol_in(argv: Sequence[str] | None) -> str:
 def _main(args: argparse.Namespace) -> int:
     from reports.tables import to_markdown
 
-    result = run_compare(config_from_args(args))
+    with parallel_backend(args.backend, args.scheduler):
+        result = run_compare(config_from_args(args))
     analysis, summary = result.analysis, result.meta["summary"]
     if analysis.random_init:
         print(f"\n*** RANDOM-INIT WEIGHTS for {', '.join(analysis.random_init)}: these numbers say nothing about "

@@ -40,8 +40,8 @@ from featurize import CNNFeaturizer
 from featurize.backbones import get_backbone_spec, list_backbones
 from featurize.extract import parse_pooling
 from featurize.images import as_items
-from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
-                           resolve_backbone_weights, run_cli)
+from pipelines.cli import (HelpFormatter, add_backend_arguments, add_common_arguments, add_weights_arguments,
+                           image_size, parallel_backend, resolve_backbone_weights, run_cli)
 from pipelines.datasets import default_data_dir, load_dataset
 from pipelines.results import Journal, dataset_fingerprint
 from reports.stats import mean_ci, resampled_interval, two_level_interval
@@ -368,6 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     add_weights_arguments(p)
     p.add_argument("--image-size", type=image_size, default="auto", help="crop side, 'auto' or 'none'")
     p.add_argument("--n-jobs", type=int, default=None, help="parallel classifier fits (default: 1)")
+    add_backend_arguments(p)
     p.add_argument("--out", default="runs/grid", help="output directory (holds the journal a rerun resumes from)")
     add_common_arguments(p, seed_help="seed of folds, heads and random-init weights")
     return p
@@ -381,13 +382,14 @@ def _main(args: argparse.Namespace) -> int:
     cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else data_dir / "features"
     dataset = load_dataset(args.dataset, data_dir=data_dir, verbose=not args.quiet)
     out = Path(args.out)
-    result = run_grid(
-        dataset.items, dataset.labels, backbone=args.backbone, cuts=cuts, poolings=args.poolings, head=args.head,
-        weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir), image_size=args.image_size,
-        cache_dir=cache_dir, cv=args.cv, outer_cv=args.outer_cv,
-        test_mask=None if dataset.subset is None else dataset.subset == "val", random_state=args.seed,
-        device=args.device, verbose=not args.quiet, n_jobs=args.n_jobs, resume_dir=out,
-    )
+    with parallel_backend(args.backend, args.scheduler):
+        result = run_grid(
+            dataset.items, dataset.labels, backbone=args.backbone, cuts=cuts, poolings=args.poolings,
+            head=args.head, weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir),
+            image_size=args.image_size, cache_dir=cache_dir, cv=args.cv, outer_cv=args.outer_cv,
+            test_mask=None if dataset.subset is None else dataset.subset == "val", random_state=args.seed,
+            device=args.device, verbose=not args.quiet, n_jobs=args.n_jobs, resume_dir=out,
+        )
     to_csv(result.table, out / "grid.csv")
     to_csv(result.outer, out / "grid_outer.csv")
     grid_report(result, out / "grid.md", out / "grid.html")
