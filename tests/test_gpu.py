@@ -72,3 +72,19 @@ def test_finetune_last_block_on_cuda():
     assert proba.shape == (16, 2)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
     assert {p.device.type for p in clf.model_.parameters()} == {"cpu"}
+
+
+def test_bench_suite_on_cuda_measures_the_cuda_ratios(tmp_path):
+    """The suite on CUDA adds the bf16 channels_last bare forward (and timm's, when installed) and their ratios."""
+    from pipelines import bench_suite
+
+    result = bench_suite.run_suite("resnet18", n_images=8, batch_size=4, image_size=64, device="cuda", weights=None,
+                                   rss_images=2, others=(), head_images=8, workdir=tmp_path)
+    names = set(result.ratios["name"])
+    assert "library/bare_bf16_channels_last" in names
+    assert result.settings["precision"] == "bf16-amp" and result.hardware["gpu"] != "none"
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return
+    assert "bare_bf16_channels_last/timm" in names
