@@ -151,7 +151,7 @@ class _SeededDataset(Dataset):
     def __getitem__(self, sample: tuple[int, int]) -> tuple:
         index, seed = sample
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 
@@ -161,9 +161,10 @@ def image_batches(
 ) -> Batches:
     """Batches ``(indices, images)`` decoded by a DataLoader; an unreadable image raises a ValueError naming it.
 
-    ``num_workers`` as :func:`featurize.images.resolve_workers`; workers persist across epochs.  When shuffling
-    (training), the order is :func:`tensor_batches`' for the same ``generator``, and every sample gets a seed
-    (derived from ``generator``) that its random transform draws from, so the augmented images depend on
+    ``num_workers`` as :func:`featurize.images.resolve_workers`; training workers persist across epochs.  The
+    loader's own seed draws come from a private generator, never from the caller's RNG (MixUp, dropout).  When
+    shuffling (training), the order is :func:`tensor_batches`' for the same ``generator``, and every sample gets a
+    seed (derived from ``generator``) that its random transform draws from, so the augmented images depend on
     ``generator`` only, not on the number of workers (or machine).
     """
     dataset = ImageDataset(items, transform, indices)
@@ -179,7 +180,8 @@ def image_batches(
         num_workers=workers,
         collate_fn=collate_skipping,
         pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
+        persistent_workers=workers > 0 and shuffle,
+        generator=torch.Generator().manual_seed(0),
     )
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

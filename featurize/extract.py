@@ -333,7 +333,7 @@ def iter_features(
         num_workers=workers,
         collate_fn=collate_keyed,
         pin_memory=device.type == "cuda",
-        prefetch_factor=2 if workers else None,
+        generator=torch.Generator().manual_seed(0),
     )
     log.debug("featurizing %d image(s) with %d loader worker(s)", len(dataset), workers)
     batches = iter(loader)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,11 +39,11 @@ def resolve_workers(num_workers: int | str, n_images: int, batch_size: int) -> i
 
     ``"auto"`` is the usable CPUs minus one (the main process runs the forward), at most :data:`MAX_AUTO_WORKERS`,
     and 0 (decode in the main process) when the images fit in one batch, where starting a worker costs more than it
-    overlaps.
+    overlaps, or inside a daemonic process (a multiprocessing pool or Dask worker), which may not have children.
     """
     if num_workers != "auto":
         return int(num_workers)
-    if n_images <= batch_size:
+    if n_images <= batch_size or multiprocessing.current_process().daemon:
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(MAX_AUTO_WORKERS, cpus - 1))

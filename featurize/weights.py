@@ -77,9 +77,12 @@ class Preprocessing:
         return Preprocessing(round(image_size * ratio), image_size, self.mean, self.std, self.interpolation)
 
     def geometry(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
-        """Resize and crop a PIL image or a uint8 (3, H, W) tensor; returns the uint8 (3, H', W') crop."""
+        """Resize and crop a PIL image (other modes converted to RGB) or a uint8 (3, H, W) tensor; returns the uint8
+        (3, H', W') crop."""
         if isinstance(image, torch.Tensor):
             image = Image.fromarray(image.permute(1, 2, 0).numpy())
+        elif image.mode != "RGB":
+            image = image.convert("RGB")
         if self.resize is not None:
             image = F.resize(image, [self.resize], interpolation=InterpolationMode(self.interpolation))
         if self.crop is not None:

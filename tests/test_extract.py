@@ -1,5 +1,7 @@
 """Extraction against a reference computed with torchvision's own feature extractor and preset transform."""
 
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -166,7 +168,7 @@ def test_a_model_builder_is_called_once_after_the_loader_starts(two_class_arrays
     calls = []
 
     def build():
-        calls.append(1)
+        calls.append(len(multiprocessing.active_children()))
         return model
 
     kwargs = dict(batch_transform=prep.normalize, batch_size=4, num_workers=1)
@@ -174,5 +176,12 @@ def test_a_model_builder_is_called_once_after_the_loader_starts(two_class_arrays
                                                          **kwargs)]
     given = [b.features["layer3"] for b in iter_features(images, model, [spec.cut("layer3")], "avg", prep.geometry,
                                                          **kwargs)]
-    assert calls == [1]
+    assert calls == [1], "built once, while the loader's worker was already running"
     np.testing.assert_array_equal(np.concatenate(built), np.concatenate(given))
+
+
+def test_auto_workers_are_none_inside_a_daemonic_process(monkeypatch):
+    from featurize import images
+
+    monkeypatch.setattr(images.multiprocessing.current_process(), "daemon", True)
+    assert images.resolve_workers("auto", 1000, 32) == 0

@@ -394,3 +394,13 @@ def test_early_stopping_keeps_the_best_validation_weights(small):
 @pytest.mark.parametrize("config", list(SEEDED))
 def test_seeds_matter(small, config):
     check_seeds(*small, **SEEDED[config])
+
+
+def test_mixup_fit_does_not_depend_on_the_number_of_loader_workers(two_class_arrays):
+    """MixUp draws from the global RNG; the loaders must not consume it differently with or without workers."""
+    images, labels = two_class_arrays
+    X, y = images[:16], labels[:16]
+    probas = [FineTunedCNN("resnet18", weights=None, strategy="last_block", augment="flip_crop+mixup", image_size=32,
+                           epochs=2, min_steps=0, batch_size=8, validation_fraction=None, device="cpu",
+                           num_workers=workers, random_state=0).fit(X, y).predict_proba(X) for workers in (0, 1)]
+    np.testing.assert_array_equal(probas[0], probas[1])

@@ -61,10 +61,26 @@ def test_image_batches_shuffle_in_the_order_of_tensor_batches():
     images = np.zeros((n, 8, 8, 3), dtype=np.uint8)
     prep = Preprocessing(resize=None, crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     tensor = tensor_batches(feats, range(n), 8, shuffle=True, generator=torch.Generator().manual_seed(4))
-    image = image_batches(images, prep, range(n), 8, torch.device("cpu"), num_workers=0, shuffle=True,
-                          generator=torch.Generator().manual_seed(4))
+    images_0, images_2 = (image_batches(images, prep, range(n), 8, torch.device("cpu"), num_workers=w, shuffle=True,
+                                        generator=torch.Generator().manual_seed(4)) for w in (0, 2))
     for _ in range(3):
-        assert [idx.tolist() for idx, _ in tensor()] == [idx.tolist() for idx, _ in image()]
+        expected = [idx.tolist() for idx, _ in tensor()]
+        assert [idx.tolist() for idx, _ in images_0()] == expected == [idx.tolist() for idx, _ in images_2()]
+
+
+def test_image_batches_leave_the_callers_rng_alone():
+    """MixUp and dropout draw from torch's global RNG: iterating the loader (0 or 2 workers) must not consume it."""
+    images = np.zeros((12, 8, 8, 3), dtype=np.uint8)
+    prep = Preprocessing(resize=None, crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    for workers in (0, 2):
+        batches = image_batches(images, prep, range(12), 4, torch.device("cpu"), num_workers=workers, shuffle=True,
+                                generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(5)
+        for _ in range(2):
+            list(batches())
+        after = torch.rand(3)
+        torch.manual_seed(5)
+        assert torch.equal(after, torch.rand(3)), f"{workers} workers consumed the global RNG"
 
 
 def test_tensor_batches_reshuffle_and_cover_the_indices():
@@ -185,5 +201,12 @@ def test_augmented_batches_do_not_depend_on_the_number_of_workers():
     assert len(seen[0]) == 6
     for (i0, x0), (i2, x2) in zip(seen[0], seen[2]):
         assert torch.equal(i0, i2) and torch.equal(x0, x2)
-    # the draws differ between epochs and between images (augmentation is not switched off)
-    assert not torch.equal(seen[0][0][1], seen[0][3][1])
+
+    def image_in_epoch(epoch: int, index: int) -> torch.Tensor:
+        for idx, x in seen[0][3 * epoch: 3 * epoch + 3]:
+            if index in idx.tolist():
+                return x[idx.tolist().index(index)]
+        raise AssertionError(index)
+
+    # augmentation is not switched off: one image comes out differently in the two epochs
+    assert any(not torch.equal(image_in_epoch(0, i), image_in_epoch(1, i)) for i in range(12))

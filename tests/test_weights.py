@@ -157,3 +157,10 @@ def test_batched_normalize_equals_per_image_and_torchvision():
 
 def test_preprocessing_identity_names_the_resampler():
     assert "resampler=pil" in Preprocessing().identity()
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA"])
+def test_geometry_converts_other_modes_to_rgb(mode):
+    image = _photo(0).convert(mode)
+    prep = Preprocessing().with_size(64)
+    assert torch.equal(prep(image), prep(image.convert("RGB")))
