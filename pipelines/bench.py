@@ -16,6 +16,7 @@ small ``n_images`` understate a GPU's steady-state throughput.  Speed does not d
 Command line::
 
     python -m pipelines.bench --images 256 --out bench.md
+    python -m pipelines.bench --cache-scale
     python -m pipelines.bench extract --backbone resnet18 --image-size 224 --n-images 64 --compare-cpu
     python -m pipelines.bench head --backbone resnet18 --n-images 240 --epochs 3
 """
@@ -39,7 +40,7 @@ import pandas as pd
 import torch
 
 from classifiers.finetune import FineTunedCNN
-from pipelines import bench_suite
+from pipelines import bench_suite, cache_scale
 from featurize.backbones import list_backbones
 from featurize.devices import precision_of, resolve_device
 from featurize.images import as_items, content_key
@@ -439,7 +440,7 @@ _WEIGHTS_EPILOG = ("Speed does not depend on the weight values: with --weights a
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    commands = p.add_subparsers(dest="command", required=True, metavar="{suite,extract,head}")
+    commands = p.add_subparsers(dest="command", required=True, metavar="{suite,extract,head,cache-scale}")
     suite = commands.add_parser(
         "suite", help="(default) end-to-end suite: library vs bare network vs peer, with targets",
         description=bench_suite.__doc__.split("\n\n")[0], epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
@@ -475,6 +476,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_shared(head, 240, "generated images (two classes)")
     head.add_argument("--epochs", type=int, default=3, help="epochs of each fit")
     head.set_defaults(body=_head)
+    scale = commands.add_parser(
+        "cache-scale", help="(also --cache-scale) cache bookkeeping per batch at 1k, 100k and 1M rows",
+        description="Append + lookup + read time per batch in cache files of growing size (synthetic rows).",
+        formatter_class=HelpFormatter)
+    scale.add_argument("--sizes", type=_positive, nargs="+", default=[1_000, 100_000, 1_000_000], help="rows")
+    scale.add_argument("--dim", type=_positive, default=8, help="feature width")
+    scale.add_argument("--repeats", type=_positive, default=7, help="timed batches per size (median)")
+    scale.add_argument("--json", default=None, metavar="PATH", help="also write the table as JSON")
+    scale.add_argument("--quiet", action="store_true", help="do not print the table")
+    scale.set_defaults(body=_cache_scale)
     return p
 
 
@@ -533,13 +544,24 @@ def _suite(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = ("suite", "extract", "head", "-h", "--help")
+def _cache_scale(args: argparse.Namespace) -> int:
+    df = cache_scale.run_cache_scale(sizes=args.sizes, dim=args.dim, repeats=args.repeats)
+    if args.json:
+        Path(args.json).write_text(json.dumps(df.to_dict(orient="records"), indent=2), encoding="utf-8")
+    if not args.quiet:
+        print(cache_scale.format_cache_scale(df))
+    return 0
+
+
+_COMMANDS = ("suite", "extract", "head", "cache-scale", "-h", "--help")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (no command: ``suite``); returns the exit status (2 for invalid arguments or
     unavailable weights)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--cache-scale"]:
+        argv[0] = "cache-scale"
     if not argv or argv[0] not in _COMMANDS:
         argv.insert(0, "suite")
     return run_cli(_parser(), lambda args: args.body(args), argv)

@@ -10,8 +10,8 @@ noisy), each beside its target:
 - (b) one pass capturing 4 cut points against 4 single-cut passes (each stopping at its cut, as
   ``CNNFeaturizer(layers=cut)`` does) and against 4 full forward passes;
 - (c) a cache-hit ``transform`` (hashing and lookup included) against the cold extraction;
-- (d) peak RSS (main process + its loader workers, each in a fresh process) of extracting 10·N images against N,
-  and against the bare forward of the same images;
+- (d) peak memory (PSS of the process and its loader workers, sampled every 20 ms, each run in a fresh process)
+  of extracting 10·N images against N, and against the bare forward of the same images;
 - (e) a head-only fine-tuning epoch on cached activations against one through the frozen backbone;
 - (f) on CUDA, the end-to-end path against the bare bf16 channels_last forward at batch ≥ 128, and that forward
   against timm's model of the same name and settings (when timm is installed);
@@ -22,6 +22,8 @@ Speed does not depend on the weight values; with random-init weights the report 
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +51,7 @@ from featurize.devices import resolve_device
 from featurize.extract import MultiCutExtractor
 from featurize.images import IMAGE_EXTENSIONS, resolve_workers
 from featurize.transformer import CNNFeaturizer
-from featurize.weights import load_model, resolve_weights
+from featurize.weights import load_model
 
 __all__ = ["Target", "TARGETS", "SuiteResult", "write_jpegs", "run_suite", "format_suite", "suite_payload"]
 
@@ -69,37 +72,46 @@ class Target:
         ``numerator/denominator`` of two measurement names.
     what : str
         What the ratio compares, in words.
-    threshold : float
-        The target.
+    threshold : float or None
+        The target; None for a ratio reported without one.
     at_least : bool
         True for "≥ threshold" (speed-ups), False for "≤ threshold" (memory growth).
-    cuda : bool
-        Measured on CUDA only.
+    device : {"any", "cpu", "cuda"}
+        Where the ratio is measured: the (a) targets are stated for fp32 on the CPU, (f) for bf16 on CUDA.
     """
 
     name: str
     what: str
-    threshold: float
+    threshold: float | None
     at_least: bool = True
-    cuda: bool = False
+    device: str = "any"
 
-    def met(self, value: float) -> bool:
-        """Whether ``value`` meets the target."""
+    def met(self, value: float) -> bool | None:
+        """Whether ``value`` meets the target (None without one)."""
+        if self.threshold is None:
+            return None
         return value >= self.threshold if self.at_least else value <= self.threshold
+
+    def applies(self, device: torch.device) -> bool:
+        """Whether the ratio is measured on ``device``."""
+        return self.device in ("any", device.type)
 
 
 TARGETS: tuple[Target, ...] = (
-    Target("library/bare_fp32", "(a-i) end-to-end vs bare forward, contiguous fp32", 1.2),
-    Target("library/bare_channels_last", "(a-ii) end-to-end vs bare forward, channels_last", 0.85),
-    Target("library/peer", "(a-iii) end-to-end vs torchvision FX + DataLoader(2) + h5py", 1.25),
-    Target("multicut/single_cut_passes", "(b) 1 pass, 4 cuts vs 4 single-cut passes (each stops at its cut)", 3.5),
+    Target("library/bare_fp32", "(a-i) end-to-end vs bare forward, contiguous fp32", 1.2, device="cpu"),
+    Target("library/bare_channels_last", "(a-ii) end-to-end vs bare forward, channels_last", 0.85, device="cpu"),
+    Target("library/peer", "(a-iii) end-to-end vs torchvision FX + DataLoader(2) + h5py", 1.25, device="cpu"),
+    Target("multicut/single_cut_passes", "(b) 1 pass, 4 cuts vs 4 single-cut passes, each stopping at its cut "
+           "(at most the sum of the cuts' depths: no target)", None),
     Target("multicut/full_passes", "(b) 1 pass, 4 cuts vs 4 full forward passes", 3.5),
     Target("cache_hit/library", "(c) cache-hit transform vs cold extraction", 100.0),
-    Target("rss_10n/rss_n", "(d) peak RSS, 10·N images vs N", 1.10, at_least=False),
-    Target("rss_n/rss_bare", "(d) peak RSS, library vs bare forward (N images)", 1.15, at_least=False),
+    Target("rss_10n/rss_n", "(d) peak memory (PSS), 10·N images vs N", 1.10, at_least=False),
+    Target("rss_n/rss_bare", "(d) peak memory (PSS), library vs bare forward (N images)", 1.15, at_least=False),
     Target("head_forward/head_precomputed", "(e) head-only epoch: cached activations vs frozen backbone", 100.0),
-    Target("library/bare_bf16_channels_last", "(f) end-to-end vs bare bf16 channels_last forward", 0.8, cuda=True),
-    Target("bare_bf16_channels_last/timm", "(f) bare forward vs timm's same model and settings", 0.95, cuda=True),
+    Target("library/bare_bf16_channels_last", "(f) end-to-end vs bare bf16 channels_last forward", 0.8,
+           device="cuda"),
+    Target("bare_bf16_channels_last/timm", "(f) bare forward vs timm's same model and settings", 0.95,
+           device="cuda"),
 )
 """Every ratio the suite reports: adding one is one entry here (and the measurement it divides)."""
 
@@ -188,13 +200,13 @@ class _Files(Dataset):
             return self.transform(im.convert("RGB"))
 
 
-def _peer(paths: Sequence[Path], model: torch.nn.Module, modules: Sequence[str], preset: Callable, batch_size: int,
-          device: torch.device, out: Path) -> None:
+def _peer(paths: Sequence[Path], build: Callable[[], torch.nn.Module], modules: Sequence[str], preset: Callable,
+          batch_size: int, device: torch.device, out: Path) -> None:
     """torchvision ``create_feature_extractor`` + ``DataLoader(num_workers=2)`` + average pooling + h5py by hand,
-    with the weights' preset (``weights.transforms()``)."""
+    with the weights' preset (``weights.transforms()``); the model is built inside, as the library builds its own."""
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    extractor = create_feature_extractor(model.to(device), return_nodes={m: m for m in modules}).eval()
+    extractor = create_feature_extractor(build().to(device), return_nodes={m: m for m in modules}).eval()
     loader = DataLoader(_Files(paths, preset), batch_size=batch_size, num_workers=2,
                         pin_memory=device.type == "cuda")
     with h5py.File(out, "w") as f, torch.inference_mode():
@@ -213,7 +225,7 @@ def _bare(model: torch.nn.Module, tensors: torch.Tensor, batch_size: int, device
           channels_last: bool, bf16: bool = False) -> Callable[[], None]:
     """A call running the whole model over pre-made tensors (already on ``device``), batch by batch."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device).to(memory_format=fmt)
+    model = copy.deepcopy(model).to(device).to(memory_format=fmt)
     batches = [t.contiguous(memory_format=fmt) for t in tensors.split(batch_size)]
 
     def run() -> None:
@@ -224,12 +236,58 @@ def _bare(model: torch.nn.Module, tensors: torch.Tensor, batch_size: int, device
     return run
 
 
+def _pss_mb(pid: int) -> float:
+    """Proportional set size of a process in MiB (shared pages split between their users), 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    pids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+class _PeakMemory(threading.Thread):
+    """Samples, every 20 ms, the PSS of this process plus its live children (loader workers) and keeps the peak.
+
+    PSS counts a page shared by a forked worker and its parent once in total, where adding RSS values would count it
+    in each.  Without ``/proc`` (not Linux) the peak is this process' own maximum RSS.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak, self._done = 0.0, threading.Event()
+        self.proc = Path("/proc/self/smaps_rollup").exists()
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, _pss_mb(me) + sum(_pss_mb(c) for c in _children(me)))
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        if not self.proc:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+        return self.peak
+
+
 def _rss_probe(argv: Sequence[str]) -> None:
-    """Entry of a fresh process measuring peak RSS: ``library <paths file> <cache dir> <json params>`` or
-    ``bare <paths file> <json params>``; prints ``{"self_mb", "children_mb"}``."""
+    """Entry of a fresh process measuring peak memory: ``library <paths file> <cache dir> <json params>`` or
+    ``bare <paths file> <json params>``; prints ``{"peak_mb": …}`` (see :class:`_PeakMemory`)."""
     kind, paths_file = argv[0], argv[1]
     paths = Path(paths_file).read_text().split("\n")
     params = json.loads(argv[-1])
+    sampler = _PeakMemory()
+    sampler.start()
     if kind == "library":
         CNNFeaturizer(cache=argv[2], **params).fit().transform(paths)
     else:
@@ -240,21 +298,18 @@ def _rss_probe(argv: Sequence[str]) -> None:
             for start in range(0, len(paths), featurizer.batch_size):
                 batch = [prep(Image.open(p).convert("RGB")) for p in paths[start:start + featurizer.batch_size]]
                 model(torch.stack(batch).contiguous(memory_format=torch.channels_last))
-    kib = 2**20 if sys.platform == "darwin" else 2**10
-    print(json.dumps({"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib,
-                      "children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib}))
+    print(json.dumps({"peak_mb": sampler.stop()}))
 
 
 def _peak_rss(kind: str, paths: Sequence[Path], params: dict, root: Path) -> float:
-    """Peak RSS in MiB (the process plus its largest loader worker) of one probe run in a fresh interpreter."""
+    """Peak memory in MiB (process + loader workers, PSS) of one probe run in a fresh interpreter."""
     listing = root / f"paths-{kind}-{len(paths)}.txt"
     listing.write_text("\n".join(str(p) for p in paths))
     cache = [str(Path(tempfile.mkdtemp(prefix="rss-", dir=root)))] if kind == "library" else []
     out = subprocess.run([sys.executable, "-c", "import sys; from pipelines.bench_suite import _rss_probe; "
                           "_rss_probe(sys.argv[1:])", kind, str(listing), *cache, json.dumps(params)],
                          check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    rss = json.loads(out.stdout.strip().splitlines()[-1])
-    return rss["self_mb"] + rss["children_mb"]
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])
 
 
 def _measurement(name: str, backbone: str, n_images: int, seconds: float = float("nan"),
@@ -298,7 +353,7 @@ def run_suite(
     weights : str, path or None
         As :class:`CNNFeaturizer`; random init by default (speed does not depend on the values).
     full : bool
-        Measure the absolute speeds of resnet50/vgg16 on ``n_images`` instead of 32, and (d) on 2·``rss_images``.
+        Measure the absolute speeds of ``others`` on ``n_images`` instead of 2 batches, and (d) on 2·``rss_images``.
     rss_images : int
         N of (d) (10·N images are extracted too).
     others : sequence of str
@@ -348,9 +403,10 @@ def run_suite(
         model = load_model(spec, resolved)
         prep = featurizer.preprocessing_
         preset = ImageClassification(crop_size=prep.crop, resize_size=prep.resize)
-        _peer(warm, model, modules, preset, batch_size, dev, root / "peer-warm.h5")
+        build = functools.partial(load_model, spec, resolved)
+        _peer(warm, build, modules, preset, batch_size, dev, root / "peer-warm.h5")
         rows.append(_measurement("peer", backbone, n, _timed(
-            dev, lambda: _peer(paths, model, modules, preset, batch_size, dev, root / "peer.h5"))))
+            dev, lambda: _peer(paths, build, modules, preset, batch_size, dev, root / "peer.h5"))))
 
         tensors = torch.stack([prep(Image.open(p).convert("RGB")) for p in paths]).to(dev)
         variants = {"bare_fp32": dict(channels_last=False), "bare_channels_last": dict(channels_last=True)}
@@ -368,7 +424,7 @@ def run_suite(
         rows += _rss(paths, root, params, rss_images * (2 if full else 1), seed)
         rows += _head(backbone, weights, dev, head_images, prep.crop, seed)
         for other in others:
-            count = n if full else min(n, 32)
+            count = n if full else min(n, 2 * batch_size)
             other_params = {**params, "backbone": other, "layers": CUTS[get_backbone_spec(other).family]}
             CNNFeaturizer(**other_params).fit().transform(warm[:4])
             rows.append(_measurement(f"library[{other}]", other, count, _timed(
@@ -414,7 +470,7 @@ def _multicut(model: torch.nn.Module, spec, cuts: Sequence[str], tensors: torch.
 
 
 def _rss(paths: Sequence[Path], root: Path, params: dict, n: int, seed: int) -> list[dict[str, object]]:
-    """(d): peak RSS of the library on N and 10·N images, and of the bare forward on N, each in a fresh process."""
+    """(d): peak memory of the library on N and 10·N images, and of the bare forward on N, each in a fresh process."""
     many = write_jpegs(root / "rss", 10 * n, seed=seed + 2)
     probe = {k: v for k, v in params.items() if k != "device"} | {"device": "cpu"}
     backbone = params["backbone"]
@@ -452,7 +508,7 @@ def _ratios(measurements: pd.DataFrame, device: torch.device) -> pd.DataFrame:
     rows = []
     for target in TARGETS:
         top, bottom = target.name.split("/")
-        if target.cuda and device.type != "cuda" or top not in by.index or bottom not in by.index:
+        if not target.applies(device) or top not in by.index or bottom not in by.index:
             continue
         if top.startswith("rss"):
             value = by.loc[top, "rss_mb"] / by.loc[bottom, "rss_mb"]
@@ -460,7 +516,8 @@ def _ratios(measurements: pd.DataFrame, device: torch.device) -> pd.DataFrame:
             value = (by.loc[top, "images_per_s"] / by.loc[bottom, "images_per_s"] if top != "head_forward" else
                      by.loc[top, "seconds"] / by.loc[bottom, "seconds"])
         rows.append({"name": target.name, "what": target.what, "value": float(value),
-                     "target": f"{'≥' if target.at_least else '≤'} {target.threshold:g}",
+                     "target": "" if target.threshold is None else
+                     f"{'≥' if target.at_least else '≤'} {target.threshold:g}",
                      "met": target.met(float(value))})
     return pd.DataFrame(rows, columns=["name", "what", "value", "target", "met"])
 
@@ -480,8 +537,9 @@ def format_suite(result: SuiteResult) -> str:
         "|---|---|---:|---|---|",
     ]
     for r in result.ratios.itertuples():
-        lines.append(f"| `{r.name}` | {r.what} | {r.value:.2f}× | {r.target} | {'yes' if r.met else 'NO'} |")
-    lines += ["", "| measurement | backbone | images | seconds | images/s | peak RSS MiB |", "|---|---|---:|---:|---:|---:|"]
+        met = "" if r.met is None else "yes" if r.met else "NO"
+        lines.append(f"| `{r.name}` | {r.what} | {r.value:.2f}× | {r.target} | {met} |")
+    lines += ["", "| measurement | backbone | images | seconds | images/s | peak PSS MiB |", "|---|---|---:|---:|---:|---:|"]
     for m in result.measurements.itertuples():
         def num(v, fmt):
             return "" if v != v else format(v, fmt)

@@ -151,8 +151,11 @@ def suite(tmp_path_factory):
 def test_suite_measures_every_cpu_ratio_against_its_target(suite):
     from pipelines import bench_suite
 
-    cpu_targets = [t.name for t in bench_suite.TARGETS if not t.cuda]
+    import torch
+
+    cpu_targets = [t.name for t in bench_suite.TARGETS if t.applies(torch.device("cpu"))]
     assert suite.ratios["name"].tolist() == cpu_targets
+    assert "library/bare_bf16_channels_last" not in cpu_targets and "library/peer" in cpu_targets
     assert (suite.ratios["value"] > 0).all()
     by = suite.measurements.set_index("name")
     for name in ("library", "cache_hit", "peer", "bare_fp32", "bare_channels_last", "multicut", "single_cut_passes",
@@ -165,6 +168,7 @@ def test_suite_measures_every_cpu_ratio_against_its_target(suite):
     # a met flag is the comparison of the value with the target
     for target, row in zip(bench_suite.TARGETS, suite.ratios.itertuples()):
         assert row.met == target.met(row.value)
+        assert (row.met is None) == (target.threshold is None)
 
 
 def test_suite_report_markdown_and_json(suite, tmp_path, monkeypatch, capsys):
@@ -189,3 +193,11 @@ def test_write_jpegs_is_seeded_and_distinct(tmp_path):
     b = write_jpegs(tmp_path / "b", 3)
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
     assert len({p.read_bytes() for p in a}) == 3
+
+
+def test_cache_scale_command_prints_the_table(capsys, tmp_path):
+    out = tmp_path / "scale.json"
+    assert benchmark.main(["--cache-scale", "--sizes", "100", "200", "--repeats", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ratio 200 / 100 rows" in text
+    assert [r["rows"] for r in json.loads(out.read_text())] == [100, 200]
