@@ -530,7 +530,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
         weights = resolve_backbone_weights(backbone, config.weights, config.weights_dir)
         runs[backbone] = BackboneRun(backbone, weights, resolve_weights(get_backbone_spec(backbone), weights))
     identity = {"dataset_content": dataset_fingerprint(imageset.items, imageset.labels),
-                "weights_resolved": {b: run.resolved.identity for b, run in runs.items()}}
+                "weights_resolved": {b: run.resolved.identity for b, run in runs.items()},
+                "preprocessing": {b: run.resolved.preprocessing.identity() for b, run in runs.items()}}
     journal = Journal(out, {**_results_config(config), **identity}, restart=config.restart)
     sizes = default_train_sizes(imageset) if config.train_sizes is None else config.train_sizes
     splits = list(repeated_splits(imageset, sizes, config.splits, config.seed))

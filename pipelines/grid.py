@@ -318,7 +318,9 @@ def run_grid(
     outer_folds = _outer_folds(y, mask, outer_cv, random_state)
     settings = {"backbone": backbone, "cuts": [_cut_label(c) for c in cuts], "poolings": poolings, "head": head,
                 "grid": {k: [str(v) for v in vals] for k, vals in head_params.items()}, "weights": str(weights),
-                "image_size": image_size, "cv": cv, "outer_cv": len(outer_folds), "random_state": random_state}
+                "image_size": image_size, "cv": cv, "outer_cv": len(outer_folds), "random_state": random_state,
+                "features": {k: v for k, v in featurizer.fit().cache_key().items()
+                             if k in ("weights", "preprocessing", "precision")}}
     journal = (Journal(resume_dir, {**dataset_fingerprint(items, y), **settings}) if resume_dir is not None
                else None)
     log.info("grid search: %d candidates × %d folds, scored on %s", n_candidates, cv,
