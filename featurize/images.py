@@ -254,7 +254,7 @@ def collate_skipping(batch: list) -> tuple[list[int], torch.Tensor | list[torch.
     -------
     indices : list of int
         Item indices of the stacked tensors.
-    images : Tensor (B, 3, H, W), list of tensors (sizes differ) or None (all failed)
+    images : Tensor (B, 3, H, W) in channels_last memory, list of tensors (sizes differ) or None (all failed)
     errors : list of (index, message)
     """
     good = [(s[0], s[1]) for s in batch if s[2] is None]
@@ -263,7 +263,16 @@ def collate_skipping(batch: list) -> tuple[list[int], torch.Tensor | list[torch.
         return [], None, errors
     tensors = [t for _, t in good]
     same = all(t.shape == tensors[0].shape for t in tensors)
-    return [i for i, _ in good], torch.stack(tensors) if same else tensors, errors
+    return [i for i, _ in good], _stack_channels_last(tensors) if same else tensors, errors
+
+
+def _stack_channels_last(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (C, H, W) images into a (B, C, H, W) batch in the channels_last memory format the models run in.
+
+    Crops made from PIL images already lie in memory as (H, W, C), so this is one plain copy, where ``torch.stack``
+    would transpose them to (C, H, W) and the device move transpose them back.
+    """
+    return torch.stack([t.permute(1, 2, 0) for t in tensors]).permute(0, 3, 1, 2)
 
 
 def collate_keyed(batch: list) -> tuple[list[int], torch.Tensor | list[torch.Tensor] | None, list[tuple[int, str]],
