@@ -142,7 +142,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         Directory (or ``.h5`` file) where :class:`featurize.CNNFeaturizer` keeps those activations between fits;
         None keeps them in memory for this fit only.
     device : str
-        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``.  CUDA runs in bf16 autocast; every device uses channels_last.
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``.  CUDA runs in bf16 autocast; batches are
+        channels_last on every device.
     num_workers : int or "auto", default="auto"
         DataLoader workers decoding images (persisting across epochs); ``"auto"`` as :class:`CNNFeaturizer`.
         Augmented images depend on ``random_state`` only, not on the number of workers.

@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import resource
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ import torch
 
 from classifiers.finetune import FineTunedCNN
 from pipelines import bench_suite, cache_scale
+from pipelines.bench_suite import cpu_name, synchronize, timed
 from featurize.backbones import list_backbones
 from featurize.devices import precision_of, resolve_device
 from featurize.images import as_items, content_key
@@ -117,20 +116,7 @@ def make_images(n_images: int, image_size: int, seed: int = 0) -> np.ndarray:
 
 
 def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -144,15 +130,6 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (2**20 if sys.platform == "darwin" else 2**10), "process_max_rss"
-
-
-def _timed(device: torch.device, call: Callable[[], object]) -> float:
-    """Seconds taken by ``call()``, the device synchronised before and after."""
-    _sync(device)
-    start = time.perf_counter()
-    call()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def _environment(device: torch.device) -> dict[str, object]:
@@ -182,7 +159,7 @@ def _featurizer(cache: str | None, device: torch.device, **params) -> CNNFeaturi
 def _measure(phase: str, featurizer: CNNFeaturizer, images: np.ndarray, cache_hits: int) -> dict[str, object]:
     device = featurizer.device_
     _reset_peak(device)
-    seconds = _timed(device, lambda: featurizer.transform(images))
+    seconds = timed(device, lambda: featurizer.transform(images))
     peak, kind = _peak_memory(device)
     return {
         "phase": phase,
@@ -205,7 +182,7 @@ def _measure(phase: str, featurizer: CNNFeaturizer, images: np.ndarray, cache_hi
 
 def _warm_up(device: torch.device, warmup: np.ndarray, **params) -> None:
     _featurizer(None, device, **params).transform(warmup)
-    _sync(device)
+    synchronize(device)
 
 
 def _cold_and_hit(
@@ -386,7 +363,7 @@ def run_head_benchmark(
             backbone, weights=weights, strategy="head", image_size=image_size, epochs=epochs, batch_size=batch_size,
             min_steps=0, validation_fraction=None, precompute=precompute, device=str(dev), random_state=seed,
         )
-        fit_s = _timed(dev, lambda: clf.fit(X, y))
+        fit_s = timed(dev, lambda: clf.fit(X, y))
         times = [h["time_s"] for h in clf.history_]
         rows.append({
             "path": clf.training_path_, **_environment(clf.device_), "backbone": backbone, "n_images": n_images,
@@ -444,9 +421,10 @@ def _parser() -> argparse.ArgumentParser:
     suite = commands.add_parser(
         "suite", help="(default) end-to-end suite: library vs bare network vs peer, with targets",
         description=bench_suite.__doc__.split("\n\n")[0], epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
-    suite.add_argument("--backbone", default="resnet18", choices=[b for b in list_backbones() if b[:3] in ("res", "vgg")],
-                       metavar="NAME", help="backbone of the ratios")
-    suite.add_argument("--images", type=_positive, default=256, help="JPEG files measured (generated unless --data)")
+    suite.add_argument("--backbone", default="resnet18", metavar="NAME", help="backbone of the ratios",
+                       choices=[b for b in list_backbones() if b.startswith(("resnet", "vgg"))])
+    suite.add_argument("--images", type=_positive, default=256,
+                       help="JPEG files measured (generated unless --data)")
     suite.add_argument("--data", default=None, metavar="DIR", help="use the images of this folder (recursive)")
     suite.add_argument("--batch-size", type=_positive, default=None, help="batch size (default 32 on CPU, 128 on CUDA)")
     suite.add_argument("--rss-images", type=_positive, default=48, help="N of the peak-RSS ratio (10·N also run)")

@@ -158,31 +158,37 @@ def write_jpegs(folder: str | Path, n_images: int, size: tuple[int, int] = (500,
     return paths
 
 
-def _hardware(device: torch.device) -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model (from ``/proc/cpuinfo`` where it exists)."""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        return platform.processor() or platform.machine()
+
+
+def _hardware(device: torch.device) -> dict[str, object]:
     import torchvision
 
-    return {"cpu": cpu, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu_name(), "cpus": cpus,
             "torch_threads": torch.get_num_threads(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none",
             "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed(device: torch.device, call: Callable[[], object]) -> float:
-    _sync(device)
+def timed(device: torch.device, call: Callable[[], object]) -> float:
+    """Seconds taken by ``call()``, the device synchronised before and after."""
+    synchronize(device)
     start = time.perf_counter()
     call()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -395,9 +401,9 @@ def run_suite(
 
         CNNFeaturizer(**params).fit().transform(warm)
         cache = root / "cache"
-        rows.append(_measurement("library", backbone, n, _timed(
+        rows.append(_measurement("library", backbone, n, timed(
             dev, lambda: CNNFeaturizer(cache=cache, **params).fit().transform(paths))))
-        rows.append(_measurement("cache_hit", backbone, n, _timed(
+        rows.append(_measurement("cache_hit", backbone, n, timed(
             dev, lambda: CNNFeaturizer(cache=cache, **params).fit().transform(paths))))
 
         model = load_model(spec, resolved)
@@ -405,7 +411,7 @@ def run_suite(
         preset = ImageClassification(crop_size=prep.crop, resize_size=prep.resize)
         build = functools.partial(load_model, spec, resolved)
         _peer(warm, build, modules, preset, batch_size, dev, root / "peer-warm.h5")
-        rows.append(_measurement("peer", backbone, n, _timed(
+        rows.append(_measurement("peer", backbone, n, timed(
             dev, lambda: _peer(paths, build, modules, preset, batch_size, dev, root / "peer.h5"))))
 
         tensors = torch.stack([prep(Image.open(p).convert("RGB")) for p in paths]).to(dev)
@@ -415,7 +421,7 @@ def run_suite(
         for name, kw in variants.items():
             run = _bare(model, tensors, batch_size, dev, **kw)
             run()
-            rows.append(_measurement(name, backbone, n, _timed(dev, run)))
+            rows.append(_measurement(name, backbone, n, timed(dev, run)))
         if dev.type == "cuda":
             rows += _timm_bare(backbone, tensors, batch_size, dev)
 
@@ -427,7 +433,7 @@ def run_suite(
             count = n if full else min(n, 2 * batch_size)
             other_params = {**params, "backbone": other, "layers": CUTS[get_backbone_spec(other).family]}
             CNNFeaturizer(**other_params).fit().transform(warm[:4])
-            rows.append(_measurement(f"library[{other}]", other, count, _timed(
+            rows.append(_measurement(f"library[{other}]", other, count, timed(
                 dev, lambda: CNNFeaturizer(cache=root / f"cache-{other}", **other_params).fit().transform(
                     paths[:count]))))
     finally:
@@ -464,9 +470,9 @@ def _multicut(model: torch.nn.Module, spec, cuts: Sequence[str], tensors: torch.
 
     passes([every])()
     n = len(x)
-    return [_measurement("multicut", spec.name, n, _timed(device, passes([every]))),
-            _measurement("single_cut_passes", spec.name, n, _timed(device, passes(single))),
-            _measurement("full_passes", spec.name, n, _timed(device, passes([model] * len(cuts))))]
+    return [_measurement("multicut", spec.name, n, timed(device, passes([every]))),
+            _measurement("single_cut_passes", spec.name, n, timed(device, passes(single))),
+            _measurement("full_passes", spec.name, n, timed(device, passes([model] * len(cuts))))]
 
 
 def _rss(paths: Sequence[Path], root: Path, params: dict, n: int, seed: int) -> list[dict[str, object]]:
@@ -499,7 +505,7 @@ def _timm_bare(backbone: str, tensors: torch.Tensor, batch_size: int, device: to
     run = _bare(timm.create_model(backbone, pretrained=False).eval(), tensors, batch_size, device,
                 channels_last=True, bf16=True)
     run()
-    return [_measurement("timm", backbone, len(tensors), _timed(device, run))]
+    return [_measurement("timm", backbone, len(tensors), timed(device, run))]
 
 
 def _ratios(measurements: pd.DataFrame, device: torch.device) -> pd.DataFrame:
@@ -539,7 +545,8 @@ def format_suite(result: SuiteResult) -> str:
     for r in result.ratios.itertuples():
         met = "" if r.met is None else "yes" if r.met else "NO"
         lines.append(f"| `{r.name}` | {r.what} | {r.value:.2f}× | {r.target} | {met} |")
-    lines += ["", "| measurement | backbone | images | seconds | images/s | peak PSS MiB |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "| measurement | backbone | images | seconds | images/s | peak PSS MiB |",
+              "|---|---|---:|---:|---:|---:|"]
     for m in result.measurements.itertuples():
         def num(v, fmt):
             return "" if v != v else format(v, fmt)

@@ -610,7 +610,8 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
                    help="'demo' (embedded, generated on first use), 'hymenoptera' (downloaded once), an ImageFolder "
                         "directory (class subfolders, optionally under train/ and val/) or a CSV of "
                         "path,label[,subset]")
-    p.add_argument("--backbones", nargs="+", default=list(d.backbones), help=f"any of {', '.join(list_backbones())}, or timm:<model name> (pip install -e '.[timm]')")
+    p.add_argument("--backbones", nargs="+", default=list(d.backbones),
+                   help=f"any of {', '.join(list_backbones())}, or timm:<model name> (pip install -e '.[timm]')")
     p.add_argument("--cuts", nargs="+", default=None, metavar="[BACKBONE:]CUT",
                    help="cut points for the classical heads, e.g. layer3 layer4, resnet18:layer3 vgg16:fc7 or "
                         "penultimate (default: resnet layer2 layer3 layer4; vgg pool3 pool4 pool5 fc7)")

@@ -138,7 +138,8 @@ def test_head_benchmark_cli_prints_the_ratio(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- the suite
-SUITE = dict(n_images=6, batch_size=4, image_size=32, device="cpu", weights=None, rss_images=2, others=("resnet50",), head_images=8)
+SUITE = dict(n_images=6, batch_size=4, image_size=32, device="cpu", weights=None, rss_images=2, others=("resnet50",),
+             head_images=8)
 
 
 @pytest.fixture(scope="module")

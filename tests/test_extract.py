@@ -167,8 +167,10 @@ def test_a_model_builder_is_called_once_after_the_loader_starts(two_class_arrays
     prep = Preprocessing().with_size(32)
     calls = []
 
+    before = {p.pid for p in multiprocessing.active_children()}
+
     def build():
-        calls.append(len(multiprocessing.active_children()))
+        calls.append(len({p.pid for p in multiprocessing.active_children()} - before))
         return model
 
     kwargs = dict(batch_transform=prep.normalize, batch_size=4, num_workers=1)
