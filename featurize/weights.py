@@ -93,7 +93,7 @@ class Preprocessing:
         """Scale uint8 images (3, H, W) or batches (B, 3, H, W) to [0, 1] and normalise; float32, same layout.
 
         The arithmetic of torchvision's ``convert_image_dtype`` then ``normalize`` (x / 255, − mean, / std), done in
-        place on one new tensor: the same bits, 5–9× faster on a batch.
+        place on one new tensor: the same bits, 4–9× faster on a batch.
         """
         if images.dtype != torch.uint8:
             raise ValueError(f"normalize expects uint8 images (from geometry()); got {images.dtype}")
