@@ -19,6 +19,7 @@ import copy
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from numbers import Integral, Real
 from pathlib import Path
@@ -115,6 +116,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     lr_ratio : float
         Discriminative learning rate: backbone lr / head lr when ``lr_backbone`` is None (pretrained layers move
         less than the new head).
+    lr_decay : float, default=1.0
+        Per-stage decay of the backbone's learning rate: the deepest unfrozen stage trains at the backbone lr, the
+        stage k below it at ``lr_backbone · lr_decay**k`` (layer-wise decay; 1 = one rate for all stages).
     optimizer : str
         A :data:`classifiers.training.OPTIMIZERS` name: ``"adamw"`` or ``"sgd"`` (momentum 0.9).
     weight_decay : float
@@ -197,6 +201,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "lr_backbone": [None, Interval(Real, 0, None, closed="neither")],
         "lr_ratio": [Interval(Real, 0, None, closed="neither")],
+        "lr_decay": [Interval(Real, 0, 1, closed="right")],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "schedule": [str],
@@ -227,6 +232,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         lr: float = 1e-3,
         lr_backbone: float | None = None,
         lr_ratio: float = 0.1,
+        lr_decay: float = 1.0,
         optimizer: str = "adamw",
         weight_decay: float = 1e-2,
         schedule: str = "cosine",
@@ -253,6 +259,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.lr_backbone = lr_backbone
         self.lr_ratio = lr_ratio
+        self.lr_decay = lr_decay
         self.optimizer = optimizer
         self.weight_decay = weight_decay
         self.schedule = schedule
@@ -294,12 +301,13 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
 
     def _optimisation(self) -> Optimisation:
         lr_backbone = self.lr_backbone if self.lr_backbone is not None else self.lr * self.lr_ratio
-        return Optimisation(self.optimizer, self.lr, lr_backbone, self.weight_decay, self.schedule)
+        return Optimisation(self.optimizer, self.lr, lr_backbone, self.weight_decay, self.schedule, self.lr_decay)
 
-    def _phase(self, name: str, trainable: list[str], epochs: int, n_train: int) -> Phase:
+    def _phase(self, name: str, trainable: list[str], epochs: int, n_train: int,
+               depths: Sequence[int] = ()) -> Phase:
         n = phase_epochs(epochs, n_train, self.batch_size, self.min_steps)
         patience = None if self.patience is None else math.ceil(self.patience * n / epochs)
-        return Phase(name, tuple(trainable), n, patience)
+        return Phase(name, tuple(trainable), n, patience, tuple(depths))
 
     def _phases(self, adaptation: Adaptation, n_unfrozen: int, n_train: int, precomputed: bool) -> list[Phase]:
         if precomputed:
@@ -307,7 +315,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         phases = []
         if n_unfrozen and self.freeze_epochs:
             phases.append(self._phase("frozen", [], self.freeze_epochs, n_train))
-        phases.append(self._phase(str(self.strategy), adaptation.trainable(n_unfrozen), self.epochs, n_train))
+        phases.append(self._phase(str(self.strategy), adaptation.trainable(n_unfrozen), self.epochs, n_train,
+                                  adaptation.depths(n_unfrozen)))
         return phases
 
     def _split(self, y_enc: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:

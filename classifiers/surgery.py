@@ -68,6 +68,11 @@ class Adaptation:
         """Module paths of the ``n_unfrozen`` deepest stages (the head not included)."""
         return [path for stage in self.stages[len(self.stages) - n_unfrozen :] for path in stage]
 
+    def depths(self, n_unfrozen: int) -> list[int]:
+        """For each path of :meth:`trainable`, how many stages lie between its stage and the deepest one."""
+        stages = self.stages[len(self.stages) - n_unfrozen :]
+        return [len(stages) - 1 - i for i, stage in enumerate(stages) for _ in stage]
+
 
 def _adapt_resnet(model: nn.Module, spec: BackboneSpec, cut: str | None, n_classes: int) -> Adaptation:
     name = "avgpool" if cut is None else spec.cut(cut).name

@@ -196,30 +196,38 @@ def image_batches(
 # ---------------------------------------------------------------------------------------------- steps
 @dataclass(frozen=True)
 class Optimisation:
-    """How the trainable parameters move: optimiser name, learning rates, weight decay, schedule name."""
+    """How the trainable parameters move: optimiser name, learning rates, weight decay, schedule name, and the
+    per-stage decay of the backbone's learning rate (stage k below the deepest trains at ``lr_backbone·decay^k``)."""
 
     optimizer: str
     lr: float
     lr_backbone: float
     weight_decay: float
     schedule: str
+    stage_decay: float = 1.0
 
-    def optimizer_for(self, head_params: list, backbone_params: list) -> torch.optim.Optimizer:
-        """Optimiser with one group for the head (``lr``) and one for unfrozen backbone stages (``lr_backbone``)."""
+    def optimizer_for(self, head_params: list, backbone_params: list,
+                      depths: Sequence[int] | None = None) -> torch.optim.Optimizer:
+        """Optimiser with a group for the head (``lr``), then one per depth of the unfrozen backbone stages, deepest
+        first (``depths[i]``: stages between ``backbone_params[i]``'s stage and the deepest; default all 0)."""
         groups = [{"params": head_params, "lr": self.lr}]
-        if backbone_params:
-            groups.append({"params": backbone_params, "lr": self.lr_backbone})
+        depths = [0] * len(backbone_params) if depths is None else list(depths)
+        for depth in sorted(set(depths)):
+            params = [p for p, d in zip(backbone_params, depths) if d == depth]
+            groups.append({"params": params, "lr": self.lr_backbone * self.stage_decay ** depth})
         return OPTIMIZERS[self.optimizer](groups, self.weight_decay)
 
 
 @dataclass(frozen=True)
 class Phase:
-    """A stretch of training: its name, the module paths trained besides the head, its epochs and patience."""
+    """A stretch of training: its name, the module paths trained besides the head, its epochs and patience, and
+    each path's stage depth below the deepest unfrozen stage (for per-stage learning rates; default all 0)."""
 
     name: str
     trainable: tuple[str, ...]
     epochs: int
     patience: int | None = None
+    depths: tuple[int, ...] = ()
 
 
 def train_epoch(
@@ -388,8 +396,9 @@ def run_phases(
             paths = [head, *phase.trainable]
             freeze_except(net, paths)
             head_params = list(net.get_submodule(head).parameters())
-            backbone_params = [p for path in phase.trainable for p in parameters_at(net, path)]
-            opt = optimisation.optimizer_for(head_params, backbone_params)
+            depth_of = dict(zip(phase.trainable, phase.depths or [0] * len(phase.trainable)))
+            pairs = [(p, depth_of[path]) for path in phase.trainable for p in parameters_at(net, path)]
+            opt = optimisation.optimizer_for(head_params, [p for p, _ in pairs], [d for _, d in pairs])
             name, k = parse_schedule(optimisation.schedule)
             sched = SCHEDULES[name](opt, phase.epochs, k)
             if stopper is not None:

@@ -138,6 +138,15 @@ def slurm_script(argv: Sequence[str], nodes: int, gpus_per_node: int, port: int 
     ])
 
 
+def _workers(text: str) -> int | str:
+    """argparse type of ``--num-workers``: a non-negative integer or ``auto``."""
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--num-workers takes a non-negative integer or 'auto'; got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     from pipelines.cli import HelpFormatter, add_common_arguments, add_weights_arguments, image_size
 
@@ -153,7 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     add_weights_arguments(p)
     p.add_argument("--image-size", type=image_size, default="auto", help="crop side, 'auto' or 'none'")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
+    p.add_argument("--num-workers", type=_workers, default="auto",
+                   help="DataLoader workers per process: an integer, or auto (CPUs − 1, at most 8)")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="unreadable images")
     add_common_arguments(p, seed_help="seed of random-init weights")
     p.add_argument("--print-slurm", action="store_true", help="print a Slurm batch script running this command "
@@ -191,7 +201,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = args.device
-    if device == "auto" and world_size > 1 and torch.cuda.is_available():
+    if world_size > 1 and (device == "cuda" or device == "auto" and torch.cuda.is_available()):
         device = f"cuda:{local_rank}"
     featurizer = CNNFeaturizer(
         args.backbone, layers=args.layers.split(","), pooling=args.pooling,

@@ -163,7 +163,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         if X is not None and len(as_items(X)) == 0:
             raise ValueError("X is empty: CNNFeaturizer.fit needs at least one image (or X=None)")
         if self.backbone not in list_backbones():
-            raise ValueError(f"Unknown backbone {self.backbone!r}; valid backbones: {', '.join(list_backbones())}")
+            raise ValueError(f"Unknown backbone {self.backbone!r}; valid backbones: {', '.join(list_backbones())}, "
+                             "or timm:<model name>")
         spec = get_backbone_spec(self.backbone)
         layers = [self.layers] if isinstance(self.layers, str) else list(self.layers)
         if layers == ["all"]:
@@ -186,10 +187,13 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         return self
 
     def _stored_cuts(self) -> list[str]:
-        """Cut points one cached pass stores: every standard one, except for size-dependent poolings (``flatten``)."""
-        if pooling_of(self.pooling).size_dependent:
+        """Cut points one cached pass stores: every standard one the pooling applies to (class-token poolings skip
+        feature maps without a class token), or only the requested ones for size-dependent poolings (``flatten``)."""
+        pooling = pooling_of(self.pooling)
+        if pooling.size_dependent:
             return list(self.layers_)
-        return self.spec_.cut_names
+        cuts = [self.spec_.cut(name) for name in self.spec_.cut_names]
+        return [c.name for c in cuts if pooling.with_cls is None or not c.is_spatial or c.cls_token]
 
     def cache_key(self) -> dict[str, object]:
         """What the cached features depend on (also stored in the HDF5 file)."""

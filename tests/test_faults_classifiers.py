@@ -19,8 +19,8 @@ from test_finetune import SEEDED, check_learns, check_restores_best, check_seeds
 def _head_lr_zero(monkeypatch) -> None:
     original = Optimisation.optimizer_for
 
-    def frozen_head(self, head_params, backbone_params):
-        opt = original(self, head_params, backbone_params)
+    def frozen_head(self, head_params, backbone_params, depths=None):
+        opt = original(self, head_params, backbone_params, depths)
         opt.param_groups[0]["lr"] = 0.0
         return opt
 

@@ -404,3 +404,23 @@ def test_mixup_fit_does_not_depend_on_the_number_of_loader_workers(two_class_arr
                            epochs=2, min_steps=0, batch_size=8, validation_fraction=None, device="cpu",
                            num_workers=workers, random_state=0).fit(X, y).predict_proba(X) for workers in (0, 1)]
     np.testing.assert_array_equal(probas[0], probas[1])
+
+
+def test_lr_decay_gives_each_unfrozen_stage_its_rate(two_class_arrays, monkeypatch):
+    """strategy='full' with lr_decay: layer4 at the backbone lr, layer3 at × decay, …, the stem at × decay^4."""
+    from classifiers import training
+
+    seen = []
+    real = training.Optimisation.optimizer_for
+
+    def recording(self, head_params, backbone_params, depths=None):
+        opt = real(self, head_params, backbone_params, depths)
+        seen.append([g["lr"] for g in opt.param_groups])
+        return opt
+
+    monkeypatch.setattr(training.Optimisation, "optimizer_for", recording)
+    images, labels = two_class_arrays
+    FineTunedCNN("resnet18", weights=None, strategy="full", image_size=32, epochs=1, min_steps=0, batch_size=8,
+                 lr=1e-2, lr_ratio=0.1, lr_decay=0.5, freeze_epochs=0, validation_fraction=None, device="cpu",
+                 random_state=0).fit(images[np.r_[0:4, 12:16]], labels[np.r_[0:4, 12:16]])
+    assert seen and seen[-1] == pytest.approx([1e-2, 1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5])

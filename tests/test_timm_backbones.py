@@ -245,3 +245,15 @@ def test_sklearn_estimator_checks_with_a_timm_backbone():
     passed = {r["check_name"] for r in results if r["status"] == "passed"}
     assert {"check_estimators_pickle", "check_methods_sample_order_invariance", "check_fit_idempotent",
             "check_transformer_preserve_dtypes", "check_no_attributes_set_in_init"} <= passed
+
+
+@pytest.mark.parametrize("backbone,layers", [("resnet18", "avgpool"), ("timm:convnext_atto", "pre_logits")])
+def test_class_token_pooling_with_a_cache_stores_only_the_cuts_it_applies_to(tmp_path, two_class_arrays, backbone,
+                                                                            layers):
+    """The cached pass stores every standard cut point the pooling applies to: with 'cls', no feature map of a
+    model without a class token (the vector cut points are not pooled)."""
+    images = two_class_arrays[0][:3]
+    fz = CNNFeaturizer(backbone, layers=layers, pooling="cls", weights=None, image_size=64, cache=tmp_path).fit()
+    out = fz.transform(images)
+    assert out.shape[0] == 3 and np.isfinite(out).all()
+    assert all(not get_backbone_spec(backbone).cut(c).is_spatial for c in fz.cache_key()["cuts"])

@@ -210,3 +210,13 @@ def test_augmented_batches_do_not_depend_on_the_number_of_workers():
 
     # augmentation is not switched off: one image comes out differently in the two epochs
     assert any(not torch.equal(image_in_epoch(0, i), image_in_epoch(1, i)) for i in range(12))
+
+
+def test_per_stage_learning_rates_decay_below_the_deepest_stage():
+    params = [nn.Parameter(torch.zeros(1)) for _ in range(4)]
+    opt = Optimisation("sgd", 1.0, 0.1, 0.0, "constant", stage_decay=0.5).optimizer_for(
+        [params[0]], params[1:], depths=[2, 1, 0])
+    assert [g["lr"] for g in opt.param_groups] == [1.0, 0.1, 0.05, 0.025]
+    assert [g["params"][0] is p for g, p in zip(opt.param_groups, [params[0], params[3], params[2], params[1]])]
+    one = Optimisation("sgd", 1.0, 0.1, 0.0, "constant").optimizer_for([params[0]], params[1:], depths=[2, 1, 0])
+    assert {g["lr"] for g in one.param_groups[1:]} == {0.1}
