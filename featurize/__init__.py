@@ -22,22 +22,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'featurize' has no attribute {name!r}")
 
 
-__all__ = [
-    "BackboneSpec",
-    "CNNFeaturizer",
-    "CacheKeyError",
-    "CutPoint",
-    "FeatureCache",
-    "MultiCutExtractor",
-    "POOLINGS",
-    "Preprocessing",
-    "ResolvedWeights",
-    "UnreadableImagesWarning",
-    "get_backbone_spec",
-    "list_backbones",
-    "list_cut_points",
-    "load_model",
-    "pool",
-    "resolve_device",
-    "resolve_weights",
-]
+__all__ = sorted(_EXPORTS)

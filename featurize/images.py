@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 __all__ = [
     "IMAGE_EXTENSIONS", "MAX_PIXELS", "DECODE_IDENTITY", "UnreadableImagesWarning", "as_items", "describe",
     "content_key", "read_image", "load_image", "ImageDataset", "collate_skipping", "collate_keyed", "resolve_workers",
-    "MAX_AUTO_WORKERS",
+    "usable_cpus", "MAX_AUTO_WORKERS",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -45,8 +45,12 @@ def resolve_workers(num_workers: int | str, n_images: int, batch_size: int) -> i
         return int(num_workers)
     if n_images <= batch_size or multiprocessing.current_process().daemon:
         return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(MAX_AUTO_WORKERS, cpus - 1))
+    return max(0, min(MAX_AUTO_WORKERS, usable_cpus() - 1))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class UnreadableImagesWarning(UserWarning):

@@ -4,7 +4,8 @@
 extracted), ``splits`` (repeated training draws and the two evaluation designs), ``methods`` (the table of methods a
 comparison runs), ``results`` (the row schema of a fit and the journal that makes runs resumable), ``compare``
 (``python -m pipelines.compare``), ``protocols`` (its presets), ``grid`` (``python -m pipelines.grid``), ``bench``
-(``python -m pipelines.bench``) and ``cli`` (the options, exit codes and logging every command shares).
+(``python -m pipelines.bench``, with ``bench_suite`` and ``cache_scale``) and ``cli`` (the options, exit codes,
+logging and Dask backend every command shares).
 """
 
 from importlib import import_module
@@ -28,24 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
 
 
-__all__ = [
-    "METHODS",
-    "PROTOCOLS",
-    "RESULT_COLUMNS",
-    "CompareConfig",
-    "CompareResult",
-    "Fit",
-    "GridResult",
-    "ImageSet",
-    "Journal",
-    "Method",
-    "Protocol",
-    "Split",
-    "get_method",
-    "list_methods",
-    "load_dataset",
-    "register_method",
-    "repeated_splits",
-    "run_compare",
-    "run_grid",
-]
+__all__ = sorted(_EXPORTS)

@@ -29,6 +29,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,9 +48,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms._presets import ImageClassification
 
 from featurize.backbones import get_backbone_spec
-from featurize.devices import resolve_device
+from featurize.devices import prepare, resolve_device
 from featurize.extract import MultiCutExtractor
-from featurize.images import IMAGE_EXTENSIONS, resolve_workers
+from featurize.images import resolve_workers, usable_cpus
+from featurize.shards import list_images
 from featurize.transformer import CNNFeaturizer
 from featurize.weights import load_model
 
@@ -169,8 +171,7 @@ def cpu_name() -> str:
 def _hardware(device: torch.device) -> dict[str, object]:
     import torchvision
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_name(), "cpus": cpus,
+    return {"cpu": cpu_name(), "cpus": usable_cpus(),
             "torch_threads": torch.get_num_threads(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none",
             "torch": torch.__version__, "torchvision": torchvision.__version__}
@@ -385,9 +386,7 @@ def run_suite(
     rows: list[dict[str, object]] = []
     try:
         if data is not None:
-            paths = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n_images]
-            if not paths:
-                raise ValueError(f"data={str(data)!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            paths = list_images(data)[:n_images]
         else:
             paths = write_jpegs(root / "images", n_images, seed=seed)
         warm = write_jpegs(root / "warm-up", batch_size, seed=seed + 1)
@@ -398,7 +397,7 @@ def run_suite(
         resolved = featurizer.weights_
         log.info("suite: %d images, %s, batch %d, %s", n, backbone, batch_size, resolved.label)
 
-        CNNFeaturizer(**params).fit().transform(warm)
+        featurizer.transform(warm)
         cache = root / "cache"
         rows.append(_measurement("library", backbone, n, timed(
             dev, lambda: CNNFeaturizer(cache=cache, **params).fit().transform(paths))))
@@ -437,8 +436,6 @@ def run_suite(
                     paths[:count]))))
     finally:
         if owned:
-            import shutil
-
             shutil.rmtree(root, ignore_errors=True)
     measurements = pd.DataFrame(rows)
     settings = {"backbone": backbone, "cuts": cuts, "batch_size": batch_size, "n_images": n,
@@ -453,8 +450,6 @@ def run_suite(
 def _multicut(model: torch.nn.Module, spec, cuts: Sequence[str], tensors: torch.Tensor,
               device: torch.device) -> list[dict[str, object]]:
     """(b): one pass capturing every cut, each cut alone (stopping there), and full passes, on pre-made tensors."""
-    from featurize.devices import prepare
-
     model = prepare(model, device)
     x = tensors.contiguous(memory_format=torch.channels_last)
     every = MultiCutExtractor(model, [spec.cut(c) for c in cuts], "avg")
