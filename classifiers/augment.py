@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
-from featurize.weights import Preprocessing
+from featurize.preprocessing import Preprocessing
 
 __all__ = ["AUGMENTATIONS", "get_augmentation"]
 

@@ -55,12 +55,13 @@ from classifiers.training import (
     run_phases,
     tensor_batches,
 )
-from featurize.backbones import BackboneSpec, get_backbone_spec
+from featurize.backbones import BackboneSpec, get_backbone_spec, load_model, resolve_weights
 from featurize.devices import autocast, prepare, resolve_device, to_device
 from featurize.extract import StopForward
 from featurize.images import as_items
 from featurize.transformer import CNNFeaturizer
-from featurize.weights import Preprocessing, ResolvedWeights, load_model, resolve_weights
+from featurize.preprocessing import Preprocessing
+from featurize.weights import ResolvedWeights
 
 __all__ = ["FineTunedCNN", "STRATEGIES", "SCHEDULES", "OPTIMIZERS"]
 

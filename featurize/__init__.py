@@ -4,14 +4,16 @@ sharded extraction (``torchrun -m featurize.extract``, see :mod:`featurize.shard
 from importlib import import_module
 
 _EXPORTS = {
-    "BackboneSpec": "backbones", "CutPoint": "backbones", "get_backbone_spec": "backbones",
-    "list_backbones": "backbones", "list_cut_points": "backbones",
+    "BackboneSpec": "spec", "CutPoint": "spec", "get_backbone_spec": "backbones", "is_backbone": "backbones",
+    "list_backbones": "backbones", "list_cut_points": "backbones", "load_model": "backbones",
+    "resolve_weights": "backbones", "weights_file": "backbones",
+    "BackboneFamily": "families", "FAMILIES": "families", "register_family": "families",
     "CacheKeyError": "cache", "FeatureCache": "cache",
     "resolve_device": "devices",
     "POOLINGS": "extract", "MultiCutExtractor": "extract", "pool": "extract",
     "UnreadableImagesWarning": "images",
     "CNNFeaturizer": "transformer",
-    "Preprocessing": "weights", "ResolvedWeights": "weights", "load_model": "weights", "resolve_weights": "weights",
+    "Preprocessing": "preprocessing", "ResolvedWeights": "weights",
 }
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from featurize.backbones import CutPoint
+from featurize.spec import CutPoint
 from featurize.devices import autocast, prepare, to_device
 from featurize.images import MAX_PIXELS, ImageDataset, collate_keyed, resolve_workers
 

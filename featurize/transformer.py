@@ -13,12 +13,12 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from featurize.backbones import get_backbone_spec, list_backbones, spatial_sizes
+from featurize.backbones import get_backbone_spec, load_model, penultimate_cut, resolve_weights, spatial_sizes
 from featurize.cache import FeatureCache
 from featurize.devices import precision_of, resolve_device
 from featurize.extract import iter_features, pooled_dim, pooling_label, pooling_of
 from featurize.images import MAX_PIXELS, UnreadableImagesWarning, as_items, content_key, describe
-from featurize.weights import load_model, resolve_weights, warn_if_random
+from featurize.weights import warn_if_random
 from featurize.writer import BackgroundWriter
 
 __all__ = ["CNNFeaturizer"]
@@ -41,8 +41,8 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
     backbone : str, default="resnet18"
         A name from :func:`featurize.list_backbones`.
     layers : str or list of str, default="layer4"
-        Cut point name(s) (see :func:`featurize.list_cut_points`), or ``"all"``; features are concatenated in
-        this order.
+        Cut point name(s) (see :func:`featurize.list_cut_points`; ``"penultimate"`` is the one before the
+        classifier), or ``"all"``; features are concatenated in this order.
     pooling : str, default="avg"
         ``avg``, ``max``, ``avgmax``, ``flatten`` or ``grid:k``; vector cut points (fc layers) are not pooled.
     weights : str, WeightsEnum, path or None, default="DEFAULT"
@@ -162,16 +162,13 @@ class CNNFeaturizer(TransformerMixin, BaseEstimator):
         """
         if X is not None and len(as_items(X)) == 0:
             raise ValueError("X is empty: CNNFeaturizer.fit needs at least one image (or X=None)")
-        if self.backbone not in list_backbones():
-            raise ValueError(f"Unknown backbone {self.backbone!r}; valid backbones: {', '.join(list_backbones())}, "
-                             "or timm:<model name>")
         spec = get_backbone_spec(self.backbone)
         layers = [self.layers] if isinstance(self.layers, str) else list(self.layers)
         if layers == ["all"]:
             layers = spec.cut_names
         if not layers:
             raise ValueError(f"layers is empty; choose among {', '.join(spec.cut_names)}")
-        self.layers_ = [spec.cut(name).name for name in layers]
+        self.layers_ = [penultimate_cut(spec) if name == "penultimate" else spec.cut(name).name for name in layers]
         pooling = pooling_of(self.pooling)
         self.weights_ = resolve_weights(spec, self.weights, self.random_state)
         base = self.weights_.preprocessing

@@ -40,11 +40,10 @@ import torch
 from classifiers.finetune import FineTunedCNN
 from pipelines import bench_suite, cache_scale
 from pipelines.bench_suite import cpu_name, synchronize, timed
-from featurize.backbones import list_backbones
 from featurize.devices import precision_of, resolve_device
 from featurize.images import as_items, content_key
 from featurize.transformer import CNNFeaturizer
-from pipelines.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, image_size,
+from pipelines.cli import (HelpFormatter, backbone_name, add_common_arguments, add_weights_arguments, image_size,
                            resolve_backbone_weights, run_cli)
 
 __all__ = [
@@ -400,7 +399,7 @@ def _crop_side(text: str) -> int:
 
 
 def _add_shared(p: argparse.ArgumentParser, n_images: int, n_images_help: str) -> None:
-    p.add_argument("--backbone", default="resnet18", choices=list_backbones(), metavar="NAME", help="backbone")
+    p.add_argument("--backbone", default="resnet18", type=backbone_name, metavar="NAME", help="backbone")
     p.add_argument("--image-size", type=_crop_side, default=224, help="crop side fed to the network")
     p.add_argument("--n-images", type=int, default=n_images, help=n_images_help)
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
@@ -422,7 +421,7 @@ def _parser() -> argparse.ArgumentParser:
         "suite", help="(default) end-to-end suite: library vs bare network vs peer, with targets",
         description=bench_suite.__doc__.split("\n\n")[0], epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
     suite.add_argument("--backbone", default="resnet18", metavar="NAME", help="backbone of the ratios",
-                       choices=[b for b in list_backbones() if b.startswith(("resnet", "vgg"))])
+                       choices=bench_suite.benchable_backbones())
     suite.add_argument("--images", type=_positive, default=256,
                        help="JPEG files measured (generated unless --data)")
     suite.add_argument("--data", default=None, metavar="DIR", help="use the images of this folder (recursive)")

@@ -47,21 +47,33 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms._presets import ImageClassification
 
-from featurize.backbones import get_backbone_spec
+from featurize.backbones import get_backbone_spec, list_backbones, load_model
+from featurize.families import FAMILIES
 from featurize.devices import prepare, resolve_device
 from featurize.extract import MultiCutExtractor
 from featurize.images import resolve_workers, usable_cpus
 from featurize.shards import list_images
 from featurize.transformer import CNNFeaturizer
-from featurize.weights import load_model
 
 __all__ = ["Target", "TARGETS", "SuiteResult", "write_jpegs", "run_suite", "format_suite", "suite_payload"]
 
 log = logging.getLogger(__name__)
 
 RANDOM_INIT_NOTE = "random-init weights (speed only; features meaningless)"
-CUTS = {"resnet": ["layer1", "layer2", "layer3", "layer4"], "vgg": ["conv3_3", "conv4_3", "conv5_3", "fc7"]}
-"""The 4 cut points captured, per backbone family."""
+
+
+def bench_cuts(backbone: str) -> list[str]:
+    """The 4 cut points the suite captures on ``backbone`` (its family's ``bench_cuts``)."""
+    cuts = list(FAMILIES[get_backbone_spec(backbone).family].bench_cuts)
+    if not cuts:
+        raise ValueError(f"the bench suite has no cut points for backbone {backbone!r}; it measures "
+                         f"{', '.join(benchable_backbones())}")
+    return cuts
+
+
+def benchable_backbones() -> list[str]:
+    """Listed backbones whose family names the suite's 4 cut points."""
+    return [b for b in list_backbones() if FAMILIES[get_backbone_spec(b).family].bench_cuts]
 
 
 @dataclass(frozen=True)
@@ -378,7 +390,7 @@ def run_suite(
     dev = resolve_device(device)
     batch_size = batch_size or (128 if dev.type == "cuda" else 32)
     spec = get_backbone_spec(backbone)
-    cuts = CUTS[spec.family]
+    cuts = bench_cuts(backbone)
     modules = [spec.cut(c).module for c in cuts]
     owned = workdir is None
     root = Path(tempfile.mkdtemp(prefix="bench-suite-")) if owned else Path(workdir)
@@ -429,7 +441,7 @@ def run_suite(
         rows += _head(backbone, weights, dev, head_images, prep.crop, seed)
         for other in others:
             count = n if full else min(n, 2 * batch_size)
-            other_params = {**params, "backbone": other, "layers": CUTS[get_backbone_spec(other).family]}
+            other_params = {**params, "backbone": other, "layers": bench_cuts(other)}
             CNNFeaturizer(**other_params).fit().transform(warm[:4])
             rows.append(_measurement(f"library[{other}]", other, count, timed(
                 dev, lambda: CNNFeaturizer(cache=root / f"cache-{other}", **other_params).fit().transform(

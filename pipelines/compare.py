@@ -33,13 +33,9 @@ from tqdm.auto import tqdm
 from classifiers.augment import AUGMENTATIONS
 from classifiers.heads import pixels_baseline
 from classifiers.training import parse_schedule
-from featurize import (
-    CNNFeaturizer,
-    ResolvedWeights,
-    get_backbone_spec,
-    list_backbones,
-    resolve_weights,
-)
+from featurize import CNNFeaturizer, ResolvedWeights
+from featurize.backbones import get_backbone_spec, is_backbone, list_backbones, penultimate_cut, resolve_weights
+from featurize.families import FAMILIES
 from featurize.devices import resolve_device
 from featurize.images import load_image
 from pipelines.cli import (
@@ -80,15 +76,10 @@ from pipelines.splits import (
     repeated_splits,
 )
 
-__all__ = ["CompareConfig", "CompareResult", "DEFAULT_CUTS", "RESULT_COLUMNS", "run_compare", "main"]
+__all__ = ["CompareConfig", "CompareResult", "RESULT_COLUMNS", "run_compare", "main"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CUTS = {
-    "resnet": ("layer2", "layer3", "layer4"),
-    "vgg": ("pool3", "pool4", "pool5", "fc7"),
-    "timm": ("penultimate",),
-}
 DEFAULT_METHODS = ("linear_svm", "logistic", "random_forest", "multilayer", "pixels", "finetune_head",
                    "finetune_last_block")
 """Methods of the default run; ``scratch`` and ``finetune_full`` are left to ``--methods`` (on a CPU they cost more
@@ -203,9 +194,10 @@ class Job:
 
 def validate(config: CompareConfig) -> None:
     """Check a configuration before any work; errors name the option and the valid values."""
-    unknown = [b for b in config.backbones if b not in list_backbones()]
+    unknown = [b for b in config.backbones if not is_backbone(b)]
     if unknown:
-        raise ValueError(f"--backbones: unknown {unknown}; valid backbones: {', '.join(list_backbones())}")
+        raise ValueError(f"--backbones: unknown {unknown}; valid backbones: {', '.join(list_backbones())}, or "
+                         "timm:<model name>")
     bad = [m for m in config.methods if m not in list_methods()]
     if bad:
         raise ValueError(f"--methods: unknown {bad}; valid methods: {', '.join(list_methods())}")
@@ -272,9 +264,8 @@ def cuts_for(config: CompareConfig, backbone: str) -> list[str]:
     """Cut points the frozen-feature heads use on ``backbone``: ``config.cuts`` (its entry, else the ``"*"`` entry
     for every backbone) or the family's defaults; ``penultimate`` names the cut point just before the classifier."""
     spec = get_backbone_spec(backbone)
-    chosen = (config.cuts or {}).get(backbone) or (config.cuts or {}).get("*") or DEFAULT_CUTS[spec.family]
-    penultimate = spec.cut_names[spec.cut_names.index(spec.cut(spec.classifier).name) - 1]
-    return list(dict.fromkeys(penultimate if c == "penultimate" else spec.cut(c).name for c in chosen))
+    chosen = (config.cuts or {}).get(backbone) or (config.cuts or {}).get("*") or FAMILIES[spec.family].default_cuts
+    return list(dict.fromkeys(penultimate_cut(spec) if c == "penultimate" else spec.cut(c).name for c in chosen))
 
 
 def finetune_split_count(config: CompareConfig, device: str) -> int:
@@ -611,10 +602,11 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
                         "directory (class subfolders, optionally under train/ and val/) or a CSV of "
                         "path,label[,subset]")
     p.add_argument("--backbones", nargs="+", default=list(d.backbones),
-                   help=f"any of {', '.join(list_backbones())}, or timm:<model name> (pip install -e '.[timm]')")
+                   help=f"any of {', '.join(list_backbones())}, or timm:<model name>")
     p.add_argument("--cuts", nargs="+", default=None, metavar="[BACKBONE:]CUT",
                    help="cut points for the classical heads, e.g. layer3 layer4, resnet18:layer3 vgg16:fc7 or "
-                        "penultimate (default: resnet layer2 layer3 layer4; vgg pool3 pool4 pool5 fc7)")
+                        "penultimate (default: "
+                        + "; ".join(f"{f.name} {' '.join(f.default_cuts)}" for f in FAMILIES.values()) + ")")
     p.add_argument("--methods", nargs="+", default=list(d.methods), metavar="METHOD",
                    help="; ".join(f"'{m}' = {get_method(m).description}" for m in list_methods()))
     p.add_argument("--augment", nargs="+", default=list(d.augment),

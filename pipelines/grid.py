@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 
 from classifiers.heads import default_grid, list_heads, make_head
 from featurize import CNNFeaturizer
-from featurize.backbones import get_backbone_spec, list_backbones
+from featurize.backbones import get_backbone_spec
 from featurize.extract import parse_pooling
 from featurize.images import as_items
-from pipelines.cli import (HelpFormatter, add_backend_arguments, add_common_arguments, add_weights_arguments,
+from pipelines.cli import (HelpFormatter, backbone_name, add_backend_arguments, add_common_arguments, add_weights_arguments,
                            image_size, parallel_backend, resolve_backbone_weights, run_cli)
 from pipelines.datasets import default_data_dir, load_dataset
 from pipelines.results import Journal, dataset_fingerprint
@@ -271,8 +271,6 @@ def run_grid(
     FileNotFoundError
         Pretrained weights are neither cached nor downloadable.
     """
-    if backbone not in list_backbones():
-        raise ValueError(f"Unknown backbone {backbone!r}; valid backbones: {', '.join(list_backbones())}")
     spec = get_backbone_spec(backbone)
     cuts = [cuts] if isinstance(cuts, str) else list(cuts)
     poolings = [poolings] if isinstance(poolings, str) else list(poolings)
@@ -358,7 +356,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="where datasets and the feature cache live (default: "
                    "$CNN_TRANSFER_DATA or ~/.cache/cnn-transfer)")
     p.add_argument("--cache-dir", default=None, help="feature cache directory (default: <data dir>/features)")
-    p.add_argument("--backbone", default="resnet18", choices=list_backbones(), metavar="NAME", help="backbone")
+    p.add_argument("--backbone", default="resnet18", type=backbone_name, metavar="NAME", help="backbone")
     p.add_argument("--cuts", nargs="+", default=["layer3", "layer4"], metavar="CUT",
                    help="cut points searched; 'a+b' concatenates")
     p.add_argument("--poolings", nargs="+", default=["avg"], metavar="POOL",

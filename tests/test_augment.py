@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from classifiers.augment import AUGMENTATIONS, get_augmentation
-from featurize.weights import Preprocessing
+from featurize.preprocessing import Preprocessing
 
 
 @pytest.fixture(scope="module")

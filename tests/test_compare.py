@@ -86,11 +86,12 @@ def _parse(*argv):
 
 
 def test_cut_options_qualified_for_one_backbone_keep_the_defaults_of_the_others():
-    from pipelines.compare import DEFAULT_CUTS, cuts_for, validate
+    from featurize.families import FAMILIES
+    from pipelines.compare import cuts_for, validate
 
     config = _parse("--backbones", "resnet18", "vgg16", "--cuts", "vgg16:fc7")
     assert cuts_for(config, "vgg16") == ["fc7"]
-    assert cuts_for(config, "resnet18") == list(DEFAULT_CUTS["resnet"])
+    assert cuts_for(config, "resnet18") == list(FAMILIES["resnet"].default_cuts) == ["layer2", "layer3", "layer4"]
     with pytest.raises(ValueError, match="vgg19.*not in --backbones"):
         validate(_parse("--backbones", "resnet18", "--cuts", "vgg19:fc7"))
     mixed = _parse("--backbones", "resnet18", "--cuts", "resnet18:layer3", "layer4")

@@ -158,7 +158,7 @@ def test_features_do_not_depend_on_the_loader_workers(image_folder):
 def test_a_model_builder_is_called_once_after_the_loader_starts(two_class_arrays):
     """iter_features accepts a builder, called once (after the workers start), with the module's results."""
     from featurize.extract import iter_features
-    from featurize.weights import Preprocessing
+    from featurize.preprocessing import Preprocessing
 
     images = two_class_arrays[0][:6]
     spec = get_backbone_spec("resnet18")

@@ -14,7 +14,7 @@ from PIL import Image
 
 import featurize.cache as cache_module
 import featurize.images as images_module
-import featurize.weights as weights_module
+import featurize.families.torchvision as torchvision_family
 from featurize.cache import FeatureCache
 from featurize.extract import POOLINGS, Pooling
 
@@ -98,7 +98,7 @@ def _palette_ignored(monkeypatch):
 
 
 def _weights_not_verified(monkeypatch):
-    monkeypatch.setattr(weights_module, "_verify", lambda resolved, path, digest: None)
+    monkeypatch.setattr(torchvision_family, "read_verified", lambda resolved, path: path.read_bytes())
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from classifiers import training
 from conftest import make_two_class_images
 from classifiers.finetune import FineTunedCNN
 from featurize.backbones import get_backbone_spec
-from featurize.weights import load_model, resolve_weights
+from featurize.backbones import load_model, resolve_weights
 
 FAST = dict(weights=None, epochs=1, min_steps=0, batch_size=32, device="cpu", validation_fraction=None, random_state=0)
 

@@ -278,7 +278,7 @@ def test_pixels_baseline(two_class_arrays):
 def test_logistic_on_real_cnn_features():
     """resnet18 (RANDOM-INIT weights: not pretrained) layer3 global-average-pooled, two generated classes."""
     from featurize.backbones import get_backbone_spec
-    from featurize.weights import load_model, resolve_weights
+    from featurize.backbones import load_model, resolve_weights
 
     spec = get_backbone_spec("resnet18")
     resolved = resolve_weights(spec, None)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from featurize.weights import Preprocessing
+from featurize.preprocessing import Preprocessing
 from reports.architecture.imagenet_probe import probe_images, summarize_probe, views
 
 IDENTITY = Preprocessing(None, None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))

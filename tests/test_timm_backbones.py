@@ -13,11 +13,11 @@ import torchvision
 
 timm = pytest.importorskip("timm")
 
-import featurize.timm_source as timm_source  # noqa: E402
+import featurize.families.timm as timm_family  # noqa: E402
 import featurize.transformer as transformer_module  # noqa: E402
-from featurize import CNNFeaturizer, get_backbone_spec, list_backbones, list_cut_points  # noqa: E402
+from featurize import CNNFeaturizer, get_backbone_spec, is_backbone, list_backbones, list_cut_points  # noqa: E402
 from featurize.extract import MultiCutExtractor  # noqa: E402
-from featurize.weights import load_model, resolve_weights  # noqa: E402
+from featurize.backbones import load_model, resolve_weights  # noqa: E402
 from test_transformer import INAPPLICABLE, _TabularAsImages  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
@@ -42,21 +42,22 @@ def _by_hand(x: torch.Tensor, pooling: str) -> torch.Tensor:
 
 
 def test_timm_names_are_backbones_and_unknown_ones_are_clear():
-    assert CONVNEXT in list_backbones() and "resnet18" in list_backbones() and "alexnet" not in list_backbones()
+    assert is_backbone(CONVNEXT) and is_backbone("resnet18") and not is_backbone("alexnet")
+    assert "resnet18" in list_backbones() and not any(name.startswith("timm:") for name in list_backbones())
     with pytest.raises(ValueError, match="Unknown timm model 'no_such_net'"):
         get_backbone_spec("timm:no_such_net")
     with pytest.raises(ValueError, match="bogus.*resnet18.tv_in1k"):
         get_backbone_spec("timm:resnet18.bogus")
 
 
-def test_missing_timm_names_the_extra(monkeypatch):
+def test_missing_timm_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)
-    monkeypatch.setattr(timm_source, "timm_spec", timm_source.timm_spec.__wrapped__)
+    monkeypatch.setattr(timm_family, "timm_spec", timm_family.timm_spec.__wrapped__)
     get_backbone_spec.cache_clear()
     try:
-        with pytest.raises(ImportError, match=r"pip install -e '\.\[timm\]'"):
+        with pytest.raises(ImportError, match=r"pip install -e \."):
             get_backbone_spec(CONVNEXT)
-        with pytest.raises(ImportError, match=r"pip install -e '\.\[timm\]'"):
+        with pytest.raises(ImportError, match=r"pip install -e \."):
             CNNFeaturizer(CONVNEXT, weights=None).fit()
     finally:
         get_backbone_spec.cache_clear()

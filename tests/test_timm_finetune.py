@@ -11,7 +11,7 @@ timm = pytest.importorskip("timm")
 from classifiers.finetune import FineTunedCNN  # noqa: E402
 from classifiers.surgery import build_adapted, freeze_except  # noqa: E402
 from featurize.backbones import get_backbone_spec  # noqa: E402
-from featurize.weights import load_model, resolve_weights  # noqa: E402
+from featurize.backbones import load_model, resolve_weights  # noqa: E402
 
 VIT, CONVNEXT = "timm:vit_tiny_patch16_224", "timm:convnext_atto"
 FAST = dict(weights=None, epochs=1, min_steps=0, batch_size=8, device="cpu", validation_fraction=None, random_state=0)

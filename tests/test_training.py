@@ -24,7 +24,7 @@ from classifiers.training import (
     steps_per_epoch,
     tensor_batches,
 )
-from featurize.weights import Preprocessing
+from featurize.preprocessing import Preprocessing
 
 
 @pytest.mark.parametrize("n, batch, shuffle, dropped", [

@@ -11,7 +11,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from featurize import get_backbone_spec, load_model, resolve_weights
-from featurize.weights import Preprocessing, file_sha256
+from featurize.preprocessing import Preprocessing
+from featurize.weights import file_sha256
 
 
 @pytest.fixture(scope="module")

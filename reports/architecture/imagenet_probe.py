@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from featurize.weights import Preprocessing
+from featurize.preprocessing import Preprocessing
 
 __all__ = ["views", "probe_images", "summarize_probe", "generated_scenes"]
 

@@ -31,10 +31,12 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from featurize.backbones import BackboneSpec, get_backbone_spec, list_backbones  # noqa: E402
+from featurize.backbones import BackboneSpec, get_backbone_spec  # noqa: E402
 from reports.architecture.fcn import convolutionalize, try_stages  # noqa: E402
-from featurize.weights import ResolvedWeights, load_model, resolve_weights  # noqa: E402
-from pipelines.cli import HelpFormatter, add_weights_arguments, resolve_backbone_weights, run_cli  # noqa: E402
+from featurize.backbones import load_model, resolve_weights  # noqa: E402
+from featurize.weights import ResolvedWeights  # noqa: E402
+from pipelines.cli import (HelpFormatter, add_weights_arguments, backbone_name,  # noqa: E402
+                           resolve_backbone_weights, run_cli)
 from reports.architecture.conv_arith import layer_arithmetic, layer_table, savings_summary  # noqa: E402
 from reports.architecture.imagenet_probe import generated_scenes, probe_images, summarize_probe  # noqa: E402
 from reports.architecture.invariance import pooling_stability, translation_equivariance  # noqa: E402
@@ -560,7 +562,7 @@ def build_report(cfg: ReportConfig, out: str | Path) -> dict[str, Path]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reports.architecture", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--backbones", nargs="+", default=["vgg16", "resnet18"], choices=list_backbones(), metavar="NAME",
+    p.add_argument("--backbones", nargs="+", default=["vgg16", "resnet18"], type=backbone_name, metavar="NAME",
                    help="backbones to analyse")
     p.add_argument("--image", default=None, help="image for the fully-convolutional heatmap (default: generated)")
     p.add_argument("--probe-images", nargs="+", default=[], metavar="PATH",

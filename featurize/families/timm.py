@@ -1,7 +1,7 @@
 """timm models as backbones (``timm:<model name>``): cut points from the model's own feature info, weights through
 the Hugging Face cache or a local file, preprocessing from timm's pretrained config.
 
-timm is an optional extra (``pip install -e '.[timm]'``), imported on first use.
+timm is imported on first use (it is slow to import).
 
 Cut points
 ----------
@@ -24,12 +24,19 @@ Weights
 ``"DEFAULT"`` is the pretrained tag of the name (timm's default tag when the name has none), read from the Hugging
 Face cache (``HF_HOME``), never downloaded; a path to a local ``.safetensors`` / ``.pth`` / ``.bin`` file is loaded
 through timm's own checkpoint mapping; ``None`` is random initialisation, flagged as for torchvision models.
+
+Stages and surgery
+------------------
+One stage per module of the model's feature info (ResNet ``act1``, ``layer1`` …; ConvNeXt ``stages.i``; ViT
+``blocks.i``), each with the modules before it since the previous one (the stem joins the first stage, with a ViT's
+class/register tokens and position embedding); what follows the last one (final norms) joins the last stage.  A
+stage path is a module or, for those embeddings, a parameter.  The new head goes where the model's classifier is
+(``cut=None`` = ``"pre_logits"``): timm's ``reset_classifier`` keeps the model's own pooling and norms.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 import math
@@ -39,14 +46,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from featurize.backbones import TIMM_PREFIX, BackboneSpec, _measure
-from featurize.weights import Preprocessing, ResolvedWeights, _file_identity, file_sha256, warn_if_random
+from featurize.families.base import BackboneFamily
+from featurize.preprocessing import Preprocessing
+from featurize.spec import Adaptation, BackboneSpec, measure_cut_points
+from featurize.weights import (
+    ResolvedWeights,
+    build_random,
+    file_sha256,
+    is_weights_path,
+    local_file,
+    random_weights,
+    read_verified,
+)
 
-__all__ = ["INSTALL_HINT", "import_timm", "timm_spec", "timm_preprocessing", "resolve_timm_weights", "load_timm_model"]
+__all__ = ["TIMM_PREFIX", "TimmFamily", "import_timm", "timm_spec"]
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install -e '.[timm]'"
+TIMM_PREFIX = "timm:"
+"""Backbone names starting with this are timm models (``timm:vit_small_patch14_dinov2.lvd142m``)."""
 _FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 _MEASURE_SIZE = 224
@@ -58,18 +76,13 @@ def import_timm():
     Raises
     ------
     ImportError
-        When timm is not installed; the message names the extra to install.
+        When timm is not installed; the message names the command that installs it.
     """
     try:
         import timm
     except ImportError as exc:
-        raise ImportError(f"timm backbones ('timm:<model name>') need the optional timm package, which is not "
-                          f"installed: {INSTALL_HINT}") from exc
+        raise ImportError("timm backbones need the timm package, which is not installed: pip install -e .") from exc
     return timm
-
-
-def _model_name(backbone: str) -> str:
-    return backbone.removeprefix(TIMM_PREFIX)
 
 
 def _create(
@@ -77,7 +90,7 @@ def _create(
 ) -> nn.Module:
     """Build a timm model, random init unless ``pretrained`` (``weights=None`` as torchvision builders take it)."""
     if weights is not None:
-        raise ValueError("timm builders take weights=None only; pretrained weights go through load_timm_model")
+        raise ValueError("timm builders take weights=None only; pretrained weights go through load_model")
     return import_timm().create_model(model_name, pretrained=pretrained, **dict(kwargs), **extra)
 
 
@@ -109,8 +122,8 @@ def _pre_logits_module(model: nn.Module, classifier: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def timm_spec(name: str) -> BackboneSpec:
-    """The registry entry of ``timm:<model name>`` (built on the meta device: no memory, no download).
+def timm_spec(name: str, model_name: str, family: str) -> BackboneSpec:
+    """The spec of backbone ``name``, timm model ``model_name``, in ``family`` (built on the meta device).
 
     Raises
     ------
@@ -120,7 +133,6 @@ def timm_spec(name: str) -> BackboneSpec:
         For an unknown model or pretrained tag, or a model whose feature maps are not (N, C, H, W).
     """
     timm = import_timm()
-    model_name = _model_name(name)
     if not timm.is_model(model_name):
         raise ValueError(f"Unknown timm model {model_name!r} (backbone {name!r}); list the names with "
                          f"timm.list_models('{model_name.split('.')[0][:6]}*', pretrained=True)")
@@ -144,23 +156,23 @@ def timm_spec(name: str) -> BackboneSpec:
         paths.append(("pre_logits", pre_logits))
     paths.append(("head", classifier))
     tokens = (model.num_prefix_tokens, bool(getattr(model, "has_class_token", False))) if kwargs else None
-    cuts = _measure(model, paths, _MEASURE_SIZE, tokens)
+    cuts = measure_cut_points(model, paths, _MEASURE_SIZE, tokens)
     for cut, (_, channels) in zip(cuts, features):
         if cut.channels != channels:
             raise ValueError(f"backbone {name!r}: the output of {cut.module} is not (N, C={channels}, H, W) "
                              "(channels-last models such as Swin are not supported)")
-    return BackboneSpec(name=name, family="timm", builder=builder, weights_enum=None, cut_points=tuple(cuts),
+    return BackboneSpec(name=name, family=family, builder=builder, weights_enum=None, cut_points=tuple(cuts),
                         classifier=classifier)
 
 
 @functools.lru_cache(maxsize=None)
-def _pretrained_cfg(name: str) -> dict:
+def _pretrained_cfg(spec: BackboneSpec) -> dict:
     with torch.device("meta"):
-        return dict(timm_spec(name).builder().pretrained_cfg)
+        return dict(spec.builder().pretrained_cfg)
 
 
 @functools.lru_cache(maxsize=None)
-def timm_preprocessing(name: str) -> Preprocessing:
+def timm_preprocessing(spec: BackboneSpec) -> Preprocessing:
     """timm's eval transform of the model's pretrained config as a :class:`Preprocessing`.
 
     ``resolve_model_data_config`` gives the input size, ``crop_pct``, interpolation and mean/std; timm's eval
@@ -170,12 +182,12 @@ def timm_preprocessing(name: str) -> Preprocessing:
     """
     timm = import_timm()
     with torch.device("meta"):
-        config = timm.data.resolve_model_data_config(timm_spec(name).builder())
+        config = timm.data.resolve_model_data_config(spec.builder())
     _, height, width = config["input_size"]
     crop_pct = config.get("crop_pct") or timm.data.DEFAULT_CROP_PCT
     if height != width or config.get("crop_mode", "center") != "center":
         log.warning("%s: timm's eval transform (input %dx%d, crop_mode %r) is approximated by resize + centre crop "
-                    "to %d", name, height, width, config.get("crop_mode"), height)
+                    "to %d", spec.name, height, width, config.get("crop_mode"), height)
     return Preprocessing(
         resize=math.floor(height / crop_pct),
         crop=int(height),
@@ -191,7 +203,7 @@ def _hf_cache_dir() -> Path:
     return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
 
 
-def _cached_pretrained_file(name: str) -> tuple[str, Path]:
+def _cached_pretrained_file(spec: BackboneSpec) -> tuple[str, Path]:
     """The ``<arch>.<tag>`` of a timm backbone's pretrained weights and their file in the Hugging Face cache.
 
     Raises
@@ -201,7 +213,7 @@ def _cached_pretrained_file(name: str) -> tuple[str, Path]:
     """
     from huggingface_hub import try_to_load_from_cache
 
-    cfg = _pretrained_cfg(name)
+    cfg = _pretrained_cfg(spec)
     tagged = f"{cfg.get('architecture')}.{cfg.get('tag')}" if cfg.get("tag") else str(cfg.get("architecture"))
     hub_id = cfg.get("hf_hub_id")
     files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else _HF_FILES
@@ -213,46 +225,9 @@ def _cached_pretrained_file(name: str) -> tuple[str, Path]:
     source = (f"the Hugging Face repository {hub_id} ({' or '.join(files)}; e.g. `huggingface-cli download {hub_id} "
               f"{files[0]}` where a network exists)" if hub_id else f"{cfg.get('url') or 'its authors'}")
     raise FileNotFoundError(
-        f"Pretrained weights {tagged} for backbone {name!r} are not in the Hugging Face cache {str(cache)!r} "
+        f"Pretrained weights {tagged} for backbone {spec.name!r} are not in the Hugging Face cache {str(cache)!r} "
         f"(HF_HOME={os.environ.get('HF_HOME', '')!r}) and are never downloaded here. Get them from {source} into that "
         f"cache, or pass weights='/path/to/{files[0]}', or weights=None for a random-init run."
-    )
-
-
-def resolve_timm_weights(spec: BackboneSpec, weights: object, random_state: int | None = 0) -> ResolvedWeights:
-    """Resolve a ``weights`` argument for a timm backbone (see the module docstring).
-
-    Raises
-    ------
-    FileNotFoundError
-        For ``"DEFAULT"`` when the pretrained weights are not in the Hugging Face cache.
-    ValueError
-        For a missing local file or any other value (torchvision enum names included).
-    """
-    timm = import_timm()
-    preprocessing = timm_preprocessing(spec.name)
-    if weights is None:
-        seed = 0 if random_state is None else int(random_state)
-        return ResolvedWeights(
-            kind="random", identity=f"random-init(seed={seed},torch={torch.__version__},timm={timm.__version__})",
-            pretrained=False, preprocessing=preprocessing, seed=seed,
-        )
-    if isinstance(weights, os.PathLike) or (
-        isinstance(weights, str) and (weights.endswith(_FILE_SUFFIXES) or os.sep in weights)
-    ):
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ValueError(f"weights file {str(path)!r} does not exist (weights= takes 'DEFAULT', a weights file "
-                             "or None)")
-        return ResolvedWeights(kind="file", identity=_file_identity(path, file_sha256(path)), pretrained=True,
-                               preprocessing=preprocessing, path=path.resolve())
-    if weights == "DEFAULT":
-        tagged, path = _cached_pretrained_file(spec.name)
-        return ResolvedWeights(kind="timm", identity=f"timm:{tagged}:sha256={file_sha256(path)[:16]}",
-                               pretrained=True, preprocessing=preprocessing, path=path)
-    raise ValueError(
-        f"weights={weights!r} for {spec.name}: timm backbones take 'DEFAULT' (the pretrained tag in the backbone "
-        f"name, timm:<model>.<tag>, from the Hugging Face cache), a path to a weights file, or None (random init)"
     )
 
 
@@ -268,31 +243,92 @@ def _state_dict(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_timm_model(spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
-    """Build the timm model with the resolved weights, in eval mode on the CPU.
+def _timm_stages(model: nn.Module, features: list[str], classifier: str) -> tuple[tuple[str, ...], ...]:
+    """Stages of a timm model: walk its modules in definition order, closing a stage at each feature module."""
+    stages: list[tuple[str, ...]] = []
+    current = [name for name, _ in model.named_parameters(recurse=False)]
 
-    The file is read once; those bytes are hashed (checked against ``resolved.identity``), then handed to timm's
-    own pretrained loader (``pretrained_cfg_overlay=dict(state_dict=...)``: its checkpoint mapping applies).
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}{name}"
+            if path == classifier:
+                continue
+            if any(f.startswith(f"{path}.") for f in (*features, classifier)):
+                current.extend(f"{path}.{p}" for p, _ in child.named_parameters(recurse=False))
+                walk(child, f"{path}.")
+                continue
+            current.append(path)
+            if path in features:
+                stages.append(tuple(current))
+                current.clear()
 
-    Raises
-    ------
-    ValueError
-        When the file changed since it was resolved, or its parameters do not fit the model.
-    """
-    if resolved.kind == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(resolved.seed)
-            model = spec.builder()
-        warn_if_random(spec.name, resolved)
+    walk(model, "")
+    stages[-1] += tuple(current)
+    return tuple(stages)
+
+
+class TimmFamily(BackboneFamily):
+    """Any timm model, named ``timm:<model name>`` (``timm:convnext_tiny.fb_in22k``)."""
+
+    name = "timm"
+    description = "any timm model as timm:<model name> (feature_info cut points, Hugging Face cache weights)"
+    default_cuts = ("penultimate",)
+
+    def names(self) -> list[str]:
+        return []
+
+    def owns(self, backbone: str) -> bool:
+        return isinstance(backbone, str) and backbone.startswith(TIMM_PREFIX)
+
+    def spec(self, backbone: str) -> BackboneSpec:
+        return timm_spec(backbone, backbone.removeprefix(TIMM_PREFIX), self.name)
+
+    def resolve_weights(self, spec: BackboneSpec, weights: object, random_state: int | None = 0) -> ResolvedWeights:
+        """``"DEFAULT"`` (the Hugging Face cache), a weights file, or None."""
+        timm = import_timm()
+        preprocessing = timm_preprocessing(spec)
+        if weights is None:
+            return random_weights(random_state, preprocessing, f"torch={torch.__version__},timm={timm.__version__}")
+        if is_weights_path(weights, _FILE_SUFFIXES):
+            return local_file(weights, preprocessing, "'DEFAULT', a weights file or None")
+        if weights == "DEFAULT":
+            tagged, path = _cached_pretrained_file(spec)
+            return ResolvedWeights(kind="timm", identity=f"timm:{tagged}:sha256={file_sha256(path)[:16]}",
+                                   pretrained=True, preprocessing=preprocessing, path=path)
+        raise ValueError(
+            f"weights={weights!r} for {spec.name}: timm backbones take 'DEFAULT' (the pretrained tag in the backbone "
+            f"name, timm:<model>.<tag>, from the Hugging Face cache), a path to a weights file, or None (random init)"
+        )
+
+    def weights_file(self, resolved: ResolvedWeights, download: bool = True) -> Path:
+        if resolved.kind == "random":
+            raise ValueError("random-init weights have no file")
+        return resolved.path
+
+    def load_model(self, spec: BackboneSpec, resolved: ResolvedWeights) -> nn.Module:
+        """The file is read once; those bytes are hashed (checked against ``resolved.identity``), then handed to
+        timm's own pretrained loader (``pretrained_cfg_overlay=dict(state_dict=...)``: its checkpoint mapping
+        applies)."""
+        if resolved.kind == "random":
+            return build_random(spec, resolved)
+        data = read_verified(resolved, resolved.path)
+        overlay = dict(state_dict=_state_dict(data, resolved.path), source="", file=None, url=None, hf_hub_id=None)
+        try:
+            model = spec.builder(pretrained=True, pretrained_cfg_overlay=overlay)
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"weights {resolved.identity} do not fit {spec.name}: {exc}") from exc
         return model.eval()
-    data = resolved.path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if not resolved.identity.endswith(f":sha256={digest[:16]}"):
-        raise ValueError(f"weights file {str(resolved.path)!r} changed since it was resolved ({resolved.identity}; "
-                         f"now sha256 {digest[:16]}). Call fit again to use the new file.")
-    overlay = dict(state_dict=_state_dict(data, resolved.path), source="", file=None, url=None, hf_hub_id=None)
-    try:
-        model = spec.builder(pretrained=True, pretrained_cfg_overlay=overlay)
-    except (RuntimeError, KeyError) as exc:
-        raise ValueError(f"weights {resolved.identity} do not fit {spec.name}: {exc}") from exc
-    return model.eval()
+
+    def weights_dir_file(self, backbone: str, weights: str) -> str:
+        """``<model name>.safetensors``."""
+        return f"{backbone.removeprefix(TIMM_PREFIX)}.safetensors"
+
+    def adapt(self, model: nn.Module, spec: BackboneSpec, cut: str | None, n_classes: int) -> Adaptation:
+        del cut
+        model.reset_classifier(n_classes)
+        head = next(path for path, m in model.named_modules() if m is model.get_classifier())
+        features = [c.module for c in spec.cut_points if c.is_spatial]
+        return Adaptation(head=head, stages=_timm_stages(model, features, head), feature_cut="pre_logits")
+
+    def head_cuts(self, spec: BackboneSpec) -> list[str]:
+        return ["pre_logits"]
