@@ -1,16 +1,36 @@
-"""Fine-tune a torchvision ResNet/VGG or a timm model end to end, as a scikit-learn classifier.
+"""Fine-tune a pretrained CNN end to end, as a scikit-learn classifier, with the recipe careful practitioners use on a
+few images.
 
-The estimator only: the network surgery (cut points, stages, freezing) is :mod:`classifiers.surgery`, the training
-loop (phases, early stopping, optimiser and schedule tables) is :mod:`classifiers.training`.
+The estimator only: the network surgery is each backbone family's (:mod:`featurize.families`), the training loop
+with its callbacks is :mod:`classifiers.training`, the linear probe :mod:`classifiers.probe`, the cached inputs of
+the frozen part :mod:`classifiers.inputs`, saving and loading :mod:`classifiers.persistence`.
+
+The default recipe
+------------------
+- **BatchNorm statistics frozen** (``bn="frozen"``): every BatchNorm layer keeps ImageNet's running statistics (eval
+  mode) while the affine parameters of the trainable stages learn; batches of 5–20 images would otherwise overwrite
+  them with noisy estimates.
+- **Probe first, then fine-tune** (``head_init="probe"``, LP-FT, Kumar et al. 2022): for strategies that unfreeze
+  stages, the new head starts as a logistic regression fitted on the frozen head inputs (:mod:`classifiers.probe`),
+  and the probe alone stays a candidate: with an inner validation split, the candidate with the lowest validation
+  loss — the probe, or fine-tuning at one of ``lr_candidates`` stopped at its best epoch — is kept (then refitted on
+  every training image); the choice is in ``chosen_`` and every candidate in ``candidates_``.
+- **Augmentation** (``augment="auto"``): flip + random-resized crop when stages are unfrozen (the PyTorch tutorial's
+  policy), none for the head alone.
 
 Fair fine-tuning budget
 -----------------------
 Each phase runs ``max(epochs, ceil(min_steps / steps per epoch))`` epochs, so a handful of images still gets
-``min_steps`` optimizer steps (5 images per class, batch 32: one step per epoch).  With ``validation_fraction``,
-early stopping picks the epoch of the lowest validation loss; with ``refit=True`` (default) the network is then
-trained again from the same initial weights (same seed) on *all* training images for that many epochs, with the
-same per-phase schedule (the learning-rate trajectory of the selection run, cut at the selected epoch).
-``validation_score_`` is the inner-validation accuracy at the selected epoch: a training-side selection score.
+``min_steps`` optimizer steps.  With ``validation_fraction``, early stopping picks the epoch of the lowest validation
+loss; with ``refit=True`` (default) the network is then trained again from the same initial weights (same seed) on
+*all* training images for that many epochs, with the same per-phase schedule.  ``validation_score_`` is the
+inner-validation accuracy of the kept candidate: a training-side selection score.
+
+Cost
+----
+With the frozen stages in eval mode and no augmentation, what enters the trainable part depends on the image only:
+``precompute=True`` computes it once (the head's input for ``strategy="head"``, the first trainable stage's input for
+``last_block``/``last:k``) and trains from there — the same result as the full forward, for a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -20,7 +40,8 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from contextlib import ExitStack
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -32,73 +53,73 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from classifiers.augment import AUGMENTATIONS, get_augmentation
-from classifiers.surgery import (
-    STRATEGIES,
-    Adaptation,
-    build_adapted,
-    check_cut,
-    check_strategy,
-    unfrozen_stages,
-)
+from classifiers.inputs import inputs_of, skip_prefix
+from classifiers.persistence import load_estimator, save_estimator
+from classifiers.probe import Probe, fit_probe
+from classifiers.surgery import STRATEGIES, build_adapted, check_cut, check_strategy, unfrozen_stages
 from classifiers.training import (
+    BN_MODES,
     OPTIMIZERS,
     SCHEDULES,
-    parse_schedule,
     EarlyStopping,
+    History,
     Optimisation,
     Phase,
+    ProgressBar,
+    Trainer,
+    evaluate,
     image_batches,
+    parse_schedule,
     phase_epochs,
-    run_phases,
     tensor_batches,
 )
-from featurize.backbones import BackboneSpec, get_backbone_spec, load_model, resolve_weights
+from featurize.backbones import get_backbone_spec, load_model, resolve_weights
 from featurize.devices import autocast, prepare, resolve_device, to_device
-from featurize.extract import StopForward
 from featurize.images import as_items
+from featurize.spec import BackboneSpec
 from featurize.transformer import CNNFeaturizer
-from featurize.preprocessing import Preprocessing
 from featurize.weights import ResolvedWeights
 
-__all__ = ["FineTunedCNN", "STRATEGIES", "SCHEDULES", "OPTIMIZERS"]
+__all__ = ["FineTunedCNN", "HEAD_INITS", "STRATEGIES", "SCHEDULES", "OPTIMIZERS"]
 
-_FORMAT = 2
-_READABLE_FORMATS = (1, 2)
+HEAD_INITS = ("probe", "random")
+"""How the new head starts when stages are unfrozen: the fitted linear probe (LP-FT) or a random ``Linear``."""
 
 
-def _params_for_saving(params: dict) -> dict:
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, WeightsEnum):
-            value = value.name
-        elif isinstance(value, (Path, torch.device)):
-            value = str(value)
-        out[key] = value
-    return out
+@dataclass
+class _Inputs:
+    """What one fit trains: ``net`` (the whole model, the model with its frozen part skipped, or the bare head) with
+    its ``head`` path, fed images or the cached activations ``cached`` (``path`` says which)."""
+
+    path: str
+    net: nn.Module
+    head: str
+    cached: torch.Tensor | None
 
 
 class FineTunedCNN(ClassifierMixin, BaseEstimator):
-    """Adapt a torchvision ResNet/VGG or a timm model (``timm:<model name>``) to a classification task by fine-tuning.
+    """Adapt a pretrained CNN (any :func:`featurize.list_backbones` name or ``timm:<model name>``) to a
+    classification task by fine-tuning.
 
-    Strategies, stages and cut points are described in :mod:`classifiers.surgery`; the step budget and the refit
-    in this module's docstring.
+    Strategies and stages are described in :mod:`classifiers.surgery`; the recipe, the step budget, the refit and
+    the cached inputs in this module's docstring.
 
     Parameters
     ----------
     backbone : str
-        A :func:`featurize.backbones.list_backbones` name, or ``timm:<model name>``.
+        A :func:`featurize.list_backbones` name, or ``timm:<model name>``.
     weights : str, WeightsEnum, path or None
-        As :func:`featurize.weights.resolve_weights`; ``None`` = random init (with ``strategy="full"``: training
-        from scratch).
+        As :func:`featurize.resolve_weights`; ``None`` = random init (with ``strategy="full"``: training from
+        scratch).
     strategy : str
         ``"head"``, ``"last_block"``, ``"last:k"`` or ``"full"``: which stages train.
     cut : str or None
         Cut point where the new head goes; ``None`` replaces the network's own classifier.
     augment : str
-        A :data:`classifiers.augment.AUGMENTATIONS` policy (``"none"``, ``"flip_crop"``, ``"strong"``, ``"mixup"``,
+        ``"auto"`` (``"flip_crop"`` when stages are unfrozen, ``"none"`` for the head alone) or a
+        :data:`classifiers.augment.AUGMENTATIONS` policy (``"none"``, ``"flip_crop"``, ``"strong"``, ``"mixup"``,
         ``"flip_crop+mixup"``, ``"strong+mixup"``).
     epochs : int
         Epochs with the strategy's trainable stages (after ``freeze_epochs``), at least (see ``min_steps``).
@@ -106,20 +127,20 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         Head-only epochs before unfreezing (fastai's ``fine_tune`` recipe uses 1); ignored for ``"head"``.
     min_steps : int
         Floor on the optimizer steps of each phase: its epochs are raised to ``ceil(min_steps / steps per epoch)``
-        when that is more.  60 steps is one epoch of the PyTorch transfer-learning tutorial (244 images, batch 4)
-        and lets a new head trained by AdamW at lr=1e-3 converge; with 120 images/class and batch 32 (8 steps per
-        epoch) the floor is inactive at ``epochs=10``.  0 disables it.  When the floor raises a phase's epochs by
-        a factor f, its ``patience`` is multiplied by f too (it measures the same amount of training).
+        when that is more; 0 disables it.  When the floor raises a phase's epochs by a factor f, its ``patience`` is
+        multiplied by f too (it measures the same amount of training).
     lr : float
-        Learning rate of the head (1e-3 suits AdamW; the PyTorch tutorial's SGD uses 1e-3 too).
+        Learning rate of the head.
     lr_backbone : float or None
         Learning rate of the unfrozen backbone stages; ``None`` = ``lr * lr_ratio``.
     lr_ratio : float
-        Discriminative learning rate: backbone lr / head lr when ``lr_backbone`` is None (pretrained layers move
-        less than the new head).
+        Discriminative learning rate: backbone lr / head lr when ``lr_backbone`` is None.
     lr_decay : float, default=1.0
         Per-stage decay of the backbone's learning rate: the deepest unfrozen stage trains at the backbone lr, the
-        stage k below it at ``lr_backbone · lr_decay**k`` (layer-wise decay; 1 = one rate for all stages).
+        stage k below it at ``lr_backbone · lr_decay**k``.
+    lr_candidates : sequence of float or None
+        Head learning rates tried on the inner validation split (each with the same ``lr_ratio``/``lr_decay``); the
+        one with the lowest validation loss is kept.  None = ``[lr]``.  Without validation only ``lr`` is used.
     optimizer : str
         A :data:`classifiers.training.OPTIMIZERS` name: ``"adamw"`` or ``"sgd"`` (momentum 0.9).
     weight_decay : float
@@ -129,23 +150,28 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         (×0.1 every third of the phase), ``"step:k"`` (×0.1 every k epochs) or ``"constant"``.
     batch_size : int
         Mini-batch size.
+    bn : {"frozen", "train"}
+        BatchNorm layers keep their running statistics (``"frozen"``) or update them from each batch in the trainable
+        stages (``"train"``).
+    head_init : {"probe", "random"}
+        With stages unfrozen: start from the linear probe, kept as a candidate (``"probe"``, LP-FT), or from a
+        random head (``"random"``).  The head-only strategy always trains a random head.
     validation_fraction : float or None
-        Stratified inner validation split choosing the epoch count (early stopping on the validation loss);
-        ``None`` trains on everything for all epochs and keeps the last weights.
+        Stratified inner validation split choosing the candidate and the epoch count (early stopping on the
+        validation loss); ``None`` trains on everything for all epochs and keeps the last weights.
     patience : int or None
         Epochs without a validation-loss improvement before a phase stops; ``None`` never stops early.
     refit : bool
-        With ``validation_fraction``: after the epoch count is chosen, train again from the same initial weights on
-        all training images for that many epochs (True), or keep the best weights of the selection run, trained on
-        the images outside the validation split (False).  Ignored without validation.
+        With ``validation_fraction``: after the choice, train again from the same initial weights on all training
+        images (True), or keep the chosen candidate trained on the images outside the validation split (False).
     image_size : "auto" or int
-        Side of the network input; ``"auto"`` = the weights' preprocessing crop (224).
+        Side of the network input; ``"auto"`` = the weights' preprocessing crop.
     precompute : bool
-        With ``strategy="head"`` and ``augment="none"``, compute the frozen activations at the cut once and train
-        the head on them (same result as the full forward, much faster); False re-runs the frozen network every epoch.
+        Without augmentation, compute what enters the trainable part once and train from there (same result, much
+        faster); False re-runs the frozen part every epoch.
     cache : str, path or None
-        Directory (or ``.h5`` file) where :class:`featurize.CNNFeaturizer` keeps those activations between fits;
-        None keeps them in memory for this fit only.
+        Directory (or ``.h5`` file) where :class:`featurize.CNNFeaturizer` keeps the head inputs between fits (the
+        probe's features, the head-only strategy's inputs); None keeps them in memory for this fit only.
     device : str
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``.  CUDA runs in bf16 autocast; batches are
         channels_last on every device.
@@ -163,31 +189,38 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         Class labels.
     model_ : torch.nn.Module
         The adapted network (on CPU, eval mode).
-    adaptation_ : classifiers.surgery.Adaptation
+    adaptation_ : featurize.spec.Adaptation
         Head path and stages of ``model_``.
     weights_ : ResolvedWeights
         What ``weights`` resolved to (``.pretrained``, ``.label``).
     history_ : list of dict
-        Per epoch: ``run`` (``"train"`` without validation, ``"select"`` for the run on the inner training split,
-        ``"refit"`` for the run on all images), ``epoch`` (1-based within its run), ``phase`` (``"frozen"``,
-        ``"head"`` or the strategy), ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy`` (NaN
-        without validation), ``lr``, ``lr_backbone`` (NaN when the backbone is frozen), ``steps``, ``time_s``.
+        Per epoch: ``run`` (``"train"`` without validation, ``"select"`` for the runs on the inner training split,
+        ``"refit"`` for the run on all images), ``candidate_lr`` (the run's head learning rate), ``epoch`` (1-based
+        within its run), ``phase`` (``"frozen"``, ``"head"`` or the strategy), ``train_loss``, ``train_accuracy``,
+        ``val_loss``, ``val_accuracy`` (NaN without validation), ``lr``, ``lr_backbone`` (NaN when the backbone is
+        frozen), ``steps``, ``time_s``.
+    candidates_ : list of dict
+        Per candidate: ``candidate`` (``"probe"`` or ``"finetune"``), ``lr``, ``epochs``, ``val_loss``,
+        ``val_accuracy``, ``chosen`` (empty without validation: nothing to choose).
+    chosen_ : dict
+        The kept candidate: ``candidate``, ``lr`` (NaN for the probe), ``epochs``, and the probe's ``probe_C``.
     n_epochs_ : int
         Epochs run, all runs together (``len(history_)``).
     selected_epochs_ : int
-        Epochs of the kept weights: the best validation epoch, or all epochs without validation.
+        Fine-tuning epochs of the kept weights (0 when the probe was kept).
     best_epoch_ : int
-        Same as ``selected_epochs_`` (epoch of its run whose weights were kept).
+        Same as ``selected_epochs_``.
     n_steps_ : int
         Optimizer steps that produced the kept weights.
     validation_score_ : float
-        Inner-validation accuracy at the selected epoch; NaN without validation.
+        Inner-validation accuracy of the kept candidate; NaN without validation.
     validation_indices_ : ndarray or None
         Positions in ``X`` of the inner validation images (None without validation).
     training_path_ : str
-        ``"precomputed"`` (head trained on cached activations) or ``"forward"``.
+        ``"precomputed"`` (the head on cached head inputs), ``"suffix"`` (the unfrozen stages on cached inputs of
+        the first one) or ``"forward"`` (images through the whole network).
     precompute_time_s_ : float
-        Seconds spent computing the cached activations (0 for the forward path).
+        Seconds spent computing the cached inputs and the probe's features (0 when nothing was cached).
     """
 
     _parameter_constraints: dict = {
@@ -195,7 +228,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "weights": "no_validation",
         "strategy": [str],
         "cut": [None, str],
-        "augment": [StrOptions(set(AUGMENTATIONS))],
+        "augment": [StrOptions({"auto", *AUGMENTATIONS})],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
         "min_steps": [Interval(Integral, 0, None, closed="left")],
@@ -203,10 +236,13 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "lr_backbone": [None, Interval(Real, 0, None, closed="neither")],
         "lr_ratio": [Interval(Real, 0, None, closed="neither")],
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
+        "lr_candidates": [None, list, tuple],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "schedule": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "bn": [StrOptions(set(BN_MODES))],
+        "head_init": [StrOptions(set(HEAD_INITS))],
         "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
         "patience": [None, Interval(Integral, 1, None, closed="left")],
         "refit": ["boolean"],
@@ -226,7 +262,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         weights: object = "DEFAULT",
         strategy: str = "head",
         cut: str | None = None,
-        augment: str = "none",
+        augment: str = "auto",
         epochs: int = 10,
         freeze_epochs: int = 0,
         min_steps: int = 60,
@@ -234,10 +270,13 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         lr_backbone: float | None = None,
         lr_ratio: float = 0.1,
         lr_decay: float = 1.0,
+        lr_candidates: Sequence[float] | None = None,
         optimizer: str = "adamw",
         weight_decay: float = 1e-2,
         schedule: str = "cosine",
         batch_size: int = 32,
+        bn: str = "frozen",
+        head_init: str = "probe",
         validation_fraction: float | None = 0.1,
         patience: int | None = 5,
         refit: bool = True,
@@ -261,10 +300,13 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.lr_backbone = lr_backbone
         self.lr_ratio = lr_ratio
         self.lr_decay = lr_decay
+        self.lr_candidates = lr_candidates
         self.optimizer = optimizer
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.batch_size = batch_size
+        self.bn = bn
+        self.head_init = head_init
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.refit = refit
@@ -290,6 +332,10 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         check_cut(spec, self.cut)
         check_strategy(self.strategy)
         parse_schedule(self.schedule)
+        if self.lr_candidates is not None and (not self.lr_candidates or not all(
+                isinstance(v, Real) and v > 0 for v in self.lr_candidates)):
+            raise ValueError(f"lr_candidates must be None or a non-empty list of positive learning rates; got "
+                             f"{self.lr_candidates!r}")
         return spec
 
     def _seed(self) -> int:
@@ -300,9 +346,15 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     def _image_size(self, resolved: ResolvedWeights) -> int:
         return int(resolved.preprocessing.crop or 224) if self.image_size == "auto" else int(self.image_size)
 
-    def _optimisation(self) -> Optimisation:
-        lr_backbone = self.lr_backbone if self.lr_backbone is not None else self.lr * self.lr_ratio
-        return Optimisation(self.optimizer, self.lr, lr_backbone, self.weight_decay, self.schedule, self.lr_decay)
+    def augment_policy(self, n_unfrozen: int) -> str:
+        """The augmentation policy of a fit unfreezing ``n_unfrozen`` stages (``"auto"`` resolved)."""
+        if self.augment != "auto":
+            return self.augment
+        return "flip_crop" if n_unfrozen else "none"
+
+    def _optimisation(self, lr: float) -> Optimisation:
+        lr_backbone = self.lr_backbone if self.lr_backbone is not None else lr * self.lr_ratio
+        return Optimisation(self.optimizer, lr, lr_backbone, self.weight_decay, self.schedule, self.lr_decay)
 
     def _phase(self, name: str, trainable: list[str], epochs: int, n_train: int,
                depths: Sequence[int] = ()) -> Phase:
@@ -310,14 +362,14 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         patience = None if self.patience is None else math.ceil(self.patience * n / epochs)
         return Phase(name, tuple(trainable), n, patience, tuple(depths))
 
-    def _phases(self, adaptation: Adaptation, n_unfrozen: int, n_train: int, precomputed: bool) -> list[Phase]:
-        if precomputed:
+    def _phases(self, adaptation, n_unfrozen: int, n_train: int) -> list[Phase]:
+        if n_unfrozen == 0:
             return [self._phase("head", [], self.epochs, n_train)]
         phases = []
-        if n_unfrozen and self.freeze_epochs:
+        if self.freeze_epochs:
             phases.append(self._phase("frozen", [], self.freeze_epochs, n_train))
-        phases.append(self._phase(str(self.strategy), adaptation.trainable(n_unfrozen), self.epochs, n_train,
-                                  adaptation.depths(n_unfrozen)))
+        trainable = adaptation.trainable(n_unfrozen)
+        phases.append(self._phase(str(self.strategy), trainable, self.epochs, n_train, adaptation.depths(n_unfrozen)))
         return phases
 
     def _split(self, y_enc: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -333,50 +385,52 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         train_idx, val_idx = train_test_split(np.arange(n), test_size=n_val, stratify=y_enc, random_state=seed)
         return np.sort(train_idx), np.sort(val_idx)
 
-    # ------------------------------------------------------------------ activations
-    def _forward(self, model: nn.Module, batches, device: torch.device) -> tuple[list[torch.Tensor], list]:
-        """Run ``model`` over every batch under autocast: the batches' indices and float CPU outputs."""
-        idx, out = [], []
-        for indices, images in batches():
-            with autocast(device):
-                out.append(model(to_device(images, device)).float().cpu())
-            idx.append(indices)
-        return idx, out
-
-    @torch.no_grad()
-    def _head_inputs(self, model: nn.Module, head: str, batches, device: torch.device) -> torch.Tensor:
-        """The activations entering the head (eval mode), in batch order: the forward stops at the head."""
-
-        def stop(_module, inputs):
-            raise StopForward(inputs[0].float().cpu())
-
-        handle = model.get_submodule(head).register_forward_pre_hook(stop)
-        model.eval()
-        out = []
-        try:
-            for _, images in batches():
-                try:
-                    with autocast(device):
-                        model(to_device(images, device))
-                except StopForward as caught:
-                    out.append(caught.output)
-        finally:
-            handle.remove()
-        return torch.cat(out)
-
-    def _precompute(self, model, adaptation: Adaptation, items, X, eval_transform, seed: int) -> torch.Tensor:
-        """Head inputs of every image, in input order (from the featurizer's cache when ``cache`` is set)."""
-        if self.cache is not None:
+    # ------------------------------------------------------------------ inputs
+    def _head_features(self, model, adaptation, items, X, eval_transform, seed: int,
+                       extra: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The head inputs of every image (from the featurizer's cache when ``cache`` is set) and, when ``extra``
+        names a module, the inputs of that module too (one forward pass for both)."""
+        if self.cache is not None and extra is None:
             fz = CNNFeaturizer(
                 backbone=self.backbone, layers=adaptation.feature_cut, pooling="avg", weights=self.weights,
                 image_size=self.image_size, cache=self.cache, batch_size=self.batch_size, device=self.device,
                 num_workers=self.num_workers, random_state=seed, verbose=self.verbose,
             )
-            return torch.from_numpy(np.asarray(fz.fit_transform(X), dtype=np.float32))
-        prepare(model, self.device_)
+            return torch.from_numpy(np.asarray(fz.fit_transform(X), dtype=np.float32)), None
         batches = image_batches(items, eval_transform, range(len(items)), self.batch_size, self.device_,
                                 num_workers=self.num_workers)
-        return self._head_inputs(model, adaptation.head, batches, self.device_)
+        paths = [adaptation.head] if extra is None else [extra, adaptation.head]
+        captured = inputs_of(model, paths, batches, self.device_)
+        return captured[-1], (captured[0] if extra is not None else None)
+
+    def _inputs(self, model, adaptation, n_unfrozen: int, items, X, eval_transform, augment: str, seed: int,
+                stack: ExitStack) -> tuple[_Inputs, torch.Tensor | None]:
+        """What this fit trains on, and the head inputs of every image when the probe needs them (a skipped frozen
+        part is restored when ``stack`` closes)."""
+        probe = n_unfrozen > 0 and self.head_init == "probe"
+        cacheable = self.precompute and augment == "none"
+        first = adaptation.trainable(n_unfrozen)[0] if n_unfrozen else None
+        forward = _Inputs("forward", model, adaptation.head, None)
+        if not (probe or cacheable):
+            return forward, None
+        head_in, stage_in = self._head_features(model, adaptation, items, X, eval_transform, seed,
+                                                first if cacheable and n_unfrozen else None)
+        if n_unfrozen == 0:
+            return _Inputs("precomputed", model.get_submodule(adaptation.head), "", head_in), None
+        if stage_in is not None:
+            sample = next(image_batches(items, eval_transform, range(min(2, len(items))), 2, self.device_,
+                                        num_workers=0)())[1]
+            if stack.enter_context(skip_prefix(model, first, sample, stage_in[: len(sample)], self.device_)):
+                return _Inputs("suffix", model, adaptation.head, stage_in), head_in if probe else None
+        return forward, head_in if probe else None
+
+    def _batches(self, inputs: _Inputs, items, transform, idx, generator=None):
+        """Training batches (shuffled with ``generator``) or, without a generator, evaluation batches."""
+        shuffle = generator is not None
+        if inputs.cached is not None:
+            return tensor_batches(inputs.cached, idx, self.batch_size, shuffle=shuffle, generator=generator)
+        return image_batches(items, transform, idx, self.batch_size, self.device_, num_workers=self.num_workers,
+                             shuffle=shuffle, generator=generator)
 
     # ------------------------------------------------------------------ training
     @_fit_context(prefer_skip_nested_validation=True)
@@ -404,80 +458,33 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.weights_ = resolve_weights(spec, self.weights, random_state=seed)
         size = self._image_size(self.weights_)
         eval_transform = self.weights_.preprocessing.with_size(size)
-        train_transform, batch_transform = get_augmentation(self.augment, self.weights_.preprocessing, size)
         train_idx, val_idx = self._split(y_enc, seed)
         self.validation_indices_ = val_idx
-        y_t = torch.as_tensor(y_enc, dtype=torch.long)
 
         devices = [self.device_.index or 0] if self.device_.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), ExitStack() as stack:
             torch.manual_seed(seed)
             model = load_model(spec, self.weights_)
             adaptation = build_adapted(spec, model, self.cut, len(self.classes_))
             n_unfrozen = unfrozen_stages(self.strategy, len(adaptation.stages))
-            precomputed = n_unfrozen == 0 and self.augment == "none" and self.precompute
-            initial = copy.deepcopy(model.state_dict()) if val_idx is not None and self.refit else None
-            try:
-                if precomputed:
-                    start = time.perf_counter()
-                    feats = self._precompute(model, adaptation, items, X, eval_transform, seed)
-                    self.precompute_time_s_ = time.perf_counter() - start
-                    net, head = model.get_submodule(adaptation.head).to(self.device_), ""
-
-                    def train_batches(idx, generator):
-                        return tensor_batches(feats, idx, self.batch_size, shuffle=True, generator=generator)
-
-                    val_batches = None if val_idx is None else tensor_batches(feats, val_idx, self.batch_size)
-                else:
-                    self.precompute_time_s_ = 0.0
-                    net, head = prepare(model, self.device_), adaptation.head
-
-                    def train_batches(idx, generator):
-                        return image_batches(items, train_transform, idx, self.batch_size, self.device_,
-                                             num_workers=self.num_workers, shuffle=True, generator=generator)
-
-                    val_batches = None if val_idx is None else image_batches(
-                        items, eval_transform, val_idx, self.batch_size, self.device_, num_workers=self.num_workers
-                    )
-                phases = self._phases(adaptation, n_unfrozen, len(train_idx), precomputed)
-                self._train(net, head, phases, train_batches, train_idx, val_batches, y_t, batch_transform, seed,
-                            initial, model)
-            finally:
-                model.to("cpu", memory_format=torch.contiguous_format)
-        self.training_path_ = "precomputed" if precomputed else "forward"
+            augment = self.augment_policy(n_unfrozen)
+            train_transform, batch_transform = get_augmentation(augment, self.weights_.preprocessing, size)
+            stack.callback(model.to, "cpu", memory_format=torch.contiguous_format)
+            prepare(model, self.device_)
+            start = time.perf_counter()
+            inputs, head_in = self._inputs(model, adaptation, n_unfrozen, items, X, eval_transform, augment, seed,
+                                           stack)
+            self.precompute_time_s_ = 0.0 if inputs.path == "forward" and head_in is None else \
+                time.perf_counter() - start
+            run = _Run(self, inputs, adaptation.head, items, (train_transform, eval_transform), batch_transform,
+                       torch.as_tensor(y_enc, dtype=torch.long), seed)
+            phases = self._phases(adaptation, n_unfrozen, len(train_idx))
+            run.choose_and_train(model, copy.deepcopy(model.state_dict()), phases, head_in, train_idx, val_idx)
+        self.training_path_ = inputs.path
         model.requires_grad_(False)
         self.model_ = model.eval()
         self.adaptation_ = adaptation
         return self
-
-    def _train(self, net, head, phases, train_batches, train_idx, val_batches, y, batch_transform, seed, initial,
-               model) -> None:
-        """The selection run (early stopping on the validation split), then the refit on all images."""
-        common = dict(optimisation=self._optimisation(), device=self.device_, n_classes=len(self.classes_),
-                      batch_transform=batch_transform, verbose=bool(self.verbose), desc=f"fine-tune {self.backbone}")
-        self.history_ = []
-        stopper = EarlyStopping() if val_batches is not None else None
-        generator = torch.Generator().manual_seed(seed)
-        n_epochs, _ = run_phases(net, head, phases, train_batches(train_idx, generator), y, history=self.history_,
-                                 run="train" if stopper is None else "select", val=val_batches, stopper=stopper,
-                                 **common)
-        self.selected_epochs_ = n_epochs if stopper is None else stopper.best_epoch
-        self.validation_score_ = math.nan if stopper is None else stopper.best_score
-        run = "train" if stopper is None else "select"
-        if stopper is not None and self.refit:
-            model.load_state_dict(initial)
-            torch.manual_seed(seed)
-            generator = torch.Generator().manual_seed(seed)
-            run_phases(net, head, phases, train_batches(np.arange(len(y)), generator), y, history=self.history_,
-                       run="refit", max_epochs=self.selected_epochs_, **common)
-            run = "refit"
-        elif stopper is not None:
-            stopper.restore(net)
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = self.selected_epochs_
-        self.n_steps_ = sum(
-            h["steps"] for h in self.history_ if h["run"] == run and h["epoch"] <= self.selected_epochs_
-        )
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -489,7 +496,11 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         batches = image_batches(items, self.weights_.preprocessing.with_size(size), range(len(items)),
                                 self.batch_size, device, num_workers=self.num_workers)
         model = self.model_ if device.type == "cpu" else prepare(copy.deepcopy(self.model_), device)
-        idx, out = self._forward(model, batches, device)
+        idx, out = [], []
+        for indices, images in batches():
+            with autocast(device):
+                out.append(model(to_device(images, device)).float().cpu())
+            idx.append(indices)
         if not out:
             return torch.empty(0, len(self.classes_))
         return torch.cat(out)[torch.argsort(torch.cat(idx))]
@@ -506,65 +517,100 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     def save(self, path: str | Path) -> None:
         """Write the adapted network (state dict), the parameters and the fitted attributes to ``path``."""
         check_is_fitted(self, "model_")
-        w = self.weights_
-        payload = {
-            "format": _FORMAT,
-            "params": _params_for_saving(self.get_params(deep=False)),
-            "classes": self.classes_.tolist(),
-            "state_dict": self.model_.state_dict(),
-            "weights": {
-                "kind": w.kind, "identity": w.identity, "pretrained": w.pretrained,
-                "preprocessing": asdict(w.preprocessing), "path": None if w.path is None else str(w.path),
-                "seed": w.seed,
-            },
-            "history": self.history_,
-            "n_epochs": self.n_epochs_,
-            "best_epoch": self.best_epoch_,
-            "selected_epochs": self.selected_epochs_,
-            "n_steps": self.n_steps_,
-            "validation_score": self.validation_score_,
-            "validation_indices": None if self.validation_indices_ is None else self.validation_indices_.tolist(),
-            "training_path": self.training_path_,
-        }
-        torch.save(payload, path)
+        save_estimator(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "FineTunedCNN":
-        """Rebuild a fitted :class:`FineTunedCNN` written by :meth:`save` (no download, ``weights_only`` load).
+        """Rebuild a fitted :class:`FineTunedCNN` written by :meth:`save` (no download, ``weights_only`` load)."""
+        return load_estimator(cls, path)
 
-        Files of format 1 (before ``min_steps``/``refit``) load too; their ``n_steps_`` is -1 (not recorded).
-        """
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") not in _READABLE_FORMATS:
-            raise ValueError(f"{path}: not a FineTunedCNN file of format {', '.join(map(str, _READABLE_FORMATS))}")
-        est = cls(**payload["params"])
-        est._validate_params()
-        spec = est._spec()
-        w = payload["weights"]
-        est.weights_ = ResolvedWeights(
-            kind=w["kind"], identity=w["identity"], pretrained=w["pretrained"],
-            preprocessing=Preprocessing(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in w["preprocessing"].items()}
-            ),
-            enum=spec.weights_enum[w["identity"].split(".")[-1]] if w["kind"] == "torchvision" else None,
-            path=None if w["path"] is None else Path(w["path"]), seed=w["seed"],
-        )
-        est.classes_ = np.asarray(payload["classes"])
-        with torch.device("meta"):
-            model = spec.builder(weights=None)
-            est.adaptation_ = build_adapted(spec, model, est.cut, len(est.classes_))
-        model.load_state_dict(payload["state_dict"], assign=True)
-        model.requires_grad_(False)
-        est.model_ = model.eval()
-        est.spec_ = spec
-        est.history_ = payload["history"]
-        est.n_epochs_ = payload["n_epochs"]
-        est.best_epoch_ = payload["best_epoch"]
-        est.selected_epochs_ = payload.get("selected_epochs", est.best_epoch_)
-        est.n_steps_ = payload.get("n_steps", -1)
-        est.validation_score_ = payload.get("validation_score", math.nan)
-        indices = payload.get("validation_indices")
-        est.validation_indices_ = None if indices is None else np.asarray(indices, dtype=np.int64)
-        est.training_path_ = payload["training_path"]
-        est.precompute_time_s_ = 0.0
-        return est
+
+class _Run:
+    """The training of one fit: the candidates on the inner training split, the choice, the refit."""
+
+    def __init__(self, est: FineTunedCNN, inputs: _Inputs, head: str, items, transforms, batch_transform,
+                 y: torch.Tensor, seed: int):
+        self.est, self.inputs, self.head, self.items, self.y, self.seed = est, inputs, head, items, y, seed
+        self.train_transform, self.eval_transform = transforms
+        self.batch_transform = batch_transform
+        est.history_, est.candidates_ = [], []
+
+    def _probe(self, head_in: torch.Tensor | None, idx: np.ndarray) -> Probe | None:
+        if head_in is None:
+            return None
+        return fit_probe(head_in[idx], self.y.numpy()[idx], len(self.est.classes_), self.seed)
+
+    def _start(self, model: nn.Module, initial: dict, probe: Probe | None) -> None:
+        """Back to the initial weights, with the probe in the head."""
+        model.load_state_dict(initial)
+        if probe is not None:
+            probe.load_into(model.get_submodule(self.head))
+
+    def _train(self, phases, idx, lr: float, run: str, val_idx=None, max_epochs=None) -> EarlyStopping:
+        """One training run from the current weights; returns its early-stopping record."""
+        est = self.est
+        trainer = Trainer(self.inputs.net, self.inputs.head, est._optimisation(lr), est.device_,
+                          len(est.classes_), self.batch_transform, est.bn)
+        stopper, history = EarlyStopping(), History()
+        callbacks = [history, ProgressBar(f"fine-tune {est.backbone}", bool(est.verbose))]
+        val = None if val_idx is None else est._batches(self.inputs, self.items, self.eval_transform, val_idx)
+        if val is not None:
+            callbacks.append(stopper)
+        torch.manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        trainer.run(phases, est._batches(self.inputs, self.items, self.train_transform, idx, generator), self.y,
+                    val=val, callbacks=callbacks, max_epochs=max_epochs, run=run)
+        est.history_ += [{**row, "candidate_lr": lr} for row in history.rows]
+        return stopper
+
+    def _probe_scores(self, probe: Probe, head_in: torch.Tensor, val_idx: np.ndarray) -> tuple[float, float]:
+        head = nn.Linear(probe.weight.shape[1], probe.weight.shape[0])
+        probe.load_into(head)
+        return evaluate(head, tensor_batches(head_in, val_idx, self.est.batch_size), self.y, torch.device("cpu"))
+
+    def choose_and_train(self, model, initial, phases, head_in, train_idx, val_idx) -> None:
+        """Train the candidates, keep the best on the inner validation split, refit; or train once without it."""
+        est, everything = self.est, np.arange(len(self.y))
+        if val_idx is None:
+            probe = self._probe(head_in, everything)
+            self._start(model, initial, probe)
+            self._train(phases, everything, est.lr, "train")
+            self._finish("finetune", est.lr, sum(p.epochs for p in phases), math.nan, probe, "train")
+            return
+        probe = self._probe(head_in, train_idx)
+        scored = []
+        if probe is not None:
+            loss, acc = self._probe_scores(probe, head_in, val_idx)
+            scored.append({"candidate": "probe", "lr": math.nan, "epochs": 0, "val_loss": loss, "val_accuracy": acc})
+        stoppers = {}
+        for lr in est.lr_candidates or [est.lr]:
+            self._start(model, initial, probe)
+            stoppers[lr] = stopper = self._train(phases, train_idx, lr, "select", val_idx)
+            scored.append({"candidate": "finetune", "lr": lr, "epochs": stopper.best_epoch,
+                           "val_loss": stopper.best_loss, "val_accuracy": stopper.best_score})
+        best = min(range(len(scored)), key=lambda i: (scored[i]["val_loss"], i))
+        chosen = scored[best]
+        est.candidates_ = [{**c, "chosen": i == best} for i, c in enumerate(scored)]
+        kept = "select"
+        if est.refit:
+            probe = self._probe(head_in, everything)
+            self._start(model, initial, probe)
+            if chosen["candidate"] == "finetune":
+                self._train(phases, everything, chosen["lr"], "refit", max_epochs=chosen["epochs"])
+                kept = "refit"
+        elif chosen["candidate"] == "probe":
+            self._start(model, initial, probe)
+        else:
+            stoppers[chosen["lr"]].restore(self.inputs.net)
+        self._finish(chosen["candidate"], chosen["lr"], chosen["epochs"], chosen["val_accuracy"], probe, kept)
+
+    def _finish(self, candidate: str, lr: float, epochs: int, score: float, probe: Probe | None, kept: str) -> None:
+        """The fitted attributes that say what was kept."""
+        est = self.est
+        est.n_epochs_ = len(est.history_)
+        est.selected_epochs_ = est.best_epoch_ = int(min(epochs, est.n_epochs_))
+        est.n_steps_ = sum(h["steps"] for h in est.history_
+                           if h["run"] == kept and h["candidate_lr"] == lr and h["epoch"] <= epochs)
+        est.validation_score_ = float(score)
+        est.chosen_ = {"candidate": candidate, "lr": float(lr), "epochs": est.selected_epochs_,
+                       "probe_C": math.nan if probe is None else probe.C}

@@ -105,10 +105,15 @@ def freeze_except(model: nn.Module, paths: list[str]) -> list[nn.Parameter]:
     return params
 
 
-def set_train_mode(model: nn.Module, trainable: list[str]) -> None:
-    """Trainable modules in train mode, everything else (frozen BatchNorm, frozen dropout) in eval mode."""
+def set_train_mode(model: nn.Module, trainable: list[str], bn_frozen: bool = False) -> None:
+    """Trainable modules in train mode, everything else (frozen BatchNorm, frozen dropout) in eval mode; with
+    ``bn_frozen`` every BatchNorm layer stays in eval mode (its running statistics are used and kept)."""
     model.eval()
     modules = dict(model.named_modules())
     for path in trainable:
         if path in modules:
             modules[path].train()
+    if bn_frozen:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()

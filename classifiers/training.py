@@ -1,9 +1,10 @@
-"""The fine-tuning loop: batching, optimiser and schedule tables, train/evaluation steps, phases, early stopping.
+"""The fine-tuning loop: batching, optimiser and schedule tables, train/evaluation steps, phases, callbacks.
 
-A fit is a list of :class:`Phase` (e.g. a frozen head-only phase, then the strategy's stages unfrozen) run by
-:func:`run_phases`.  Each epoch appends one row to the history; an :class:`EarlyStopping` callback, when given,
-watches the validation loss, keeps a copy of the best weights and says when patience ran out.  Progress is a tqdm
-bar (``verbose``) and every epoch is logged at INFO level on the ``classifiers.training`` logger.
+A fit is a list of :class:`Phase` (e.g. a frozen head-only phase, then the strategy's stages unfrozen) run by a
+:class:`Trainer`.  What happens around the epochs is pluggable, as in skorch: :class:`History` collects one row per
+epoch, :class:`EarlyStopping` watches the validation loss, keeps a copy of the best weights and ends a phase when its
+patience ran out, :class:`ProgressBar` shows a tqdm bar (``verbose``) and logs every epoch at DEBUG level on the
+``classifiers.training`` logger.
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ from featurize.devices import autocast, to_device
 from featurize.images import ImageDataset, collate_skipping, resolve_workers
 
 __all__ = [
+    "BN_MODES",
     "OPTIMIZERS",
     "SCHEDULES",
+    "Callback",
     "EarlyStopping",
+    "History",
     "Optimisation",
     "Phase",
+    "ProgressBar",
+    "Trainer",
     "drop_last",
     "evaluate",
     "image_batches",
     "loss",
     "phase_epochs",
-    "run_phases",
     "steps_per_epoch",
     "tensor_batches",
     "train_epoch",
@@ -52,6 +57,9 @@ OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
     "sgd": lambda groups, weight_decay: torch.optim.SGD(groups, momentum=0.9, weight_decay=weight_decay),
 }
 """Optimiser name -> ``factory(param_groups, weight_decay)``; SGD uses momentum 0.9."""
+
+BN_MODES = ("frozen", "train")
+"""What BatchNorm layers do while a network trains (see :class:`Trainer`)."""
 
 SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int, int | None], object | None]] = {
     "cosine": lambda opt, n_epochs, k: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs),
@@ -281,11 +289,67 @@ def evaluate(net: nn.Module, batches: Batches, y: torch.Tensor, device: torch.de
 
 
 # ---------------------------------------------------------------------------------------------- callbacks
-class EarlyStopping:
+class Callback:
+    """A pluggable piece of a training run (skorch-style): override the hooks it needs.
+
+    :meth:`on_epoch_end` returns True to end the current phase early.
+    """
+
+    def on_run_begin(self, run: str, total_epochs: int) -> None:
+        """Before the first epoch of a run (``"train"``, ``"select"``, ``"refit"``) of ``total_epochs`` epochs."""
+
+    def on_phase_begin(self, phase: Phase) -> None:
+        """Before the first epoch of a phase."""
+
+    def on_epoch_end(self, row: dict, net: nn.Module) -> bool:
+        """After every epoch, with its history row; True stops the phase."""
+        return False
+
+    def on_run_end(self) -> None:
+        """After the last epoch of a run."""
+
+
+class History(Callback):
+    """Collects one row per epoch: ``run``, ``epoch``, ``phase``, ``train_loss``, ``train_accuracy``, ``val_loss``,
+    ``val_accuracy`` (NaN without validation), ``lr``, ``lr_backbone`` (NaN when the backbone is frozen),
+    ``steps``, ``time_s``."""
+
+    def __init__(self, rows: list[dict] | None = None) -> None:
+        self.rows = [] if rows is None else rows
+
+    def on_epoch_end(self, row: dict, net: nn.Module) -> bool:
+        self.rows.append(row)
+        return False
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the epochs of each run (shown when ``verbose``); every epoch is logged at DEBUG level."""
+
+    def __init__(self, desc: str, verbose: bool) -> None:
+        self.desc, self.verbose = desc, verbose
+        self._bar: tqdm | None = None
+
+    def on_run_begin(self, run: str, total_epochs: int) -> None:
+        self._bar = tqdm(total=total_epochs, desc=f"{self.desc} ({run})", disable=not self.verbose)
+
+    def on_epoch_end(self, row: dict, net: nn.Module) -> bool:
+        log.debug("%s epoch %d (%s): %s", row["run"], row["epoch"], row["phase"], row)
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
+            self._bar.update()
+        return False
+
+    def on_run_end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class EarlyStopping(Callback):
     """Track the best validation loss, keep a copy of the best weights, say when patience ran out.
 
-    Call :meth:`start_phase` at the start of each phase (patience counts per phase), :meth:`update` after every
-    epoch, :meth:`restore` at the end; read :attr:`best_epoch`, :attr:`best_loss`, :attr:`best_score`.
+    Patience counts per phase (reset by :meth:`start_phase`, which :meth:`on_phase_begin` calls with the phase's
+    patience); :meth:`update` records an epoch; :meth:`restore` loads the best weights; read :attr:`best_epoch`,
+    :attr:`best_loss`, :attr:`best_score`.
     """
 
     def __init__(self) -> None:
@@ -329,106 +393,95 @@ class EarlyStopping:
         if self._best_state is not None:
             net.load_state_dict(self._best_state)
 
+    def on_phase_begin(self, phase: Phase) -> None:
+        self.start_phase(phase.patience)
+
+    def on_epoch_end(self, row: dict, net: nn.Module) -> bool:
+        return self.update(row["epoch"], row["val_loss"], row["val_accuracy"], net)
+
 
 # ---------------------------------------------------------------------------------------------- the loop
-def run_phases(
-    net: nn.Module,
-    head: str,
-    phases: Sequence[Phase],
-    train: Batches,
-    y: torch.Tensor,
-    *,
-    optimisation: Optimisation,
-    device: torch.device,
-    n_classes: int,
-    history: list[dict],
-    run: str,
-    val: Batches | None = None,
-    stopper: EarlyStopping | None = None,
-    max_epochs: int | None = None,
-    batch_transform: Callable | None = None,
-    verbose: bool = False,
-    desc: str = "fine-tune",
-) -> tuple[int, int]:
-    """Train ``net`` phase after phase, appending one history row per epoch.
+@dataclass
+class Trainer:
+    """Trains a network phase after phase; callbacks record, show and stop.
 
-    Parameters
+    Attributes
     ----------
     net : nn.Module
         The network (or the bare head on precomputed activations, then ``head=""``).
     head : str
         Module path of the head, always trainable.
-    phases : sequence of Phase
-    train, val : callables returning batch iterators
-        Training batches; validation batches (None: no validation, NaN in the history).
-    y : tensor
-        Encoded labels of every image, indexed by the batches' indices.
     optimisation : Optimisation
     device : torch.device
     n_classes : int
-    history : list of dict
-        Rows ``run, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, lr_backbone, steps,
-        time_s`` are appended to it.
-    run : str
-        Label of this run in the history (``"train"``, ``"select"``, ``"refit"``).
-    stopper : EarlyStopping or None
-        Updated after each epoch (needs ``val``); ends a phase when its patience ran out.
-    max_epochs : int or None
-        Stop after this many epochs in total (the phases keep their schedule length).
     batch_transform : callable or None
         MixUp-style ``(images, one_hot) -> (images, soft targets)``.
-    verbose : bool
-        Show a progress bar.
-    desc : str
-        Progress-bar label.
-
-    Returns
-    -------
-    n_epochs, n_steps : int
-        Epochs run and optimizer steps taken.
+    bn : {"frozen", "train"}
+        ``"frozen"``: every BatchNorm layer stays in eval mode (ImageNet running statistics kept, affine parameters of
+        the trainable stages still learn); ``"train"``: the trainable stages' BatchNorm layers update their
+        statistics from each batch.
     """
-    total = sum(p.epochs for p in phases) if max_epochs is None else min(max_epochs, sum(p.epochs for p in phases))
-    epoch = steps = 0
-    with tqdm(total=total, desc=desc, disable=not verbose) as bar:
+
+    net: nn.Module
+    head: str
+    optimisation: Optimisation
+    device: torch.device
+    n_classes: int
+    batch_transform: Callable | None = None
+    bn: str = "frozen"
+
+    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        freeze_except(self.net, [self.head, *phase.trainable])
+        head_params = list(self.net.get_submodule(self.head).parameters())
+        depth_of = dict(zip(phase.trainable, phase.depths or [0] * len(phase.trainable)))
+        pairs = [(p, depth_of[path]) for path in phase.trainable for p in parameters_at(self.net, path)]
+        return self.optimisation.optimizer_for(head_params, [p for p, _ in pairs], [d for _, d in pairs])
+
+    def run(self, phases: Sequence[Phase], train: Batches, y: torch.Tensor, *, val: Batches | None = None,
+            callbacks: Sequence[Callback] = (), max_epochs: int | None = None, run: str = "train") -> int:
+        """Train through ``phases`` (at most ``max_epochs`` epochs in total; the phases keep their schedule length)
+        and return the number of epochs run.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss becomes NaN/inf (the message names the epoch and suggests a lower learning rate).
+        """
+        planned = sum(p.epochs for p in phases)
+        total = planned if max_epochs is None else min(max_epochs, planned)
+        for callback in callbacks:
+            callback.on_run_begin(run, total)
+        epoch = 0
         for phase in phases:
             if epoch >= total:
                 break
-            paths = [head, *phase.trainable]
-            freeze_except(net, paths)
-            head_params = list(net.get_submodule(head).parameters())
-            depth_of = dict(zip(phase.trainable, phase.depths or [0] * len(phase.trainable)))
-            pairs = [(p, depth_of[path]) for path in phase.trainable for p in parameters_at(net, path)]
-            opt = optimisation.optimizer_for(head_params, [p for p, _ in pairs], [d for _, d in pairs])
-            name, k = parse_schedule(optimisation.schedule)
+            opt = self._optimizer(phase)
+            name, k = parse_schedule(self.optimisation.schedule)
             sched = SCHEDULES[name](opt, phase.epochs, k)
-            if stopper is not None:
-                stopper.start_phase(phase.patience)
-            for _ in range(phase.epochs):
-                if epoch >= total:
-                    break
+            for callback in callbacks:
+                callback.on_phase_begin(phase)
+            for _ in range(min(phase.epochs, total - epoch)):
                 epoch += 1
-                start = time.perf_counter()
-                lrs = [g["lr"] for g in opt.param_groups]
-                set_train_mode(net, paths)
-                train_loss, train_acc, n_steps = train_epoch(
-                    net, opt, train, y, device, n_classes, batch_transform, epoch, optimisation.lr
-                )
-                steps += n_steps
+                row = self._epoch(opt, phase, train, y, val, epoch)
+                row["run"] = run
                 if sched is not None:
                     sched.step()
-                val_loss, val_acc = evaluate(net, val, y, device) if val is not None else (math.nan, math.nan)
-                row = {
-                    "run": run, "epoch": epoch, "phase": phase.name, "train_loss": train_loss,
-                    "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lrs[0],
-                    "lr_backbone": lrs[1] if len(lrs) > 1 else math.nan, "steps": n_steps,
-                    "time_s": time.perf_counter() - start,
-                }
-                history.append(row)
-                log.debug("%s epoch %d (%s): %s", run, epoch, phase.name, row)
-                bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
-                bar.update()
-                if stopper is not None and stopper.update(epoch, val_loss, val_acc, net):
-                    log.debug("early stopping of phase %s at epoch %d (best epoch %d)", phase.name, epoch,
-                             stopper.best_epoch)
+                if any([callback.on_epoch_end(row, self.net) for callback in callbacks]):
+                    log.debug("phase %s stopped at epoch %d", phase.name, epoch)
                     break
-    return epoch, steps
+        for callback in callbacks:
+            callback.on_run_end()
+        return epoch
+
+    def _epoch(self, opt: torch.optim.Optimizer, phase: Phase, train: Batches, y: torch.Tensor,
+               val: Batches | None, epoch: int) -> dict:
+        start = time.perf_counter()
+        lrs = [g["lr"] for g in opt.param_groups]
+        set_train_mode(self.net, [self.head, *phase.trainable], bn_frozen=self.bn == "frozen")
+        train_loss, train_acc, n_steps = train_epoch(self.net, opt, train, y, self.device, self.n_classes,
+                                                     self.batch_transform, epoch, self.optimisation.lr)
+        val_loss, val_acc = evaluate(self.net, val, y, self.device) if val is not None else (math.nan, math.nan)
+        return {"run": "", "epoch": epoch, "phase": phase.name, "train_loss": train_loss, "train_accuracy": train_acc,
+                "val_loss": val_loss, "val_accuracy": val_acc, "lr": lrs[0],
+                "lr_backbone": lrs[1] if len(lrs) > 1 else math.nan, "steps": n_steps,
+                "time_s": time.perf_counter() - start}

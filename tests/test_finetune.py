@@ -19,7 +19,8 @@ from classifiers.finetune import FineTunedCNN
 from featurize.backbones import get_backbone_spec
 from featurize.backbones import load_model, resolve_weights
 
-FAST = dict(weights=None, epochs=1, min_steps=0, batch_size=32, device="cpu", validation_fraction=None, random_state=0)
+FAST = dict(weights=None, epochs=1, min_steps=0, batch_size=32, device="cpu", validation_fraction=None, random_state=0,
+            head_init="random", augment="none")
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +82,16 @@ def _initial_state(backbone: str) -> dict[str, torch.Tensor]:
     return load_model(spec, resolve_weights(spec, None, random_state=0)).state_dict()
 
 
+BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@pytest.mark.parametrize("bn", ["train", "frozen"])
 @pytest.mark.parametrize("backbone, strategy, cut, extra, trainable", FREEZE_CASES)
-def test_frozen_parts_unchanged(small, backbone, strategy, cut, extra, trainable):
-    """Frozen parameters and BatchNorm statistics stay bit-equal; trainable ones (incl. running stats) move."""
+def test_frozen_parts_unchanged(small, backbone, strategy, cut, extra, trainable, bn):
+    """Frozen parameters and BatchNorm statistics stay bit-equal; trainable ones move, and so do their running
+    statistics with ``bn="train"`` only (``bn="frozen"`` keeps every BatchNorm in eval mode)."""
     X, y = small
-    params = {**FAST, "image_size": 32, "optimizer": "sgd", "lr": 0.05, **extra}
+    params = {**FAST, "image_size": 32, "optimizer": "sgd", "lr": 0.05, "bn": bn, **extra}
     clf = FineTunedCNN(backbone=backbone, strategy=strategy, cut=cut, **params).fit(X, y)
     before = _initial_state(backbone)
     after = clf.model_.state_dict()
@@ -93,14 +99,15 @@ def test_frozen_parts_unchanged(small, backbone, strategy, cut, extra, trainable
     compared = [k for k in after if k in before and not k.startswith(head) and before[k].shape == after[k].shape]
     assert compared
     for key in compared:
-        moves = trainable is None or key.startswith(trainable)
+        moves = (trainable is None or key.startswith(trainable)) and not (
+            bn == "frozen" and key.rpartition(".")[2] in BN_STATISTICS)
         assert torch.equal(before[key], after[key]) != moves, f"{key} {'did not change' if moves else 'changed'}"
     assert all(not p.requires_grad for p in clf.model_.parameters())
 
 
 def test_deterministic_with_random_state(small):
     X, y = small
-    params = dict(backbone="resnet18", strategy="last_block", augment="flip_crop", image_size=32, **FAST)
+    params = dict(backbone="resnet18", strategy="last_block", image_size=32, **{**FAST, "augment": "flip_crop"})
     params["batch_size"] = 8
     a = FineTunedCNN(**params).fit(X, y).predict_proba(X)
     b = FineTunedCNN(**params).fit(X, y).predict_proba(X)
@@ -139,8 +146,8 @@ def test_cache_directory_uses_featurizer(small, tmp_path):
 def test_freeze_epochs_mixup_and_discriminative_lr(small):
     X, y = small
     clf = FineTunedCNN(
-        backbone="resnet18", strategy="last_block", freeze_epochs=1, augment="flip_crop+mixup", image_size=32,
-        lr=1e-3, lr_ratio=0.1, schedule="constant", **{**FAST, "batch_size": 8},
+        backbone="resnet18", strategy="last_block", freeze_epochs=1, image_size=32,
+        lr=1e-3, lr_ratio=0.1, schedule="constant", **{**FAST, "batch_size": 8, "augment": "flip_crop+mixup"},
     ).fit(X, y)
     assert [h["phase"] for h in clf.history_] == ["frozen", "last_block"]
     assert np.isnan(clf.history_[0]["lr_backbone"])

@@ -15,12 +15,13 @@ from classifiers.training import (
     SCHEDULES,
     parse_schedule,
     EarlyStopping,
+    History,
     Optimisation,
     Phase,
     drop_last,
     image_batches,
     phase_epochs,
-    run_phases,
+    Trainer,
     steps_per_epoch,
     tensor_batches,
 )
@@ -156,33 +157,45 @@ def _toy(n=32, seed=0):
     return x, y
 
 
-def test_run_phases_history_steps_and_max_epochs():
+def test_trainer_history_steps_and_max_epochs():
     x, y = _toy()
     net = nn.Linear(4, 2)
-    history: list[dict] = []
-    opt = Optimisation("adamw", 1e-2, 1e-3, 0.0, "cosine")
+    trainer = Trainer(net, "", Optimisation("adamw", 1e-2, 1e-3, 0.0, "cosine"), torch.device("cpu"), 2)
     train = tensor_batches(x, range(24), 8, shuffle=True, generator=torch.Generator().manual_seed(0))
     val = tensor_batches(x, range(24, 32), 8)
-    epochs, steps = run_phases(net, "", [Phase("a", (), 2), Phase("b", (), 3)], train, y, optimisation=opt,
-                               device=torch.device("cpu"), n_classes=2, history=history, run="select", val=val)
-    assert (epochs, steps) == (5, 15)
-    assert [h["phase"] for h in history] == ["a", "a", "b", "b", "b"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and {h["run"] for h in history} == {"select"}
-    assert all(h["steps"] == 3 and np.isfinite(h["val_loss"]) for h in history)
-    again: list[dict] = []
-    epochs, _ = run_phases(net, "", [Phase("a", (), 2), Phase("b", (), 3)], train, y, optimisation=opt,
-                           device=torch.device("cpu"), n_classes=2, history=again, run="refit", max_epochs=3)
-    assert epochs == 3 and [h["phase"] for h in again] == ["a", "a", "b"]
-    assert all(math.isnan(h["val_loss"]) for h in again)
+    history = History()
+    epochs = trainer.run([Phase("a", (), 2), Phase("b", (), 3)], train, y, val=val, callbacks=[history], run="select")
+    rows = history.rows
+    assert epochs == 5 and sum(h["steps"] for h in rows) == 15
+    assert [h["phase"] for h in rows] == ["a", "a", "b", "b", "b"]
+    assert [h["epoch"] for h in rows] == [1, 2, 3, 4, 5] and {h["run"] for h in rows} == {"select"}
+    assert all(h["steps"] == 3 and np.isfinite(h["val_loss"]) for h in rows)
+    again = History()
+    epochs = trainer.run([Phase("a", (), 2), Phase("b", (), 3)], train, y, callbacks=[again], max_epochs=3,
+                         run="refit")
+    assert epochs == 3 and [h["phase"] for h in again.rows] == ["a", "a", "b"]
+    assert all(math.isnan(h["val_loss"]) for h in again.rows)
+
+
+def test_early_stopping_as_a_callback_ends_the_phase_and_resets_per_phase():
+    """A callback returning True ends the phase only; EarlyStopping restarts its patience in the next phase."""
+    x, y = _toy()
+    trainer = Trainer(nn.Linear(4, 2), "", Optimisation("sgd", 0.0, 0.0, 0.0, "constant"), torch.device("cpu"), 2)
+    stopper, history = EarlyStopping(), History()
+    train = tensor_batches(x, range(24), 8)
+    val = tensor_batches(x, range(24, 32), 8)
+    trainer.run([Phase("a", (), 5, patience=2), Phase("b", (), 5, patience=3)], train, y, val=val,
+                callbacks=[history, stopper])
+    assert [h["phase"] for h in history.rows] == ["a"] * 3 + ["b"] * 3, "lr 0: the loss never improves after epoch 1"
+    assert stopper.best_epoch == 1
 
 
 def test_divergence_names_epoch_and_learning_rate(monkeypatch):
     x, y = _toy()
     monkeypatch.setattr(training, "loss", lambda logits, target: (logits * float("nan")).sum())
     with pytest.raises(FloatingPointError, match=r"epoch 1 \(batch 1\).*lr=0\.1; try lr=0\.01"):
-        run_phases(nn.Linear(4, 2), "", [Phase("a", (), 1)], tensor_batches(x, range(32), 8), y,
-                   optimisation=Optimisation("sgd", 0.1, 0.01, 0.0, "constant"), device=torch.device("cpu"),
-                   n_classes=2, history=[], run="train")
+        Trainer(nn.Linear(4, 2), "", Optimisation("sgd", 0.1, 0.01, 0.0, "constant"), torch.device("cpu"), 2).run(
+            [Phase("a", (), 1)], tensor_batches(x, range(32), 8), y)
 
 
 def test_augmented_batches_do_not_depend_on_the_number_of_workers():
