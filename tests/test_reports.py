@@ -263,8 +263,9 @@ def test_crossover_not_reached_and_already_ahead():
     ahead = crossover(make_results(crossover_at=0.5), fixed=FIXED, n_boot=100)
     assert ahead["status"] == "finetune_ahead" and ahead["estimate"] is None
     assert "already ahead" in ahead["statement"]
-    single = crossover(make_results(n_splits=1), fixed=FIXED, n_boot=100)
-    assert single["status"] == "crossover" and single["ci"] is None and "no CI" in single["statement"]
+    single = crossover(make_results(n_splits=1), fixed=FIXED, n_boot=100)  # no crossover rests on 1 draw
+    assert single["status"] == "too_few_draws" and single["estimate"] is None and single["ci"] is None
+    assert "1 training draw, fewer than the 5 a verdict needs" in single["statement"]
     frozen_only = make_results().query("family == 'frozen'")
     assert crossover(frozen_only, fixed=FIXED)["estimate"] is None
     assert "not measured" in crossover(frozen_only, fixed=FIXED)["statement"]
