@@ -11,41 +11,46 @@ Two experimental designs, named in every output (``design`` column of ``results.
     Random train/test splits of one pool: the Nadeau–Bengio corrected resampled t over per-split accuracies
     (:func:`mean_ci`, :func:`paired_difference` with ``overlap = n_test / n_train``).
 
-How the intervals stay valid where pretrained networks put them (choices checked by ``tests/test_simulation.py``
-under several generating models; the numbers are in the README's evaluation section):
+How the intervals stay valid where pretrained networks put them — each choice checked by ``tests/test_simulation.py``
+(1000 experiments per cell; ``python tests/test_simulation.py`` prints the old-versus-new tables that the README's
+evaluation section quotes):
 
-* **Near 0 and 1, accuracies use the logit scale.** The two-level variance is carried to ``logit(p)`` by the delta
-  method, the Student-t interval is built there and transformed back, so it never leaves [0, 1] and is asymmetric
-  where the sampling distribution is (near the ceiling a test set with few hard images gives a high estimate *and*
-  a small variance; the symmetric interval then missed above the truth). A bootstrap-t over draws × images was the
-  alternative; it cannot help with the case that dominates the misses (no hard image in the test set at all) and
-  costs a resampling loop per interval. Continuity: every class's test-image variance is at least that of a class
-  whose images are all alike except half a pseudo image right on half the draws (:data:`PSEUDO_IMAGE`), and the
-  centre of the logit interval counts that half image too. A perfect 153/153 then gives [0.978, 1] (Clopper–Pearson:
-  [0.976, 1]) instead of no interval, and test sets that happen to hold none of a population's rare hard images are
-  still covered; at ordinary accuracies the floor never binds.
-* **Paired differences stay on the raw scale.** A difference of two correctness matrices that share their hard
-  images is close to symmetric even near the ceiling; the simulation found the raw two-level interval covering
-  0.94–0.98 there, while combining the two logit intervals (MOVER) over-covered (0.98–1.00, 60–90% wider). The t
-  p-value and the TOST use the same standard error and degrees of freedom, so an interval, its test and its
-  equivalence verdict never disagree. Bounds are clipped to [−1, 1], the range of a difference of accuracies.
-* **Numerics that cannot be absurd.** A variance component counts as zero below a relative tolerance
-  (:data:`_RTOL` of the terms it is computed from), so rounding noise never passes for a variance; degrees of
-  freedom are floored at 1 and capped at the design's own (draws − 1 plus images − classes). When the test-image
-  component is estimated ≤ 0 it is left out; when the draw component is zero as well, the undebiased image
-  variance (an upper bound) is used instead. A NaN interval is left only when nothing varies at all, and its note
-  says what is missing.
-* **Fewer than :data:`MIN_DRAWS` training draws.** A variance over J < 5 draws has J − 1 < 4 degrees of freedom and
-  the simulation found the unconditional interval covering only 0.86–0.90 at J = 2. Such an interval is therefore
-  *conditional on these draws*: it covers test-image sampling around the mean accuracy of the models actually
-  trained (``conditional`` is True, the note says so), which the simulation shows valid. No verdict — "better",
-  "as good as", a crossover point — rests on fewer than :data:`MIN_DRAWS` draws: :func:`paired_comparison` leaves
-  ``significant`` and ``equivalent`` missing there and :func:`crossover` reports the per-size differences only.
-* **Draws that sometimes fail.** Any t interval over a handful of draws assumes their accuracies vary smoothly; a
-  configuration that fails on one draw in seven is under-covered (0.75–0.86 in the simulation). :func:`summarize`
-  therefore puts the per-draw minimum and median next to every mean accuracy.
+* **Accuracies use the logit scale.** The two-level variance is carried to ``logit(p)`` by the delta method, the
+  Student-t interval is built there and transformed back, so it never leaves [0, 1] and is asymmetric where the sampling
+  distribution is: near the ceiling a test set with few hard images gives a high estimate *and* a small variance, and
+  the symmetric interval then missed above the truth (0.85–0.94 coverage at 0.97–0.99; 0.94–0.97 on the logit scale with
+  the floor below). A bootstrap-t over draws × images was the alternative; it cannot see what dominates those misses (a
+  test set that happens to hold none of the population's rare hard images) and costs a resampling loop per interval.
+  **Continuity:** each class's test-image variance is at least what half a pseudo image right on half the draws would
+  give (:data:`PSEUDO_IMAGE`), and the logit is read no closer to 0 or 1 than that half image allows. A perfect 153/153
+  then gives [0.977, 1] (Clopper–Pearson: [0.976, 1]) instead of no interval, test sets without a hard image are still
+  covered (0.99 with 1.5% very hard images: 0.90 without the floor, 0.97 with it, slightly conservative), and at
+  ordinary accuracies the floor never binds.
+* **Paired differences stay on the raw scale.** Two methods' correctness on the same images share their hard
+  images, so their difference is close to symmetric even near the ceiling: the raw two-level interval covers
+  0.95–0.98 at ≥ 5 draws in every simulated pair (conservative where both err on the same images), with a type-I
+  error ≤ 0.05. Combining the two logit intervals (MOVER) over-covered (0.98–1.00, 60–90% wider) in a trial of the
+  same models. The t p-value and the TOST use the interval's standard error and degrees of freedom, so an
+  interval, its test and its equivalence verdict never disagree; bounds are clipped to [−1, 1].
+* **Numerics that cannot be absurd.** A variance counts as zero below a relative tolerance (:data:`_RTOL` of the
+  terms it is computed from), so rounding noise never passes for a variance (the old code gave ±1.9e128 from a
+  1.7e-21 "variance"); Satterthwaite degrees of freedom lie between 1 and the design's own (draws − 1 plus images −
+  classes). When the test-image component is estimated ≤ 0 it is left out; when the draw component is zero as well,
+  the undebiased image variance (an upper bound) is used instead. A NaN interval is left only when nothing varies
+  — no draw differs from another and no test image from another of its class — and its note says so.
+* **Fewer than :data:`MIN_DRAWS` training draws.** A draw variance from J < 5 draws has J − 1 < 4 degrees of
+  freedom: at J = 2 the unconditional interval covered 0.86–0.96 with widths up to 1e150. Such an interval is
+  therefore *conditional on these draws* (``conditional``, said in its note): it covers test-image sampling around
+  the mean accuracy of the models actually trained, which it does (0.94–0.97). No verdict — "better", "as good as",
+  "works", a crossover point — rests on fewer than :data:`MIN_DRAWS` draws: :func:`paired_comparison` leaves
+  ``significant`` and ``equivalent`` missing (``few_draws``) and :func:`crossover` reports the per-size differences
+  only.
+* **Draws that sometimes fail.** A t interval over a handful of draws assumes their accuracies vary smoothly; when
+  one draw in seven fails it covers 0.78–0.86. No interval over few draws can see that, so :func:`summarize` puts
+  the per-draw minimum and median next to every mean accuracy.
 * **The crossover** is read from a monotone (isotonic) fit of the per-size differences in log size, not from the
-  first size where a noisy mean turns positive; its bootstrap keeps at least two distinct draws in every resample.
+  first size where a noisy mean turns positive (median 16 for a planted 31.6 at 5 draws and ten sizes; the fit:
+  27); its bootstrap keeps at least two distinct draws in every resample.
 
 Nothing here looks at test accuracy to choose a configuration: :func:`select_best` ranks by training-side
 evidence (``selection_score``) only, and :func:`paired_comparison` / :func:`crossover` take pre-selected
@@ -269,7 +274,7 @@ def _interval(estimate: float, se: float, df: float, level: float, method: str, 
         else:
             mid, half = math.log(centre / (1 - centre)), q * se / (centre * (1 - centre))
             low, high = (1 / (1 + math.exp(-(mid + s * half))) for s in (-1, 1))
-            out.update(ci_low=min(low, estimate), ci_high=max(high, estimate))
+            out.update(ci_low=max(min(low, estimate), 0.0), ci_high=min(max(high, estimate), 1.0))
     return out
 
 

@@ -289,7 +289,7 @@ class Cell:
     """What the intervals of one model × number of draws did over its experiments."""
 
     coverage: float  # of the truth each interval claims to cover (NaN intervals count as misses)
-    width: float  # mean width of the finite intervals
+    width: float  # median width of the finite intervals
     max_width: float
     nan: float  # fraction of NaN intervals
     nan_unexplained: float  # fraction of NaN intervals whose data did vary
@@ -308,7 +308,7 @@ def _score(records: list[dict], target: np.ndarray, target_given: np.ndarray, va
     p = np.array([r.get("p", math.nan) for r in records], dtype=float)
     width = high - low
     return Cell(coverage=float(np.mean(~nan & (low <= truth_claimed) & (truth_claimed <= high))),
-                width=float(np.nanmean(width)) if (~nan).any() else math.nan,
+                width=float(np.nanmedian(width)) if (~nan).any() else math.nan,
                 max_width=float(np.nanmax(width)) if (~nan).any() else math.nan,
                 nan=float(nan.mean()), nan_unexplained=float((nan & varies).mean()),
                 min_df=float(np.nanmin(df)) if np.isfinite(df).any() else math.nan,
@@ -566,11 +566,12 @@ def test_crossover_estimate_does_not_lock_onto_a_noisy_crossing():
 def load_stats(commit: str = "44878f1"):
     """``reports/stats.py`` as it was at ``commit``, loaded as a module (needs the git history)."""
     import subprocess
+    import sys
     import types
 
     source = subprocess.run(["git", "show", f"{commit}:reports/stats.py"], capture_output=True, text=True,
                             check=True).stdout
-    module = types.ModuleType(f"stats_{commit}")
+    module = sys.modules.setdefault(f"stats_{commit}", types.ModuleType(f"stats_{commit}"))
     exec(compile(source, f"stats_{commit}.py", "exec"), module.__dict__)
     return module
 
@@ -584,7 +585,7 @@ def _old_paired(old):
 
 def _row(cells: list[Cell]) -> str:
     def one(c: Cell) -> str:
-        flags = [f"NaN {c.nan:.0%}" if c.nan else "", f"max width {c.max_width:.2g}" if c.max_width > 1 else "",
+        flags = [f"NaN {c.nan:.1%}" if c.nan else "", f"max width {c.max_width:.2g}" if c.max_width > 1 else "",
                  f"min df {c.min_df:.2g}" if c.min_df < 1 else "", "conditional" if c.conditional == 1 else ""]
         extra = ", ".join(filter(None, flags))
         return f"{c.coverage:.3f} (w {c.width:.3f}{', ' + extra if extra else ''})"
@@ -594,7 +595,7 @@ def _row(cells: list[Cell]) -> str:
 def before_after(n_experiments: int = EXPERIMENTS) -> None:
     """Print the old-versus-new coverage tables (markdown)."""
     old = load_stats()
-    print(f"Coverage of the 95% accuracy interval, {n_experiments} experiments per cell (w = mean width; old "
+    print(f"Coverage of the 95% accuracy interval, {n_experiments} experiments per cell (w = median width; old "
           "intervals are scored against the unconditional truth, new ones against the truth they claim)\n")
     print("| model | draws | old (44878f1) | new |\n|---|---:|---|---|")
     for name in [*ACCURACY_MODELS, *SKEWED]:
