@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -181,7 +181,7 @@ def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_s
     return text
 
 
-def accuracy_text(row) -> str:
+def accuracy_text(row: pd.Series | Mapping | tuple) -> str:
     """:func:`format_accuracy` of one :func:`reports.stats.summarize` row (mapping or named tuple): mean, 95% CI,
     n, whether the CI is conditional on its draws, and the per-draw minimum and median."""
     get = row.get if hasattr(row, "get") else lambda key, default=None: getattr(row, key, default)
