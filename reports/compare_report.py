@@ -97,7 +97,7 @@ def _decision(is_reference: bool, few_draws: bool, value) -> str:
     """A verdict cell of the significance table: yes / no / not testable, or why there is none."""
     if is_reference:
         return "(reference)"
-    return f"no verdict (< {MIN_DRAWS} draws)" if few_draws else _yes_no(value)
+    return f"no verdict (fewer than {MIN_DRAWS} draws)" if few_draws else _yes_no(value)
 
 
 def _selected_table(analysis: Analysis) -> pd.DataFrame:

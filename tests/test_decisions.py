@@ -215,3 +215,19 @@ def test_patience_and_restore_still_follow_the_public_interface():
         assert not stopper.update(epoch, loss, 0.0, net)
     stopper.restore(net)
     assert net.weight.item() == 2.0
+
+
+def test_the_report_says_what_two_fine_tuning_draws_cannot_conclude(tmp_path):
+    from test_reports import make_predictions, make_results
+
+    from reports.compare_report import write_report
+
+    results = make_results(sizes=(5, 20), n_splits=5)
+    results = results[(results["family"] != "finetune") | (results["split"] < 2)]
+    largest = results[results["train_size"] == 20]
+    text = write_report(results, make_predictions(largest), {}, tmp_path)["summary_md"].read_text()
+    assert "ran on 2 of the 5 draws" in text and "cannot be concluded" in text
+    assert "| no verdict (fewer than 5 draws) | no verdict (fewer than 5 draws) |" in text  # fine-tuning's rows
+    assert "Crossover not concluded" in text and "share 2 training draws, fewer than the 5" in text
+    assert re.search(r"\(n=60 test images × 5 draws\); per draw min 0\.\d{3}, median 0\.\d{3}", text)
+    assert not re.search(r"fine-tuning is better here|frozen features are better here|i\.e\. as good as", text)
