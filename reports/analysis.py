@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.stats import config_columns, config_label, crossover, paired_comparison, select_best, summarize
+from reports.stats import (
+    EQUIVALENCE_MARGIN,
+    config_columns,
+    config_label,
+    crossover,
+    paired_comparison,
+    select_best,
+    summarize,
+)
 from reports.tables import text_of
 
 __all__ = ["EQUIVALENCE_MARGIN", "Analysis", "SCORED_FAMILIES", "analyse", "chance_level", "random_init_backbones",
@@ -24,8 +32,6 @@ __all__ = ["EQUIVALENCE_MARGIN", "Analysis", "SCORED_FAMILIES", "analyse", "chan
 
 SCORED_FAMILIES = ("frozen", "pixels")
 """Families whose configuration is pre-selected by the inner-CV ``selection_score``; the others are fixed in advance."""
-EQUIVALENCE_MARGIN = 0.05
-"""Accuracy margin of the equivalence tests (TOST) behind every "as good as" of the report."""
 
 
 def random_init_backbones(results: pd.DataFrame, meta: dict | None = None) -> list[str]:

@@ -1,10 +1,12 @@
 """Answers to questions 9–16 of the course (Exercise 3, fine-tuning), derived from the measured numbers.
 
-Every sentence that states a finding quotes the number it rests on: an accuracy with its 95% CI and n, or a paired
-difference with its CI and test.  "Better"/"worse" needs a significant paired test, "as good as" an equivalence test
-(TOST, margin :data:`reports.analysis.EQUIVALENCE_MARGIN`); otherwise the answer says the data cannot tell.  The
-configurations compared are the pre-selected ones (:mod:`reports.analysis`), never the best by test accuracy.  An
-answer whose method did not run says "not measured in this run".
+Every sentence that states a finding quotes the number it rests on: an accuracy with its 95% CI, n and per-draw
+spread, or a paired difference with its CI and test.  "Better"/"worse" needs a significant paired test, "as good as"
+an equivalence test (TOST, margin :data:`reports.stats.EQUIVALENCE_MARGIN`); otherwise the answer says the data
+cannot tell.  No verdict rests on fewer than :data:`reports.stats.MIN_DRAWS` training draws: the answer then gives
+the numbers and says what cannot be concluded.  The configurations compared are the pre-selected ones
+(:mod:`reports.analysis`), never the best by test accuracy.  An answer whose method did not run says "not measured
+in this run".
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from reports.analysis import EQUIVALENCE_MARGIN, Analysis, chance_level
-from reports.stats import holm
-from reports.tables import cut_order_for, format_accuracy
+from reports.analysis import Analysis, chance_level
+from reports.stats import EQUIVALENCE_MARGIN, MIN_DRAWS, holm
+from reports.tables import accuracy_text, cut_order_for
 
 __all__ = ["NOT_MEASURED", "course_answers"]
 
@@ -24,9 +26,7 @@ NOT_MEASURED = "not measured in this run"
 
 
 def _acc(row: pd.Series | None) -> str:
-    if row is None:
-        return NOT_MEASURED
-    return format_accuracy(row["accuracy"], row["ci_low"], row["ci_high"], row["n_test"], row["n_splits"])
+    return NOT_MEASURED if row is None else accuracy_text(row)
 
 
 def _name(analysis: Analysis, values: dict | pd.Series) -> str:
@@ -50,7 +50,8 @@ def _holm(tests: list[pd.Series | None]) -> list[float]:
 
 def _verdict(test: pd.Series | None, better: str, worse: str, p_adjusted: float | None = None) -> str:
     """What a paired difference (a − b) shows: the difference, its CI and test, and the conclusion it supports
-    (significant when the p-value, Holm-adjusted over the question's comparisons when given, is below 0.05)."""
+    (significant when the p-value, Holm-adjusted over the question's comparisons when given, is below 0.05; none
+    from fewer than :data:`MIN_DRAWS` paired draws)."""
     if test is None:
         return "no paired comparison was possible (not run on the same draws)"
     diff = f"difference {test['diff']:+.3f}"
@@ -59,6 +60,10 @@ def _verdict(test: pd.Series | None, better: str, worse: str, p_adjusted: float 
     adjusted = "" if p_adjusted is None else f", Holm-adjusted over this question's comparisons {_p(p_adjusted)}"
     text = (f"{diff} (95% CI {test['diff_ci_low']:+.3f} to {test['diff_ci_high']:+.3f}, {test['test']} "
             f"p = {_p(test['t_p'])}{adjusted})")
+    if _true(test.get("few_draws")):
+        n = int(test["n_pairs"])
+        return (f"{text}, from {n} paired draw{'s' if n != 1 else ''}: fewer than {MIN_DRAWS} draws, so no verdict "
+                "— this run cannot tell whether one is better, worse or as good as the other")
     significant = _true(test["significant"]) if p_adjusted is None else (not pd.isna(p_adjusted)
                                                                           and p_adjusted < 0.05)
     if significant:
@@ -89,6 +94,16 @@ def _q9(a: Analysis) -> str:
                                              "training from scratch is worse than transfer here") + ".")
 
 
+def _versus_chance(row: pd.Series, chance: float) -> str:
+    """Whether a classifier works: its accuracy's CI above chance, from at least :data:`MIN_DRAWS` draws."""
+    if not row["ci_low"] > chance:
+        return " — not shown to beat chance (its CI reaches it)"
+    if row["n_splits"] < MIN_DRAWS:
+        return (f" — above chance on these {int(row['n_splits'])} draws, but with fewer than {MIN_DRAWS} draws this "
+                "run does not conclude that it works")
+    return " — works: its CI lies above chance"
+
+
 def _q10(a: Analysis) -> str:
     frozen = a.summary[(a.summary["family"] == "frozen") & (a.summary["train_size"] == a.largest)]
     if frozen.empty:
@@ -110,8 +125,7 @@ def _q10(a: Analysis) -> str:
         row = a.row(values)
         line = f"- {method} ({a.label(values)}): {_acc(row)}"
         if not math.isnan(chance):
-            line += (" — works: its CI lies above chance" if row["ci_low"] > chance else
-                     " — not shown to beat chance (its CI reaches it)")
+            line += _versus_chance(row, chance)
         if pixels is not None:
             line += "; versus raw pixels: " + _verdict(test, "better than raw pixels", "worse than raw pixels", p)
         lines.append(line)
@@ -185,7 +199,7 @@ def _q14(a: Analysis) -> str:
         test = None if chosen == order[-1] else a.versus({**base, "cut": chosen}, {**base, "cut": order[-1]})
         picks.append((backbone, method, order, chosen, base, test))
     adjusted = _holm([test for *_, test in picks])
-    counts = {"deepest": 0, "not_significant": 0, "significant": 0, "untestable": 0}
+    counts = {"deepest": 0, "not_significant": 0, "significant": 0, "untestable": 0, "few_draws": 0}
     for (backbone, method, order, chosen, base, test), p in zip(picks, adjusted):
         line = (f"- {backbone} / {method}: **{chosen}** (cut {order.index(chosen) + 1} of {len(order)} tried) "
                 f"{_acc(a.row({**base, 'cut': chosen}))}")
@@ -193,13 +207,16 @@ def _q14(a: Analysis) -> str:
             counts["deepest"] += 1
         else:
             line += f"; versus the deepest cut {order[-1]}: " + _verdict(test, "better", "worse", p)
-            counts["untestable" if pd.isna(p) else "significant" if p < 0.05 else "not_significant"] += 1
+            counts["untestable" if pd.isna(p) else "few_draws" if _true(test.get("few_draws")) else
+                   "significant" if p < 0.05 else "not_significant"] += 1
         lines.append(line)
     others = len(picks) - counts["deepest"]
+    few = (f", without a verdict in {counts['few_draws']} (fewer than {MIN_DRAWS} draws)"
+           if counts["few_draws"] else "")
     lines.append(f"The deepest cut tried was selected in {counts['deepest']} of {len(picks)} backbone/classifier "
                  f"pairs; where another cut was selected ({others}), its difference to the deepest was significant "
                  f"in {counts['significant']}, not significant in {counts['not_significant']} and not testable in "
-                 f"{counts['untestable']} (Holm-adjusted over these comparisons).")
+                 f"{counts['untestable']}{few} (Holm-adjusted over these comparisons).")
     lines.append("The part kept is used frozen as a feature extractor (pooled, optionally L2-normalised) or "
                  "fine-tuned together with a new head.")
     return "\n".join(lines)

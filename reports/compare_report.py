@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from reports import plots
-from reports.analysis import EQUIVALENCE_MARGIN, Analysis, analyse, random_init_backbones, selection_text
+from reports.analysis import Analysis, analyse, random_init_backbones, selection_text
 from reports.answers import course_answers
 from reports.document import Block, Document
-from reports.tables import format_accuracy, md_escape, method_by_cut, to_csv, with_accuracy_text
+from reports.stats import EQUIVALENCE_MARGIN, MIN_DRAWS
+from reports.tables import accuracy_text, md_escape, method_by_cut, to_csv, with_accuracy_text
 
 __all__ = ["RANDOM_INIT_BANNER", "random_init_backbones", "summary_table", "write_report"]
 
@@ -31,11 +32,17 @@ DESIGN_NOTES = {
     "fixed_test": ("Evaluation design: a fixed test set. Every training draw is scored on the whole val/ subset, so "
                    "an accuracy has two sources of uncertainty, the training draw and the test images; its 95% CI "
                    "comes from a two-level analysis (variance of the draw means / draws + test-image variance, "
-                   "Satterthwaite t). Paired differences use the same analysis on per-image correctness (McNemar "
-                   "exact with a single draw). n = test images × training draws."),
+                   "Satterthwaite t), built on the logit scale so that it stays inside [0, 1] and keeps its coverage "
+                   "near the ceiling. Paired differences use the same analysis on per-image correctness (McNemar "
+                   f"exact with a single draw). With fewer than {MIN_DRAWS} draws an interval is conditional on "
+                   "those draws (it covers test-image sampling only) and no verdict is drawn from it. Next to every "
+                   "mean accuracy: the lowest and the median per-draw accuracy — a t interval over a few draws "
+                   "cannot see a draw that occasionally fails. n = test images × training draws."),
     "resampled": ("Evaluation design: random train/test splits of one pool. Splits share images, so intervals use "
-                  "the corrected resampled t of Nadeau & Bengio (2003), sd² · (1/splits + n_test/n_train); paired "
-                  "differences use the same correction. n = test images per split × splits."),
+                  "the corrected resampled t of Nadeau & Bengio (2003), sd² · (1/splits + n_test/n_train), on the "
+                  "logit scale for accuracies; paired differences use the same correction. With fewer than "
+                  f"{MIN_DRAWS} splits no verdict is drawn. Next to every mean accuracy: the lowest and the median "
+                  "per-split accuracy. n = test images per split × splits."),
 }
 
 
@@ -53,9 +60,10 @@ def summary_table(results: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        ``train_size``, the configuration columns, ``family, pretrained, accuracy_95ci``
-        (``"0.912 [0.871, 0.944] (n=153 test images × 10 draws)"``), ``selection_score``, ``accuracy, ci_low,
-        ci_high, ci_clipped, balanced_accuracy, n_test, n_splits, ci_method, fit_time_s, extract_time_s``.
+        ``train_size``, the configuration columns, ``family, pretrained, accuracy_95ci`` (``"0.912 [0.871, 0.944]
+        (n=153 test images × 10 draws); per draw min 0.850, median 0.915"``), ``selection_score``, ``accuracy,
+        draw_min, draw_median, ci_low, ci_high, ci_conditional, balanced_accuracy, n_test, n_splits, ci_method,
+        fit_time_s, extract_time_s``.
     """
     config = [c for c in summary.columns if c in ("backbone", "cut", "method", "pooling", "augment")]
     table = with_accuracy_text(summary)
@@ -63,8 +71,8 @@ def summary_table(results: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         "selection_score").reset_index()
     table = table.merge(scores, on=[*config, "train_size"], how="left")
     columns = ["train_size", *config, "family", "pretrained", "accuracy_95ci", "selection_score", "accuracy",
-               "ci_low", "ci_high", "ci_clipped", "balanced_accuracy", "n_test", "n_splits", "ci_method",
-               "fit_time_s", "extract_time_s"]
+               "draw_min", "draw_median", "ci_low", "ci_high", "ci_conditional", "balanced_accuracy", "n_test",
+               "n_splits", "ci_method", "fit_time_s", "extract_time_s"]
     columns = [c for c in columns if c in table.columns]
     return table.sort_values(["train_size", *config], ascending=[False, *[True] * len(config)])[columns].reset_index(
         drop=True)
@@ -82,8 +90,14 @@ def _yes_no(value) -> str:
 
 def _accuracy(analysis: Analysis, values: dict | pd.Series, size: int) -> str:
     row = analysis.row(dict(values), size)
-    return "" if row is None else format_accuracy(row["accuracy"], row["ci_low"], row["ci_high"], row["n_test"],
-                                                  row["n_splits"])
+    return "" if row is None else accuracy_text(row)
+
+
+def _decision(is_reference: bool, few_draws: bool, value) -> str:
+    """A verdict cell of the significance table: yes / no / not testable, or why there is none."""
+    if is_reference:
+        return "(reference)"
+    return f"no verdict (fewer than {MIN_DRAWS} draws)" if few_draws else _yes_no(value)
 
 
 def _selected_table(analysis: Analysis) -> pd.DataFrame:
@@ -112,10 +126,11 @@ def _significance(analysis: Analysis) -> pd.DataFrame:
         "test": paired["test"].to_numpy(),
         "p": [_p_text(p) for p in paired["t_p"]],
         "holm_p": [_p_text(p) for p in paired["p_holm"]],
-        "significant": ["(reference)" if ref else _yes_no(sig)
-                        for ref, sig in zip(paired["is_reference"], paired["significant"])],
-        f"equivalent_within_{EQUIVALENCE_MARGIN:g}": ["" if ref else _yes_no(eq)
-                                                     for ref, eq in zip(paired["is_reference"], paired["equivalent"])],
+        "significant": [_decision(ref, few, sig) for ref, few, sig in
+                        zip(paired["is_reference"], paired["few_draws"], paired["significant"])],
+        f"equivalent_within_{EQUIVALENCE_MARGIN:g}": ["" if ref else _decision(ref, few, eq) for ref, few, eq in
+                                                     zip(paired["is_reference"], paired["few_draws"],
+                                                         paired["equivalent"])],
         "note": paired["note"].fillna("").to_numpy(),
     })
 
@@ -125,7 +140,7 @@ def _crossover_table(analysis: Analysis) -> pd.DataFrame:
     if curves.empty:
         return curves
     out = pd.DataFrame({"train_size": curves["train_size"], "frozen_preselected": curves["frozen_best"],
-                        "finetune_preselected": curves["finetune_best"],
+                        "finetune_preselected": curves["finetune_best"], "paired_draws": curves["n_pairs"],
                         "finetune_minus_frozen": curves["difference"]})
     if "difference_ci_low" in curves:
         out["diff_95ci"] = [("" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]")
@@ -174,8 +189,13 @@ def _setup(analysis: Analysis, meta: dict) -> list[Block]:
         add("Training draws", draws)
         costly = results[results["family"].isin(["finetune", "linear_probe_sgd", "scratch"])]
         if not costly.empty and costly["split"].nunique() < draws:
-            add("Fine-tuning", f"ran on {costly['split'].nunique()} of the {draws} draws (costly on this device); its "
-                               "intervals and paired tests use those draws only")
+            few = costly["split"].nunique()
+            add("Fine-tuning", f"ran on {few} of the {draws} draws (costly on this device); its intervals and paired "
+                               "tests use those draws only" + (
+                                   f" — with fewer than {MIN_DRAWS}, its intervals are conditional on those draws "
+                                   "and this run draws no verdict from them: whether fine-tuning is better, worse "
+                                   "or as good as frozen features, and where it overtakes them, cannot be concluded"
+                                   if few < MIN_DRAWS else ""))
     if "n_test" in results and not results.empty:
         add("Test images per draw", values("n_test"))
     add("Seeds", meta.get("seeds") or values("seed"))
@@ -239,7 +259,8 @@ def _build(analysis: Analysis, meta: dict, out_dir: Path, written: dict[str, Pat
             "paired on the same draws and test images: difference with its 95% CI, its test, Holm-corrected "
             f"p-value ('significant' = Holm p < 0.05), and an equivalence test (TOST, ±{EQUIVALENCE_MARGIN:g}) "
             "behind any 'as good as'. 'not testable' means the data carry no variance estimate for that "
-            "comparison (e.g. identical predictions everywhere).")))
+            "comparison (e.g. identical predictions everywhere); 'no verdict' that it rests on fewer than "
+            f"{MIN_DRAWS} paired draws, whose interval covers those draws only.")))
         blocks.append(Block("table", table, f"Paired comparison with the reference ({size} images/class)"))
 
     blocks.append(Block("heading", "Fine-tuning versus frozen features: crossover"))

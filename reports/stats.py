@@ -11,9 +11,50 @@ Two experimental designs, named in every output (``design`` column of ``results.
     Random train/test splits of one pool: the Nadeau–Bengio corrected resampled t over per-split accuracies
     (:func:`mean_ci`, :func:`paired_difference` with ``overlap = n_test / n_train``).
 
+How the intervals stay valid where pretrained networks put them — each choice checked by ``tests/test_simulation.py``
+(1000 experiments per cell; ``python tests/test_simulation.py`` prints the old-versus-new tables that the README's
+evaluation section quotes):
+
+* **Accuracies use the logit scale.** The two-level variance is carried to ``logit(p)`` by the delta method, the
+  Student-t interval is built there and transformed back, so it never leaves [0, 1] and is asymmetric where the sampling
+  distribution is: near the ceiling a test set with few hard images gives a high estimate *and* a small variance, and
+  the symmetric interval then missed above the truth (0.85–0.94 coverage at 0.97–0.99; 0.94–0.97 on the logit scale with
+  the floor below). A bootstrap-t over draws × images was the alternative; it cannot see what dominates those misses (a
+  test set that happens to hold none of the population's rare hard images) and costs a resampling loop per interval.
+  **Continuity:** each class's test-image variance is at least what half a pseudo image right on half the draws would
+  give (:data:`PSEUDO_IMAGE`), and the logit is read no closer to 0 or 1 than that half image allows. A perfect 153/153
+  then gives [0.977, 1] (Clopper–Pearson: [0.976, 1]) instead of no interval, test sets without a hard image are still
+  covered (0.99 with 1.5% very hard images: 0.90 without the floor, 0.97 with it, slightly conservative), and at
+  ordinary accuracies the floor never binds.
+* **Paired differences stay on the raw scale.** Two methods' correctness on the same images share their hard
+  images, so their difference is close to symmetric even near the ceiling: the raw two-level interval covers
+  0.95–0.98 at ≥ 5 draws in every simulated pair (conservative where both err on the same images), with a type-I
+  error ≤ 0.05. Combining the two logit intervals (MOVER) over-covered (0.98–1.00, 60–90% wider) in a trial of the
+  same models. The t p-value and the TOST use the interval's standard error and degrees of freedom, so an
+  interval, its test and its equivalence verdict never disagree; bounds are clipped to [−1, 1].
+* **Numerics that cannot be absurd.** A variance counts as zero below a relative tolerance (:data:`_RTOL` of the
+  terms it is computed from), so rounding noise never passes for a variance (the old code gave ±1.9e128 from a
+  1.7e-21 "variance"); Satterthwaite degrees of freedom lie between 1 and the design's own (draws − 1 plus images −
+  classes). When the test-image component is estimated ≤ 0 it is left out; when the draw component is zero as well,
+  the undebiased image variance (an upper bound) is used instead. A NaN interval is left only when nothing varies
+  — no draw differs from another and no test image from another of its class — and its note says so.
+* **Fewer than :data:`MIN_DRAWS` training draws.** A draw variance from J < 5 draws has J − 1 < 4 degrees of
+  freedom: at J = 2 the unconditional interval covered 0.86–0.96 with widths up to 1e150. Such an interval is
+  therefore *conditional on these draws* (``conditional``, said in its note): it covers test-image sampling around
+  the mean accuracy of the models actually trained, which it does (0.94–0.97). No verdict — "better", "as good as",
+  "works", a crossover point — rests on fewer than :data:`MIN_DRAWS` draws: :func:`paired_comparison` leaves
+  ``significant`` and ``equivalent`` missing (``few_draws``) and :func:`crossover` reports the per-size differences
+  only.
+* **Draws that sometimes fail.** A t interval over a handful of draws assumes their accuracies vary smoothly; when
+  one draw in seven fails it covers 0.78–0.86. No interval over few draws can see that, so :func:`summarize` puts
+  the per-draw minimum and median next to every mean accuracy.
+* **The crossover** is read from a monotone (isotonic) fit of the per-size differences in log size, not from the
+  first size where a noisy mean turns positive (median 16 for a planted 31.6 at 5 draws and ten sizes; the fit:
+  27); its bootstrap keeps at least two distinct draws in every resample.
+
 Nothing here looks at test accuracy to choose a configuration: :func:`select_best` ranks by training-side
 evidence (``selection_score``) only, and :func:`paired_comparison` / :func:`crossover` take pre-selected
-configurations. An interval that cannot be computed is NaN and its row says why ("not testable").
+configurations.
 """
 
 from __future__ import annotations
@@ -25,6 +66,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from scipy import stats as sps
 
 logger = logging.getLogger(__name__)
@@ -34,8 +76,15 @@ VARIANT_COLUMNS: tuple[str, ...] = ("pooling", "augment")
 PAIR_KEYS: tuple[str, ...] = ("train_size", "split")
 DESIGNS: tuple[str, ...] = ("fixed_test", "resampled")
 NOT_TESTABLE = "not testable"
+MIN_DRAWS = 5
+"""Training draws below which an interval is conditional on the draws and no verdict (better, as good as, a
+crossover) is drawn."""
+EQUIVALENCE_MARGIN = 0.05
+"""Accuracy margin of the equivalence tests (TOST) behind every "as good as"."""
+PSEUDO_IMAGE = 0.5
+"""Weight of the pseudo test image (right on half the draws) behind each class's floor of the image variance."""
 _TIME_COLUMNS = ("fit_time_s", "predict_time_s", "extract_time_s")
-_TINY = 1e-12  # a standard error below this is rounding noise of a zero variance
+_RTOL = 1e-9  # a variance below this fraction of the terms it is computed from is rounding noise of a zero
 
 
 # --- configurations ---------------------------------------------------------------------------------------------
@@ -197,18 +246,67 @@ def mean_ci(
     return (mean, math.nan, math.nan)
 
 
-def _interval(estimate: float, se: float, df: float, level: float, method: str, note: str = "", **extra) -> dict:
-    """One interval record; NaN bounds (with a "not testable" note) when ``se`` is not a positive number."""
+def _tested(record: Mapping) -> bool:
+    """Whether an interval record carries a usable standard error (the only gate of the tests built on it)."""
+    se, df = record["se"], record["df"]
+    return bool(se > 0 and math.isfinite(se) and df >= 1 and not math.isnan(record["estimate"]))
+
+
+def _interval(estimate: float, se: float, df: float, level: float, method: str, note: str = "", *,
+              centre: float | None = None, **extra) -> dict:
+    """One interval record: Student-t with ``df`` degrees of freedom around ``estimate``.
+
+    ``centre=None`` builds it on the raw scale (a paired difference; bounds clipped to [−1, 1]); a ``centre`` in
+    (0, 1) builds it on the logit scale around ``logit(centre)`` with the delta-method standard error
+    ``se / (centre (1 − centre))`` and transforms it back, widened to include ``estimate`` (an accuracy). NaN bounds
+    when ``se`` is not a positive number; ``note`` then says why (a generic "not testable" when empty).
+    """
     out = {"estimate": estimate, "se": se, "df": df, "ci_low": math.nan, "ci_high": math.nan, "method": method,
            "note": note, **extra}
     if math.isnan(estimate):
         out["note"] = note or f"{NOT_TESTABLE}: no data"
-    elif not (se > _TINY and math.isfinite(se)) or not df > 0:
-        out.update(se=math.nan, note=note or f"{NOT_TESTABLE}: no variance (the same outcome everywhere)")
+    elif not _tested(out):
+        out.update(se=math.nan, df=math.nan, note=note or f"{NOT_TESTABLE}: no variance estimate")
     else:
-        half = float(sps.t.ppf(0.5 + level / 2, df)) * se
-        out.update(ci_low=estimate - half, ci_high=estimate + half)
+        q = float(special.stdtrit(df, 0.5 + level / 2))
+        if centre is None:
+            out.update(ci_low=max(estimate - q * se, -1.0), ci_high=min(estimate + q * se, 1.0))
+        else:
+            mid, half = math.log(centre / (1 - centre)), q * se / (centre * (1 - centre))
+            low, high = (1 / (1 + math.exp(-(mid + s * half))) for s in (-1, 1))
+            out.update(ci_low=max(min(low, estimate), 0.0), ci_high=min(max(high, estimate), 1.0))
     return out
+
+
+def _these_draws(n: int) -> str:
+    return "this training draw" if n == 1 else f"these {n} training draws"
+
+
+def _conditional_note(n: int) -> str:
+    """What an interval over fewer than :data:`MIN_DRAWS` draws covers."""
+    return (f"conditional on {_these_draws(n)} (fewer than {MIN_DRAWS}): the interval covers test-image sampling "
+            "only, not the variation between draws")
+
+
+def _satterthwaite(terms: Sequence[tuple[float, float]], cap: float) -> float:
+    """Satterthwaite degrees of freedom of a sum of variance terms ``(value, df)``, between 1 and ``cap`` (what the
+    design allows); NaN when the sum is not positive."""
+    total = sum(t for t, _ in terms)
+    denom = sum(t**2 / d for t, d in terms)
+    if not (total > 0 and denom > 0):
+        return math.nan
+    return float(min(max(total**2 / denom, 1.0), max(cap, 1.0)))
+
+
+def _image_variance(col_means: np.ndarray, pseudo: float) -> float:
+    """Sample variance of one class's column means, floored at that of the same number of identical images plus
+    ``pseudo`` of an image right on half the draws (0 without a floor)."""
+    n = col_means.size
+    var = float(col_means.var(ddof=1))
+    if pseudo > 0:
+        floor = n * pseudo * (0.5 - float(col_means.mean())) ** 2 / ((n + pseudo) * (n + pseudo - 1))
+        var = max(var, floor)
+    return var
 
 
 def two_level_interval(
@@ -217,20 +315,23 @@ def two_level_interval(
     *,
     balanced: bool = False,
     level: float = 0.95,
+    scale: str | None = None,
 ) -> dict:
     """Mean of a splits × test-images matrix with an interval carrying both sources of uncertainty (fixed test set).
 
     ``matrix[j, n]`` is the correctness (0/1) of training draw ``j`` on test image ``n`` — or a paired difference
     of two such matrices (same splits, same images). The estimate is the mean over splits of the per-split
-    (balanced) accuracy ``θ_j = Σ_n w_n m[j, n]``. Its variance is estimated as that of a crossed random design,
-    stratified by class::
+    (balanced) accuracy ``θ_j = Σ_n w_n m[j, n]``. With at least :data:`MIN_DRAWS` draws its variance is that of a
+    crossed random design, stratified by class::
 
         Var = var_j(θ_j) / J  +  Σ_c W_c · (var_{n∈c}(m̄_n) − MSE_c / J),    W_c = Σ_{n∈c} w_n²
 
-    The first term is the training-draw component (it includes the split × image residual), the second the
-    test-image component (column means m̄_n, de-biased by the within-class residual mean square, floored at 0).
-    The interval is Student-t with Satterthwaite degrees of freedom. With a single split the training-draw
-    component cannot be estimated: the interval then covers test-image sampling only (said in ``note``).
+    the training-draw component (it includes the split × image residual) plus the test-image component (column
+    means m̄_n, de-biased by the within-class residual mean square; left out when ≤ 0, replaced by its undebiased
+    upper bound when the draw component is zero too). With fewer draws the interval is *conditional on them*:
+    ``Var = Σ_c W_c var_{n∈c}(m̄_n)``, test-image sampling around the mean of the models actually trained.
+    Student-t with Satterthwaite degrees of freedom (between 1 and the design's); on the logit scale for a
+    correctness matrix (see the module docstring for the continuity floor), on the raw scale for differences.
 
     Parameters
     ----------
@@ -242,75 +343,116 @@ def two_level_interval(
         Weight images by ``1 / (K · N_c)`` (balanced accuracy) instead of ``1 / N``.
     level : float, default=0.95
         Confidence level.
+    scale : {"logit", "raw"}, optional
+        ``"logit"`` for an accuracy, ``"raw"`` for a difference; default ``"logit"`` when every cell lies in
+        [0, 1].
 
     Returns
     -------
     dict
-        ``estimate``, ``se``, ``df``, ``ci_low``, ``ci_high`` (raw, never clipped; NaN when not computable),
-        ``var_splits``, ``var_images``, ``n_splits``, ``n_images``, ``method`` and ``note``.
+        ``estimate``, ``se`` (raw scale), ``df``, ``ci_low``, ``ci_high`` (NaN when nothing varies),
+        ``var_splits``, ``var_images``, ``n_splits``, ``n_images``, ``conditional``, ``method`` and ``note``.
     """
     _check_level(level)
     m = np.atleast_2d(np.asarray(matrix, dtype=float))
     if np.isnan(m).any():
         raise ValueError("two_level_interval: matrix has NaN cells; keep only images scored on every split")
     n_splits, n_images = m.shape
-    method = "two-level (training draws + test images)"
+    conditional = n_splits < MIN_DRAWS
+    if scale is None:
+        scale = "logit" if m.size and m.min() >= 0 and m.max() <= 1 else "raw"
+    if scale not in ("logit", "raw"):
+        raise ValueError(f"scale must be 'logit' or 'raw', got {scale!r}")
+    info = {"n_splits": n_splits, "n_images": n_images, "conditional": conditional}
     if m.size == 0:
-        return _interval(math.nan, math.nan, math.nan, level, method, var_splits=math.nan, var_images=math.nan,
-                         n_splits=n_splits, n_images=n_images)
+        return _interval(math.nan, math.nan, math.nan, level, "none", var_splits=math.nan, var_images=math.nan,
+                         **info)
     labels = np.zeros(n_images, dtype=int) if classes is None else np.unique(np.asarray(classes),
                                                                           return_inverse=True)[1]
     counts = np.bincount(labels)
     weights = 1.0 / (np.count_nonzero(counts) * counts[labels]) if balanced else np.full(n_images, 1.0 / n_images)
+    pseudo = PSEUDO_IMAGE if scale == "logit" else 0.0
     per_split = m @ weights
     estimate = float(per_split.mean())
-    terms: list[tuple[float, float]] = []
     var_splits = float(per_split.var(ddof=1)) / n_splits if n_splits > 1 else math.nan
-    if n_splits > 1:
-        terms.append((var_splits, n_splits - 1))
-    image_terms: list[tuple[float, float]] = []
-    for c in np.flatnonzero(counts > 1):
+    if var_splits <= _RTOL * float((per_split**2).mean()) / n_splits:
+        var_splits = 0.0
+    raw_terms, debias_terms = [], []
+    margin = 0.0  # the logit scale is read no closer to 0 or 1 than the pseudo image allows
+    for c in np.flatnonzero(counts):
         cols = m[:, labels == c]
-        w2 = float((weights[labels == c] ** 2).sum())
         col_means = cols.mean(axis=0)
-        image_terms.append((w2 * float(col_means.var(ddof=1)), counts[c] - 1))
-        if n_splits > 1:
-            resid = cols - cols.mean(axis=1, keepdims=True) - col_means + cols.mean()
-            mse = float((resid**2).sum()) / ((n_splits - 1) * (counts[c] - 1))
-            image_terms.append((-w2 * mse / n_splits, (n_splits - 1) * (counts[c] - 1)))
-    var_images = sum(t for t, _ in image_terms)
-    if var_images > 0:
-        terms.extend(image_terms)
-    var_images = max(var_images, 0.0)
+        margin += float(weights[labels == c].sum()) * (pseudo / 2) / (counts[c] + pseudo)
+        if counts[c] < 2:
+            continue
+        w2 = float((weights[labels == c] ** 2).sum())
+        raw_terms.append((w2 * _image_variance(col_means, pseudo), float(counts[c] - 1)))
+        if n_splits > 1:  # residual sum of squares of the class's splits × images table
+            grand, row_means = float(col_means.mean()), cols.mean(axis=1)
+            ss = (float(((cols - grand) ** 2).sum()) - counts[c] * float(((row_means - grand) ** 2).sum())
+                  - n_splits * float(((col_means - grand) ** 2).sum()))
+            mse = max(ss, 0.0) / ((n_splits - 1) * (counts[c] - 1))
+            debias_terms.append((-w2 * mse / n_splits, float((n_splits - 1) * (counts[c] - 1))))
+    undebiased = sum(t for t, _ in raw_terms)
+    debiased = undebiased + sum(t for t, _ in debias_terms)
+    scale_of_images = undebiased - sum(t for t, _ in debias_terms)
+    if undebiased <= _RTOL * max(scale_of_images, float(np.abs(m).max()) ** 2 / n_images**2):
+        undebiased = 0.0
     note = ""
-    if n_splits == 1:
-        method = "test images only (one training draw)"
-        note = "one training draw: the interval covers test-image sampling only"
+    if conditional:
+        method = f"test images only, conditional on {_these_draws(n_splits)}"
+        note = _conditional_note(n_splits)
+        terms, var_images = (raw_terms if undebiased > 0 else []), undebiased
+    else:
+        method = "two-level (training draws + test images)"
+        if debiased > _RTOL * scale_of_images:
+            terms, var_images = [(var_splits, n_splits - 1.0), *raw_terms, *debias_terms], debiased
+        elif var_splits > 0:
+            terms, var_images = [(var_splits, n_splits - 1.0)], 0.0
+        else:
+            terms, var_images = (raw_terms if undebiased > 0 else []), undebiased
+            note = "no variation between draws: the test-image variance is used undebiased (conservative)"
     total = sum(t for t, _ in terms)
-    denom = sum(t**2 / d for t, d in terms)
-    df = total**2 / denom if denom > 0 else math.nan
-    return _interval(estimate, math.sqrt(total) if total > 0 else math.nan, df, level, method, note,
-                     var_splits=var_splits, var_images=var_images, n_splits=n_splits, n_images=n_images)
+    if not total > 0:
+        images = f"every test image of a class has the same mean outcome over {_these_draws(n_splits)}"
+        note = (f"{NOT_TESTABLE}: {images}, so test-image sampling shows no variance" if conditional else
+                f"{NOT_TESTABLE}: every draw has the same mean and {images}: neither draws nor test images show "
+                "any variance")
+    cap = sum(d for _, d in raw_terms) + (0 if conditional else n_splits - 1)
+    return _interval(estimate, math.sqrt(total) if total > 0 else math.nan, _satterthwaite(terms, cap), level, method,
+                     note, centre=min(max(estimate, margin), 1 - margin) if scale == "logit" else None,
+                     var_splits=var_splits,
+                     var_images=var_images, **info)
 
 
-def resampled_interval(values: Sequence[float], overlap: float, level: float = 0.95) -> dict:
+def resampled_interval(values: Sequence[float], overlap: float, level: float = 0.95, *,
+                       scale: str | None = None) -> dict:
     """Nadeau–Bengio corrected resampled t interval of a mean over random splits of one pool.
 
-    ``se = sd · sqrt(1/J + overlap)`` with ``overlap = n_test / n_train`` and ``J − 1`` degrees of freedom. Same
-    record as :func:`two_level_interval` (NaN bounds and a "not testable" note with fewer than two splits or no
-    variance).
+    ``se = sd · sqrt(1/J + overlap)`` with ``overlap = n_test / n_train`` and ``J − 1`` degrees of freedom; on the
+    logit scale for accuracies (``scale="logit"``, the default when every value lies in [0, 1] and the mean strictly
+    inside), on the raw scale for differences. Same record as :func:`two_level_interval` (NaN bounds and a "not
+    testable" note with fewer than two splits or no variance; never ``conditional``).
     """
     _check_level(level)
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     method = "resampled t (Nadeau–Bengio)" if overlap > 0 else "t over splits (uncorrected: n_train/n_test unknown)"
+    info = {"n_splits": int(v.size), "conditional": False}
     if v.size == 0:
-        return _interval(math.nan, math.nan, math.nan, level, method, n_splits=0)
+        return _interval(math.nan, math.nan, math.nan, level, method, **info)
+    mean = float(v.mean())
     if v.size < 2:
-        return _interval(float(v.mean()), math.nan, math.nan, level, method,
-                         f"{NOT_TESTABLE}: one split, no variance estimate", n_splits=1)
-    se = float(v.std(ddof=1)) * math.sqrt(1 / v.size + overlap)
-    return _interval(float(v.mean()), se, v.size - 1, level, method, n_splits=int(v.size))
+        return _interval(mean, math.nan, math.nan, level, method, f"{NOT_TESTABLE}: one split, no variance estimate",
+                         **info)
+    if scale is None:
+        scale = "logit" if v.min() >= 0 and v.max() <= 1 else "raw"
+    var = float(v.var(ddof=1))
+    if var <= _RTOL * float((v**2).mean()):
+        return _interval(mean, math.nan, math.nan, level, method,
+                         f"{NOT_TESTABLE}: the same value on every split (no variance between splits)", **info)
+    se = math.sqrt(var * (1 / v.size + overlap))
+    return _interval(mean, se, v.size - 1, level, method, centre=mean if scale == "logit" else None, **info)
 
 
 def resampling_overlap(rows: pd.DataFrame) -> float:
@@ -322,10 +464,9 @@ def resampling_overlap(rows: pd.DataFrame) -> float:
 
 def t_test_p(record: Mapping) -> float:
     """Two-sided p-value of ``estimate = 0`` from an interval record (NaN when not testable)."""
-    se, df = record["se"], record["df"]
-    if not (se > _TINY and df > 0):
+    if not _tested(record):
         return math.nan
-    return float(2 * sps.t.sf(abs(record["estimate"]) / se, df))
+    return float(2 * special.stdtr(record["df"], -abs(record["estimate"]) / record["se"]))
 
 
 def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict:
@@ -358,12 +499,12 @@ def tost(record: Mapping, margin: float, alpha: float = 0.05) -> dict:
         ``tost_p``, ``equivalent`` (True/False, ``pd.NA`` when not testable), ``margin``.
     """
     if not margin > 0:
-        raise ValueError(f"tost margin must be > 0 (e.g. 0.02 accuracy), got {margin!r}")
+        raise ValueError(f"tost margin must be > 0 (e.g. {EQUIVALENCE_MARGIN} accuracy), got {margin!r}")
     se, df, d = record["se"], record["df"], record["estimate"]
-    if not (se > _TINY and df > 0) or math.isnan(d):
+    if not _tested(record):
         return {"tost_p": math.nan, "equivalent": pd.NA, "margin": margin}
-    p_low = float(sps.t.sf((d + margin) / se, df))
-    p_high = float(sps.t.cdf((d - margin) / se, df))
+    p_low = float(special.stdtr(df, -(d + margin) / se))
+    p_high = float(special.stdtr(df, (d - margin) / se))
     p = max(p_low, p_high)
     return {"tost_p": p, "equivalent": bool(p < alpha), "margin": margin}
 
@@ -393,7 +534,7 @@ def paired_difference(diff: np.ndarray, level: float = 0.95, overlap: float = 0.
     ``note`` says "not testable" — never a certainty, never p = 1.
     """
     diff = np.asarray(diff, dtype=float)
-    record = resampled_interval(diff, overlap, level)
+    record = resampled_interval(diff, overlap, level, scale="raw")
     out = {"diff": record["estimate"], "diff_ci_low": record["ci_low"], "diff_ci_high": record["ci_high"],
            "se": record["se"], "df": record["df"], "t_p": t_test_p(record), "wilcoxon_p": math.nan,
            "note": record["note"]}
@@ -461,20 +602,25 @@ def correctness_matrices(predictions: pd.DataFrame, config: Sequence[str]) -> di
 
 
 def _fixed_without_predictions(group: pd.DataFrame, level: float) -> dict:
-    """Fixed test set, per-split accuracies only: image component bounded by ``p(1 − p) / n_test``."""
+    """Fixed test set, per-split accuracies only: image component bounded by ``p̃(1 − p̃) / n_test`` (``p̃`` the
+    accuracy counting the pseudo image of :data:`PSEUDO_IMAGE`); conditional on the draws below :data:`MIN_DRAWS`."""
     acc = group["accuracy"].astype(float).to_numpy()
     n_test = float(group["n_test"].astype(float).mean()) if "n_test" in group else math.nan
     p = float(acc.mean())
     method = "two-level, image term bounded by p(1-p)/n (no predictions)"
+    info = {"n_splits": int(acc.size), "conditional": acc.size < MIN_DRAWS}
     if not n_test > 1:
-        return _interval(p, math.nan, math.nan, level, method, f"{NOT_TESTABLE}: n_test unknown")
-    terms = [(p * (1 - p) / n_test, n_test - 1)]
-    if acc.size > 1:
+        return _interval(p, math.nan, math.nan, level, method, f"{NOT_TESTABLE}: n_test unknown", **info)
+    margin = (PSEUDO_IMAGE / 2) / (n_test + PSEUDO_IMAGE)
+    centre = min(max(p, margin), 1 - margin)
+    terms = [(centre * (1 - centre) / n_test, n_test - 1)]
+    note = _conditional_note(acc.size)
+    if not info["conditional"]:
         terms.append((float(acc.var(ddof=1)) / acc.size, acc.size - 1))
+        note = ""
     total = sum(t for t, _ in terms)
-    denom = sum(t**2 / d for t, d in terms)
-    note = "" if acc.size > 1 else "one training draw: the interval covers test-image sampling only"
-    return _interval(p, math.sqrt(total), total**2 / denom if denom > 0 else math.nan, level, method, note)
+    return _interval(p, math.sqrt(total), _satterthwaite(terms, sum(d for _, d in terms)), level, method, note,
+                     centre=centre, **info)
 
 
 def _summary_intervals(group: pd.DataFrame, matrix: Correctness | None, design: str, level: float
@@ -489,10 +635,14 @@ def _summary_intervals(group: pd.DataFrame, matrix: Correctness | None, design: 
         return _fixed_without_predictions(group, level), balanced
     overlap = resampling_overlap(group)
     acc = resampled_interval(group["accuracy"], overlap, level)
-    if len(group) == 1 and {"n_correct", "n_test"} <= set(group.columns) and group["n_test"].notna().all():
-        low, high = wilson_ci(int(group["n_correct"].iloc[0]), int(group["n_test"].iloc[0]), level)
-        acc.update(ci_low=low, ci_high=high, method="Wilson (one split)",
-                   note="one split: the interval covers test-image sampling only")
+    counts = {"n_correct", "n_test"} <= set(group.columns) and group[["n_correct", "n_test"]].notna().all().all()
+    if math.isnan(acc["ci_low"]) and counts and not math.isnan(acc["estimate"]):
+        k, n = (int(round(float(group[c].astype(float).mean()))) for c in ("n_correct", "n_test"))
+        low, high = wilson_ci(min(k, n), n, level)
+        one = len(group) == 1
+        acc.update(ci_low=low, ci_high=high, method="Wilson (one split)" if one else "Wilson (one split's counts)",
+                   note="one split: the interval covers test-image sampling only" if one else
+                   "the same accuracy on every split: Wilson interval of one split's counts (conservative)")
     bal = resampled_interval(group["balanced_accuracy"] if "balanced_accuracy" in group else [math.nan] * len(group),
                              overlap, level)
     return acc, bal
@@ -523,16 +673,18 @@ def summarize(
     -------
     DataFrame
         One row per group, sorted by ``by``: the ``by`` columns, ``family``/``pretrained`` (when present), ``design``,
-        ``accuracy`` (mean over splits), ``ci_low``, ``ci_high`` (for display, clipped to [0, 1]), ``ci_low_raw``,
-        ``ci_high_raw`` (unclipped), ``ci_clipped`` (a display bound was clipped), ``n_splits``, ``n_test`` (test
-        images per split), ``n_test_total``, ``balanced_accuracy``, ``balanced_ci_low``, ``balanced_ci_high``
-        (raw), ``ci_method``, ``ci_note`` (why an interval is NaN, or what it covers) and the mean times.
+        ``accuracy`` (mean over splits), ``draw_min`` and ``draw_median`` (the per-draw accuracies' minimum and
+        median: a draw that failed shows here, where a t interval over few draws cannot see it), ``ci_low``,
+        ``ci_high`` (within [0, 1]), ``ci_conditional`` (the interval is conditional on fewer than
+        :data:`MIN_DRAWS` draws), ``n_splits``, ``n_test`` (test images per split), ``n_test_total``,
+        ``balanced_accuracy``, ``balanced_ci_low``, ``balanced_ci_high``, ``ci_method``, ``ci_note`` (why an interval
+        is NaN, or what it covers) and the mean times.
     """
     _check_level(level)
     by = _default_by(results, by)
     _check_columns(results, by + ["accuracy"])
     extra = [c for c in ("family", "pretrained") if c in results.columns and c not in by]
-    columns = by + extra + ["design", "accuracy", "ci_low", "ci_high", "ci_low_raw", "ci_high_raw", "ci_clipped",
+    columns = by + extra + ["design", "accuracy", "draw_min", "draw_median", "ci_low", "ci_high", "ci_conditional",
                             "n_splits", "n_test", "n_test_total", "balanced_accuracy", "balanced_ci_low",
                             "balanced_ci_high", "ci_method", "ci_note", *_TIME_COLUMNS]
     if results.empty:
@@ -548,20 +700,16 @@ def summarize(
         acc, bal = _summary_intervals(group, matrix, design, level)
         n_test = group["n_test"] if "n_test" in group else None
         has_n = n_test is not None and n_test.notna().any()
-        low, high = acc["ci_low"], acc["ci_high"]
-        clipped = bool(low < 0 or high > 1)
         note = acc["note"]
         if bal["note"] and bal["note"] != note:
             note = "; ".join(filter(None, [note, "balanced accuracy: " + bal["note"]]))
-        if clipped:
-            note = "; ".join(filter(None, [note, f"displayed interval clipped to [0, 1] (raw [{low:.3f}, "
-                                                 f"{high:.3f}])"]))
+        draws = group["accuracy"].astype(float)
         row = dict(zip(by, key))
         row.update({c: group[c].iloc[0] for c in extra})
         row.update(
-            design=design, accuracy=float(group["accuracy"].astype(float).mean()),
-            ci_low=float(np.clip(low, 0.0, 1.0)), ci_high=float(np.clip(high, 0.0, 1.0)),
-            ci_low_raw=low, ci_high_raw=high, ci_clipped=clipped, n_splits=len(group),
+            design=design, accuracy=float(draws.mean()), draw_min=float(draws.min()),
+            draw_median=float(draws.median()), ci_low=acc["ci_low"], ci_high=acc["ci_high"],
+            ci_conditional=bool(acc["conditional"]), n_splits=len(group),
             n_test=int(round(float(n_test.mean()))) if has_n else 0,
             n_test_total=int(n_test.sum()) if has_n else 0,
             balanced_accuracy=_nanmean(group, "balanced_accuracy") if matrix is None else bal["estimate"],
@@ -684,6 +832,26 @@ def _reference_for(reference: Mapping | pd.DataFrame, where: dict, config_cols: 
     return dict(reference)
 
 
+def paired_interval(correct_a: np.ndarray, correct_b: np.ndarray, classes: Sequence | None = None, *,
+                    level: float = 0.95) -> dict:
+    """Paired difference ``a − b`` of two (J, N) correctness matrices on the same draws and test images.
+
+    The :func:`two_level_interval` record of ``correct_a − correct_b`` on the raw scale (conditional on the draws
+    below :data:`MIN_DRAWS`), with ``p`` — the two-level t-test, or McNemar's exact test with a single draw — and
+    ``test`` naming it.
+    """
+    a = np.atleast_2d(np.asarray(correct_a, dtype=float))
+    b = np.atleast_2d(np.asarray(correct_b, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"paired_interval needs aligned matrices; got shapes {a.shape} and {b.shape}")
+    record = two_level_interval(a - b, classes, level=level, scale="raw")
+    if a.shape[0] == 1:
+        test = mcnemar_exact(a[0] > 0.5, b[0] > 0.5)
+        record["note"] = "; ".join(filter(None, [record["note"], test["note"]]))
+        return {**record, "p": test["p"], "test": "McNemar exact (one split)"}
+    return {**record, "p": t_test_p(record), "test": "two-level t"}
+
+
 def _paired_fixed(a: Correctness | None, b: Correctness | None, level: float) -> tuple[dict, float, str, int]:
     """(interval record of a − b, p-value, test name, n_pairs) under a fixed test set."""
     if a is None or b is None:
@@ -694,13 +862,8 @@ def _paired_fixed(a: Correctness | None, b: Correctness | None, level: float) ->
     if splits.size == 0 or y.size == 0:
         record = _interval(math.nan, math.nan, math.nan, level, "none", f"{NOT_TESTABLE}: no shared split/images")
         return record, math.nan, "none", 0
-    record = two_level_interval(ca - cb, y, level=level)
-    if splits.size == 1:
-        test = mcnemar_exact(ca[0] > 0.5, cb[0] > 0.5)
-        note = "; ".join(filter(None, [record["note"], test["note"]]))
-        record["note"] = note
-        return record, test["p"], "McNemar exact (one split)", 1
-    return record, t_test_p(record), "two-level t", int(splits.size)
+    record = paired_interval(ca, cb, y, level=level)
+    return record, record["p"], record["test"], int(splits.size)
 
 
 def paired_comparison(
@@ -710,7 +873,7 @@ def paired_comparison(
     by: Sequence[str] | None = None,
     level: float = 0.95,
     alpha: float = 0.05,
-    margin: float = 0.02,
+    margin: float = EQUIVALENCE_MARGIN,
 ) -> pd.DataFrame:
     """Compare every configuration with a pre-selected reference on the same splits (and test images).
 
@@ -732,7 +895,7 @@ def paired_comparison(
         Confidence level of the interval of the difference.
     alpha : float, default=0.05
         Level of ``significant`` (Holm-corrected, within each train size) and of the TOST.
-    margin : float, default=0.02
+    margin : float, default=:data:`EQUIVALENCE_MARGIN`
         Equivalence margin of the TOST (accuracy points).
 
     Returns
@@ -741,8 +904,11 @@ def paired_comparison(
         One row per configuration: the ``by`` columns, ``design``, ``reference`` (label), ``is_reference``,
         ``accuracy`` and ``reference_accuracy`` (means over the paired splits), ``n_pairs``, ``diff``
         (configuration − reference), ``diff_ci_low``, ``diff_ci_high``, ``test``, ``t_p`` (the test's p-value),
-        ``wilcoxon_p`` (resampled design, indicative), ``p_holm``, ``significant`` (``pd.NA`` when not testable),
-        ``tost_p``, ``equivalent`` (within ±``margin``; ``pd.NA`` when not testable), ``margin`` and ``note``.
+        ``wilcoxon_p`` (resampled design, indicative), ``p_holm`` (Holm over every testable comparison of the train
+        size), ``significant``, ``tost_p``, ``equivalent`` (within ±``margin``), ``margin``, ``few_draws`` and
+        ``note``. ``significant`` and ``equivalent`` are ``pd.NA`` when not testable and when the comparison rests
+        on fewer than :data:`MIN_DRAWS` paired draws (``few_draws``; the interval is then conditional on those
+        draws and no verdict is drawn).
     """
     _check_level(level)
     by = _default_by(results, by)
@@ -754,7 +920,7 @@ def paired_comparison(
         _reference_for(reference, {}, config_cols)
     columns = by + ["design", "reference", "is_reference", "accuracy", "reference_accuracy", "n_pairs", "diff",
                     "diff_ci_low", "diff_ci_high", "test", "t_p", "wilcoxon_p", "p_holm", "significant", "tost_p",
-                    "equivalent", "margin", "note"]
+                    "equivalent", "margin", "few_draws", "note"]
     if results.empty or not config_cols:
         return pd.DataFrame(columns=columns)
     matrices = (correctness_matrices(predictions, config_cols)
@@ -801,41 +967,63 @@ def paired_comparison(
                           "se": tests["se"], "df": tests["df"], "note": tests["note"]}
                 p, test, n_pairs, wilcoxon_p = tests["t_p"], "resampled t (Nadeau–Bengio)", int(both.sum()), \
                     tests["wilcoxon_p"]
+            few = n_pairs < MIN_DRAWS
             row.update(n_pairs=n_pairs, diff=record["estimate"], diff_ci_low=record["ci_low"],
-                       diff_ci_high=record["ci_high"], test=test, t_p=p, wilcoxon_p=wilcoxon_p,
+                       diff_ci_high=record["ci_high"], test=test, t_p=p, wilcoxon_p=wilcoxon_p, few_draws=few,
                        note=record["note"], **tost(record, margin, alpha))
+            if few and not math.isnan(record["estimate"]):
+                row.update(equivalent=pd.NA, note="; ".join(filter(None, [
+                    row["note"], f"no verdict from {n_pairs} paired draw{'s' if n_pairs != 1 else ''} (fewer "
+                                 f"than {MIN_DRAWS})"])))
             if i == ref_idx:
                 row.update(t_p=math.nan, wilcoxon_p=math.nan, tost_p=math.nan, equivalent=pd.NA, note="reference")
             block.append(row)
         adjusted = holm([r["t_p"] for r in block])
         for row, p in zip(block, adjusted):
             row["p_holm"] = float(p)
-            row["significant"] = pd.NA if math.isnan(p) else bool(p < alpha)
+            row["significant"] = pd.NA if math.isnan(p) or row["few_draws"] else bool(p < alpha)
         rows.extend(block)
     out = pd.DataFrame(rows, columns=columns)
     for col in ("significant", "equivalent"):
         out[col] = out[col].astype("boolean")
+    out["few_draws"] = out["few_draws"].astype(bool)
     return out
 
 
 # --- crossover ----------------------------------------------------------------------------------------------------
 
 
-def _first_crossings(log_sizes: np.ndarray, diffs: np.ndarray) -> np.ndarray:
-    """Per row of ``diffs`` (resamples × sizes), where fine-tuning − frozen first turns positive, interpolated
-    linearly in log size: ``-inf`` when already positive at the smallest size, ``+inf`` when never, NaN when a row
-    has a NaN."""
-    diffs = np.atleast_2d(diffs)
+def _isotonic(y: np.ndarray) -> np.ndarray:
+    """Non-decreasing least-squares fit of every row of ``y`` (rows × points, equal weights; NaN rows stay NaN):
+    ``fit_i = max_{j ≤ i} min_{k ≥ i} mean(y_j..y_k)``, vectorised over rows."""
+    n = y.shape[1]
+    sums = np.concatenate([np.zeros((y.shape[0], 1)), np.cumsum(y, axis=1)], axis=1)
+    j, k = np.triu_indices(n)
+    means = np.full((y.shape[0], n, n), np.nan)
+    means[:, j, k] = (sums[:, k + 1] - sums[:, j]) / (k - j + 1)
+    fit = np.empty_like(y)
+    for i in range(n):
+        fit[:, i] = np.max(np.min(means[:, : i + 1, i:], axis=2), axis=1)
+    return fit
+
+
+def _crossings(log_sizes: np.ndarray, diffs: np.ndarray) -> np.ndarray:
+    """Per row of ``diffs`` (resamples × sizes), where the monotone (isotonic) fit of fine-tuning − frozen in log
+    size turns positive, interpolated linearly in log size: ``-inf`` when already positive at the smallest size,
+    ``+inf`` when never, NaN when a row has a NaN. A monotone fit pools sizes whose order noise reversed, so a
+    single noisy size below the crossing cannot be taken for it."""
+    diffs = np.atleast_2d(np.asarray(diffs, dtype=float))
     out = np.full(diffs.shape[0], np.inf)
-    positive = diffs > 0
+    bad = np.isnan(diffs).any(axis=1)
+    fit = _isotonic(np.where(bad[:, None], 0.0, diffs))
+    positive = fit > 0
     out[positive[:, 0]] = -np.inf
-    later = ~positive[:, 0] & positive.any(axis=1)
-    rows = np.flatnonzero(later)
+    rows = np.flatnonzero(~positive[:, 0] & positive.any(axis=1))
     j = positive[rows].argmax(axis=1)
-    d0, d1 = diffs[rows, j - 1], diffs[rows, j]
+    d0, d1 = fit[rows, j - 1], fit[rows, j]
     t = -d0 / (d1 - d0)
     out[rows] = np.exp(log_sizes[j - 1] + t * (log_sizes[j] - log_sizes[j - 1]))
-    out[np.isnan(diffs).any(axis=1)] = np.nan
+    out[bad] = np.nan
     return out
 
 
@@ -878,7 +1066,7 @@ def _crossover_data(data: pd.DataFrame, selected: pd.DataFrame, matrices: dict, 
             if splits.size == 0 or index.size == 0:
                 continue
             item = _SizeData(size, splits, index, y, c_ft - c_fr, 0.0)
-            record = two_level_interval(item.diff, y)
+            record = two_level_interval(item.diff, y, scale="raw")
             acc_fr, acc_ft = float(c_fr.mean()), float(c_ft.mean())
         else:
             def per_split(cfg: dict) -> pd.Series:
@@ -891,7 +1079,7 @@ def _crossover_data(data: pd.DataFrame, selected: pd.DataFrame, matrices: dict, 
                 continue
             item = _SizeData(size, np.asarray(common), None, None, (ft[common] - fr[common]).to_numpy(),
                              resampling_overlap(group))
-            record = resampled_interval(item.diff, item.overlap)
+            record = resampled_interval(item.diff, item.overlap, scale="raw")
             acc_fr, acc_ft = float(fr[common].mean()), float(ft[common].mean())
         sizes.append(item)
         curves.append({"train_size": size_key, "frozen_best": config_label(frozen, config), "frozen_accuracy": acc_fr,
@@ -902,15 +1090,26 @@ def _crossover_data(data: pd.DataFrame, selected: pd.DataFrame, matrices: dict, 
     return sizes, curves
 
 
+def _draw_counts(n_ids: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap counts of ``n_ids`` draw ids (n_boot × n_ids), every resample holding at least 2 distinct ids (a
+    resample of one draw has no draw variance and would pass for certainty); all ones with a single id."""
+    if n_ids < 2:
+        return np.ones((n_boot, n_ids))
+    counts = rng.multinomial(n_ids, np.full(n_ids, 1.0 / n_ids), size=n_boot)
+    while (redo := np.flatnonzero(np.count_nonzero(counts, axis=1) < 2)).size:
+        counts[redo] = rng.multinomial(n_ids, np.full(n_ids, 1.0 / n_ids), size=redo.size)
+    return counts.astype(float)
+
+
 def _bootstrap_differences(items: list[_SizeData], design: str, n_boot: int, rng: np.random.Generator
                            ) -> np.ndarray | None:
-    """Resampled mean differences (n_boot × sizes): split ids resampled jointly across sizes and, under a fixed
-    test set, test images too (stratified by class, the same images for every size); NaN where a resample holds no
-    split of a size. None when there is nothing to resample."""
+    """Resampled mean differences (n_boot × sizes): split ids resampled jointly across sizes (at least 2 distinct
+    ids in every resample) and, under a fixed test set, test images too (stratified by class, the same images for
+    every size); NaN where a resample holds no split of a size. None when there is nothing to resample."""
     ids = np.unique(np.concatenate([it.splits for it in items]))
     if design != "fixed_test" and ids.size < 2:
         return None
-    counts = rng.multinomial(ids.size, np.full(ids.size, 1.0 / ids.size), size=n_boot).astype(float)
+    counts = _draw_counts(ids.size, n_boot, rng)
     out = np.empty((n_boot, len(items)))
     image_weights = None
     if design == "fixed_test":
@@ -940,14 +1139,14 @@ def _crossing(items: list[_SizeData], design: str, n_boot: int, level: float, ra
     """Point estimate and bootstrap interval of the crossing from per-size paired data."""
     log_sizes = np.log([it.size for it in items])
     diff = np.array([float(it.diff.mean()) for it in items])
-    out = {"estimate": float(_first_crossings(log_sizes, diff)[0]), "difference": diff, "ci": None,
+    out = {"estimate": float(_crossings(log_sizes, diff)[0]), "difference": diff, "ci": None,
            "p_crossing": None, "resamples": {},
            "method": ("two-way bootstrap over splits × test images" if design == "fixed_test"
                       else "bootstrap over splits, deviations scaled by the Nadeau–Bengio factor")}
-    boot = _bootstrap_differences(items, design, n_boot, np.random.default_rng(random_state))
+    boot = _bootstrap_differences(items, design, n_boot, np.random.default_rng(random_state)) if n_boot else None
     if boot is None:
         return out
-    crossings = _first_crossings(log_sizes, boot)
+    crossings = _crossings(log_sizes, boot)
     defined = crossings[~np.isnan(crossings)]
     out["resamples"] = {"total": n_boot, "crossing": int(np.isfinite(defined).sum()),
                         "finetune_ahead": int((defined == -np.inf).sum()),
@@ -1027,10 +1226,13 @@ def crossover(
     At each train size the two configurations are those chosen on training-side evidence (:func:`select_best`
     per train size and family, or ``fixed`` in advance) — never by test accuracy. Their paired difference
     (fine-tuning − frozen, same splits and, under a fixed test set, same test images) is computed per train size;
-    the crossover is where it first turns positive, interpolated linearly in log(images per class).
+    the crossover is where a monotone (isotonic) fit of these differences in log(images per class) turns positive,
+    interpolated linearly in log size. With fewer than :data:`MIN_DRAWS` paired draws at some size no crossover is
+    concluded (``status == "too_few_draws"``): the per-size differences are reported, conditional on those draws.
 
     The interval is a percentile bootstrap that recomputes the crossing: split ids resampled jointly across train
-    sizes and, under ``design == "fixed_test"``, test images too (stratified by class; two-way bootstrap). In the
+    sizes (at least 2 distinct ids per resample) and, under ``design == "fixed_test"``, test images too (stratified
+    by class; two-way bootstrap). In the
     resampled design the split-bootstrap deviations are scaled by the Nadeau–Bengio factor
     ``sqrt(1 + J · n_test/n_train)``. No resample is dropped silently: resamples without a crossing count as
     ``-inf`` (fine-tuning ahead everywhere) or ``+inf`` (never ahead) inside the quantiles, and every kind is
@@ -1051,7 +1253,7 @@ def crossover(
     frozen_family, finetune_family : str
         Family values of the two groups compared.
     n_boot : int, default=2000
-        Bootstrap resamples.
+        Bootstrap resamples (0: the point estimate only).
     level : float, default=0.95
         Confidence level.
     random_state : int, default=0
@@ -1062,7 +1264,8 @@ def crossover(
     dict
         ``estimate`` (images/class; None without a crossing inside the data), ``ci`` ((low, high), ``-inf`` /
         ``inf`` meaning below the smallest / beyond the largest size; None when nothing can be resampled),
-        ``statement``, ``status`` ("crossover", "not_reached", "finetune_ahead", "not_measured"), ``design``,
+        ``statement``, ``status`` ("crossover", "not_reached", "finetune_ahead", "too_few_draws", "not_measured"),
+        ``design``,
         ``method``, ``min_train_size``, ``max_train_size``, ``p_crossing`` (fraction of resamples with a crossing
         inside the data), ``resamples`` (counts: ``total``, ``crossing``, ``finetune_ahead``, ``never_ahead``,
         ``undefined``), ``largest`` (difference at the largest size: ``estimate``, ``ci_low``, ``ci_high``) and
@@ -1098,15 +1301,17 @@ def crossover(
         out["statement"] = ("Crossover not measured in this run (no train size with a pre-selected configuration of "
                             "both families: give selection scores or fix configurations in advance).")
         return out
-    found = _crossing(items, design, n_boot, level, random_state)
-    out.update(method=found["method"], resamples=found["resamples"], p_crossing=found["p_crossing"],
-               ci=found["ci"])
-    estimate = found["estimate"]
     lo_size, hi_size = items[0].size, items[-1].size
     out.update(min_train_size=int(lo_size), max_train_size=int(hi_size), largest={
         k: curves[-1][v] for k, v in (("estimate", "difference"), ("ci_low", "difference_ci_low"),
                                       ("ci_high", "difference_ci_high"))})
-    ci_text = " (single split: no CI)"
+    fewest = min(items, key=lambda it: it.splits.size)
+    found = (_crossing(items, design, n_boot, level, random_state) if fewest.splits.size >= MIN_DRAWS else
+             {"estimate": math.nan, "method": "", "resamples": {}, "p_crossing": None, "ci": None})
+    out.update(method=found["method"], resamples=found["resamples"], p_crossing=found["p_crossing"],
+               ci=found["ci"])
+    estimate = found["estimate"]
+    ci_text = ""
     if out["ci"] is not None:
         q, r = out["ci"], out["resamples"]
         def bound(value: float) -> str:
@@ -1128,21 +1333,28 @@ def crossover(
     last_text = at(last, hi_size)
     names = (f"configurations pre-selected on training-side evidence: {last['finetune_best']} (fine-tuning), "
              f"{last['frozen_best']} (frozen)")
-    if estimate == math.inf:
+    fit = "In a monotone fit of the per-size differences (log size)"
+    if math.isnan(estimate):
+        k = int(fewest.splits.size)
+        out["status"] = "too_few_draws"
+        out["statement"] = (f"Crossover not concluded: at {int(fewest.size)} images/class the two families share "
+                            f"{k} training draw{'s' if k != 1 else ''}, fewer than the {MIN_DRAWS} a verdict needs; "
+                            "the per-size differences are conditional on those draws and cannot tell where, or "
+                            f"whether, fine-tuning overtakes frozen features; {names}; {last_text}.")
+    elif estimate == math.inf:
         out["status"] = "not_reached"
-        out["statement"] = ("In the point estimates, fine-tuning did not overtake the pre-selected frozen-feature "
-                            f"configuration within the data (up to {int(hi_size)} images/class); {names}; "
-                            f"{last_text}.")
+        out["statement"] = (f"{fit}, fine-tuning did not overtake the pre-selected frozen-feature configuration "
+                            f"within the data (up to {int(hi_size)} images/class); {names}; {last_text}.")
     elif estimate == -math.inf:
         out["status"] = "finetune_ahead"
-        out["statement"] = ("In the point estimates, fine-tuning was already ahead of the pre-selected "
-                            f"frozen-feature configuration at the smallest size measured ({at(curves[0], lo_size)}); "
-                            f"a crossing, if any, lies below; {names}; {last_text}.")
+        out["statement"] = (f"{fit}, fine-tuning was already ahead of the pre-selected frozen-feature configuration "
+                            f"at the smallest size measured ({at(curves[0], lo_size)}); a crossing, if any, lies "
+                            f"below; {names}; {last_text}.")
     else:
         out.update(status="crossover", estimate=estimate)
-        out["statement"] = ("In the point estimates, fine-tuning overtakes the pre-selected frozen-feature "
-                            f"configuration at about {estimate:.0f} images/class{ci_text}, measured between "
-                            f"{int(lo_size)} and {int(hi_size)} images/class; {names}; {last_text}.")
+        out["statement"] = (f"{fit}, fine-tuning overtakes the pre-selected frozen-feature configuration at about "
+                            f"{estimate:.0f} images/class{ci_text}, measured between {int(lo_size)} and "
+                            f"{int(hi_size)} images/class; {names}; {last_text}.")
     if out["status"] != "crossover" and out["ci"] is not None:
         out["statement"] += f" Crossing point{ci_text}."
     return out

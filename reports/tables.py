@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -136,8 +136,10 @@ def to_csv(df: pd.DataFrame, path: str | Path | None = None) -> str:
 
 
 def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_splits: int | None = None,
-                    digits: int = 3, unit: str = "draws") -> str:
-    """``"0.912 [0.871, 0.944] (n=153 test images × 10 draws)"``: a mean accuracy with its 95% CI and test size.
+                    digits: int = 3, unit: str = "draws", *, draw_min: float | None = None,
+                    draw_median: float | None = None, conditional: bool = False) -> str:
+    """``"0.912 [0.871, 0.944] (n=153 test images × 10 draws); per draw min 0.850, median 0.915"``: a mean accuracy
+    with its 95% CI, test size and, when given, the per-draw spread.
 
     Parameters
     ----------
@@ -151,6 +153,11 @@ def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_s
         Decimals.
     unit : str, default="draws"
         What ``n_splits`` counts (``"draws"``, ``"folds"``).
+    draw_min, draw_median : float, optional
+        Lowest and median per-draw accuracy, shown after the interval (a failed draw shows there; a t interval over
+        a few draws cannot see it) when there is more than one draw.
+    conditional : bool, default=False
+        The interval is conditional on its draws (fewer than :data:`reports.stats.MIN_DRAWS`); said after it.
 
     Returns
     -------
@@ -166,15 +173,27 @@ def format_accuracy(mean: float, lo: float, hi: float, n: int | None = None, n_s
     if n is not None and not missing(n):
         images = f"n={int(n)} test images"
         text += f" ({images} × {int(n_splits)} {unit})" if n_splits and n_splits > 1 else f" ({images})"
+    if conditional:
+        draws = f"these {int(n_splits)} {unit}" if n_splits and n_splits > 1 else f"this {unit.rstrip('s')}"
+        text += f", CI conditional on {draws}"
+    if n_splits and n_splits > 1 and not missing(draw_min) and not missing(draw_median):
+        text += f"; per {unit.rstrip('s')} min {draw_min:.{digits}f}, median {draw_median:.{digits}f}"
     return text
 
 
+def accuracy_text(row: pd.Series | Mapping | tuple) -> str:
+    """:func:`format_accuracy` of one :func:`reports.stats.summarize` row (mapping or named tuple): mean, 95% CI,
+    n, whether the CI is conditional on its draws, and the per-draw minimum and median."""
+    get = row.get if hasattr(row, "get") else lambda key, default=None: getattr(row, key, default)
+    return format_accuracy(get("accuracy"), get("ci_low"), get("ci_high"), get("n_test"), get("n_splits"),
+                           draw_min=get("draw_min"), draw_median=get("draw_median"),
+                           conditional=bool(get("ci_conditional", False)))
+
+
 def with_accuracy_text(summary: pd.DataFrame, column: str = "accuracy_95ci") -> pd.DataFrame:
-    """Copy of a :func:`reports.stats.summarize` table with a formatted ``accuracy [CI] (n)`` column added."""
+    """Copy of a :func:`reports.stats.summarize` table with a formatted ``accuracy [CI] (n); per draw …`` column."""
     out = summary.copy()
-    out[column] = [
-        format_accuracy(r.accuracy, r.ci_low, r.ci_high, r.n_test, r.n_splits) for r in summary.itertuples()
-    ]
+    out[column] = [accuracy_text(r) for r in summary.itertuples()]
     return out
 
 

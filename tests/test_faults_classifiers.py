@@ -1,18 +1,22 @@
-"""The behavioural checks of tests/test_finetune.py catch the faults they guard against.
+"""The behavioural checks of tests/test_finetune.py and tests/test_decisions.py catch the faults they guard against.
 
 Each case plants one fault with ``monkeypatch`` (the head's learning rate forced to 0, early stopping's restore made
-a no-op, the seed ignored) and asserts that the matching ``check_*`` then fails.  The faults are a fixed (seeded)
-list, so CI measures the suite's strength, not only the code's.
+a no-op, the seed ignored, the inner CV unstratified, early-stopping patience carried from one phase to the next)
+and asserts that the matching ``check_*`` then fails.  The faults are a fixed (seeded) list, so CI measures the
+suite's strength, not only the code's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.model_selection import KFold
 
+from classifiers import heads
 from classifiers.finetune import FineTunedCNN
 from classifiers.training import EarlyStopping, Optimisation
 from conftest import make_two_class_images
+from test_decisions import check_inner_cv_is_stratified, check_patience_counts_per_phase
 from test_finetune import SEEDED, check_learns, check_restores_best, check_seeds
 
 
@@ -35,6 +39,25 @@ def _seed_ignored(monkeypatch) -> None:
     monkeypatch.setattr(FineTunedCNN, "_seed", lambda self: 0)
 
 
+def _unstratified_inner_cv(monkeypatch) -> None:
+    monkeypatch.setattr(heads, "StratifiedKFold", KFold)
+
+
+def _patience_carried(monkeypatch) -> None:
+    """``start_phase`` sets the new patience but keeps every other piece of state (the wait counter among them),
+    whatever the attributes are called."""
+    original = EarlyStopping.start_phase
+
+    def carried(self, patience):
+        before = dict(vars(self))
+        original(self, patience)
+        for key, value in before.items():
+            if getattr(self, key) is not value and getattr(self, key) is not patience:
+                setattr(self, key, value)
+
+    monkeypatch.setattr(EarlyStopping, "start_phase", carried)
+
+
 @pytest.fixture(scope="module")
 def small():
     images, labels = make_two_class_images(12)
@@ -46,6 +69,10 @@ FAULTS = {
     "head lr 0 (precomputed)": (_head_lr_zero, lambda data: check_learns(precompute=True), "reached only"),
     "head lr 0 (forward)": (_head_lr_zero, lambda data: check_learns(precompute=False), "reached only"),
     "restore is a no-op": (_restore_noop, lambda data: check_restores_best(*data), "kept weights' validation loss"),
+    "inner CV not stratified (KFold)": (_unstratified_inner_cv, lambda data: check_inner_cv_is_stratified(),
+                                        "test fold"),
+    "patience carried across phases": (_patience_carried, lambda data: check_patience_counts_per_phase(),
+                                       "patience carried over"),
     **{
         f"seed ignored ({name})": (
             _seed_ignored, lambda data, name=name: check_seeds(*data, **SEEDED[name]), "gave random_state=0's model"

@@ -1,17 +1,28 @@
-"""Planted faults in the architecture analyses: each behavioural check of their tests must catch its fault."""
+"""Planted faults in the reports (architecture analyses, course answers): each behavioural check of their tests
+must catch its fault."""
 
 from __future__ import annotations
 
+import __future__
 import dataclasses
+import inspect
+import textwrap
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from test_decisions import (
+    check_answers_apply_holm,
+    check_better_needs_a_significant_test,
+    check_few_draws_give_no_verdict,
+)
 from test_imagenet_probe import MeanBrightness, check_probe_numbers
 from test_invariance import check_pooling_stability, check_translation_equivariance, smooth_image, tiny_net
 from test_receptive_field import check_exact_fields, check_measured_equals_analytic
 
 from featurize.backbones import get_backbone_spec
+from reports import answers
 from reports.architecture import imagenet_probe, invariance, receptive_field
 
 
@@ -82,3 +93,40 @@ def test_receptive_field_off_by_one_is_caught_by_the_measurement(monkeypatch):
     off_by_one(monkeypatch)
     with pytest.raises(AssertionError):
         check_measured_equals_analytic("vgg16", "pool1", probe)
+
+
+def mutate(monkeypatch, module, name: str, old: str, new: str) -> None:
+    """Replace function ``module.name`` by its own source with ``old`` replaced by ``new`` (one line-level fault).
+    Fails when ``old`` is no longer in the source once: the fault must then be re-planted, not silently skipped."""
+    source = textwrap.dedent(inspect.getsource(getattr(module, name)))
+    assert source.count(old) == 1, f"fault no longer applies: {old!r} is not once in {module.__name__}.{name}"
+    namespace = dict(vars(module))
+    code = compile(source.replace(old, new), module.__file__, "exec", flags=__future__.annotations.compiler_flag,
+                   dont_inherit=True)
+    exec(code, namespace)
+    monkeypatch.setattr(module, name, namespace[name])
+
+
+ANSWER_FAULTS = {
+    "'better' whenever the test ran": (
+        lambda mp: mutate(mp, answers, "_verdict", '_true(test["significant"])', 'not pd.isna(test["significant"])'),
+        check_better_needs_a_significant_test),
+    "no Holm correction within a question": (
+        lambda mp: mp.setattr(answers, "holm", lambda p: np.asarray(p, dtype=float)), check_answers_apply_holm),
+    "verdicts from fewer than 5 draws": (
+        lambda mp: mutate(mp, answers, "_verdict", 'if _true(test.get("few_draws")):', "if False:"),
+        check_few_draws_give_no_verdict),
+}
+
+
+@pytest.mark.parametrize("fault", list(ANSWER_FAULTS))
+def test_answer_checks_pass_without_the_fault(fault):
+    ANSWER_FAULTS[fault][1]()
+
+
+@pytest.mark.parametrize("fault", list(ANSWER_FAULTS))
+def test_answer_checks_catch_the_planted_fault(fault, monkeypatch):
+    plant, check = ANSWER_FAULTS[fault]
+    plant(monkeypatch)
+    with pytest.raises(AssertionError):
+        check()

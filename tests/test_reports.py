@@ -263,8 +263,9 @@ def test_crossover_not_reached_and_already_ahead():
     ahead = crossover(make_results(crossover_at=0.5), fixed=FIXED, n_boot=100)
     assert ahead["status"] == "finetune_ahead" and ahead["estimate"] is None
     assert "already ahead" in ahead["statement"]
-    single = crossover(make_results(n_splits=1), fixed=FIXED, n_boot=100)
-    assert single["status"] == "crossover" and single["ci"] is None and "no CI" in single["statement"]
+    single = crossover(make_results(n_splits=1), fixed=FIXED, n_boot=100)  # no crossover rests on 1 draw
+    assert single["status"] == "too_few_draws" and single["estimate"] is None and single["ci"] is None
+    assert "1 training draw, fewer than the 5 a verdict needs" in single["statement"]
     frozen_only = make_results().query("family == 'frozen'")
     assert crossover(frozen_only, fixed=FIXED)["estimate"] is None
     assert "not measured" in crossover(frozen_only, fixed=FIXED)["statement"]
@@ -297,7 +298,8 @@ def test_method_by_cut(results):
     resnet = tables["resnet18"]
     assert list(resnet.columns) == ["method", "(no cut)", "layer3", "layer4", "avgpool"]
     cell = resnet.set_index("method").loc["logistic", "avgpool"]
-    assert cell.endswith("(n=60 test images × 5 draws)") and "[" in cell
+    assert re.fullmatch(r"0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\] \(n=60 test images × 5 draws\); "
+                        r"per draw min 0\.\d{3}, median 0\.\d{3}", cell), cell
 
 
 # --- plots, answers, report -----------------------------------------------------------------------------------
@@ -391,8 +393,15 @@ def test_degenerate_inputs_still_write_report(case, results, tmp_path):
 def test_summary_table(results):
     table = summary_table(results, summarize(results))
     assert table["train_size"].iloc[0] == 80
-    assert table["accuracy_95ci"].str.endswith("(n=60 test images × 5 draws)").all()
-    assert {"backbone", "cut", "method", "pretrained", "ci_low", "ci_high", "n_test", "n_splits"} <= set(table)
+    spread = [f"(n=60 test images × 5 draws); per draw min {lo:.3f}, median {mid:.3f}"
+              for lo, mid in zip(table["draw_min"], table["draw_median"])]
+    assert all(text.endswith(end) for text, end in zip(table["accuracy_95ci"], spread))
+    per_draw = results.groupby(["backbone", "cut", "method", "train_size"])["accuracy"]
+    first = table.iloc[0]
+    draws = per_draw.get_group((first["backbone"], first["cut"], first["method"], first["train_size"]))
+    assert (first["draw_min"], first["draw_median"]) == pytest.approx((draws.min(), draws.median()))
+    assert {"backbone", "cut", "method", "pretrained", "ci_low", "ci_high", "ci_conditional", "n_test",
+            "n_splits"} <= set(table) and not table["ci_conditional"].any()
 
 
 def test_from_scratch_rows_do_not_flag_a_pretrained_backbone():

@@ -131,9 +131,14 @@ def test_two_level_interval_equals_the_crossed_anova_formula():
     ms_resid = (resid**2).sum() / ((j - 1) * (n - 1))
     assert out["estimate"] == pytest.approx(grand)
     assert out["se"] ** 2 == pytest.approx((ms_splits + ms_images - ms_resid) / (j * n))
-    half = sps.t.ppf(0.975, out["df"]) * out["se"]
-    assert (out["ci_low"], out["ci_high"]) == pytest.approx((grand - half, grand + half))
-    assert 0 < out["df"] <= (j - 1) * n
+    assert 1 <= out["df"] <= (j - 1) + (n - 1) and not out["conditional"]
+    # the interval is built on the logit scale (delta method) and transformed back
+    centre = grand
+    half = sps.t.ppf(0.975, out["df"]) * out["se"] / (centre * (1 - centre))
+    expected = [1 / (1 + math.exp(-(math.log(centre / (1 - centre)) + s * half))) for s in (-1, 1)]
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(expected)
+    raw = out["estimate"] + np.array([-1, 1]) * sps.t.ppf(0.975, out["df"]) * out["se"]
+    assert abs((out["ci_high"] - out["ci_low"]) / (raw[1] - raw[0]) - 1) < 0.05  # mid-range: close to the raw one
 
 
 def test_identical_splits_give_the_test_image_interval():
@@ -168,28 +173,29 @@ def test_balanced_accuracy_interval():
     assert row["design"] == "fixed_test" and row["ci_method"].startswith("two-level")
 
 
-def test_summarize_fixed_test_matches_two_level_and_reports_raw_bounds():
+def test_summarize_fixed_test_matches_two_level_and_stays_inside_zero_one():
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], [70, 83])
     good = random_matrix(rng, (3, 153), 0.995)
     results, predictions = fixed_tables({("good", "frozen", 5): good}, labels)
     row = stats.summarize(results, predictions).iloc[0]
     expected = stats.two_level_interval(good, labels)
-    assert (row["ci_low_raw"], row["ci_high_raw"]) == pytest.approx((expected["ci_low"], expected["ci_high"]))
-    assert row["ci_high_raw"] > 1 and row["ci_high"] == 1.0 and row["ci_clipped"]
-    assert "clipped" in row["ci_note"]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected["ci_low"], expected["ci_high"]))
+    assert 0 < row["ci_low"] < row["accuracy"] <= row["ci_high"] <= 1  # near the ceiling, never beyond it
+    assert row["ci_conditional"] and "conditional on these 3 training draws" in row["ci_note"]
     assert row["n_splits"] == 3 and row["n_test"] == 153
+    per_draw = good.mean(axis=1)
+    assert (row["draw_min"], row["draw_median"]) == pytest.approx((per_draw.min(), np.median(per_draw)))
     without = stats.summarize(results).iloc[0]
     assert "no predictions" in without["ci_method"] and math.isnan(without["balanced_ci_low"])
-    assert without["ci_high_raw"] - without["ci_low_raw"] >= row["ci_high_raw"] - row["ci_low_raw"] - 1e-9
+    assert without["ci_conditional"] and 0 < without["ci_low"] and without["ci_high"] <= 1
+    assert without["ci_high"] - without["ci_low"] >= row["ci_high"] - row["ci_low"] - 1e-9
 
 
 def test_not_testable_cases_are_nan_with_a_reason():
     labels = np.repeat([0, 1], [5, 5])
     perfect = np.ones((4, 10))
     results, predictions = fixed_tables({("a", "frozen", 5): perfect, ("b", "frozen", 5): perfect}, labels)
-    summary = stats.summarize(results, predictions)
-    assert summary["ci_low_raw"].isna().all() and summary["ci_note"].str.contains("not testable").all()
     paired = stats.paired_comparison(results, {"method": "a"}, predictions).query("~is_reference").iloc[0]
     assert math.isnan(paired["diff_ci_low"]) and math.isnan(paired["t_p"]) and paired["significant"] is pd.NA
     assert "not testable" in paired["note"]
@@ -199,8 +205,27 @@ def test_not_testable_cases_are_nan_with_a_reason():
     assert single["ci_method"] == "Wilson (one split)"
     one = stats.paired_comparison(resampled_results({"a": [0.8], "b": [0.7]}), {"method": "a"})
     assert one.query("~is_reference")["significant"].isna().all()
+    checkerboard = np.indices((6, 10)).sum(axis=0) % 2  # every draw 5/10, every image right on 3 of 6 draws
+    nothing = stats.two_level_interval(checkerboard, labels)
+    assert math.isnan(nothing["ci_low"]) and "neither draws nor test images show any variance" in nothing["note"]
+
+
+def test_a_perfect_score_or_a_constant_accuracy_gets_a_conservative_interval_not_nan():
+    """What can be estimated is: the test images' sampling (the old code said 'no variance' here)."""
+    labels = np.repeat([0, 1], [70, 83])
+    perfect = stats.two_level_interval(np.ones((10, 153)), labels)
+    assert perfect["ci_high"] == 1.0 and perfect["ci_low"] == pytest.approx(0.976, abs=0.004)  # Clopper-Pearson 0.976
+    assert perfect["df"] >= 1 and "not testable" not in perfect["note"]
+    results, predictions = fixed_tables({("a", "frozen", 5): np.ones((4, 10))}, np.repeat([0, 1], [5, 5]))
+    row = stats.summarize(results, predictions).iloc[0]
+    assert 0.5 < row["ci_low"] < row["ci_high"] == 1.0 and row["ci_conditional"]
+    same_count = np.ones((2, 153))
+    same_count[0, :3] = same_count[1, 3:6] = 0  # two draws, the same number of errors on different images
+    record = stats.two_level_interval(same_count, labels)
+    assert record["ci_low"] < record["estimate"] < record["ci_high"] < 1 and record["conditional"]
     constant = stats.summarize(resampled_results({"a": [0.8, 0.8, 0.8]})).iloc[0]
-    assert math.isnan(constant["ci_low_raw"]) and "not testable" in constant["ci_note"]
+    assert (constant["ci_low"], constant["ci_high"]) == pytest.approx(stats.wilson_ci(16, 20))
+    assert "Wilson" in constant["ci_method"] and "conservative" in constant["ci_note"]
 
 
 def test_paired_difference_fixed_test_detects_a_real_difference_and_respects_the_pairing():
@@ -231,7 +256,10 @@ def check_nadeau_bengio(summarize=None, paired_comparison=None) -> None:
     factor = math.sqrt(1 / 5 + 20 / 40)
     t = sps.t.ppf(0.975, 4)
     row = summarize(results).set_index("method").loc["a"]
-    assert row["ci_high_raw"] - row["ci_low_raw"] == pytest.approx(2 * t * np.std(a, ddof=1) * factor)
+    mean, half = np.mean(a), t * np.std(a, ddof=1) * factor  # the accuracy's interval is built on the logit scale
+    half_logit = half / (mean * (1 - mean))
+    expected = [1 / (1 + math.exp(-(math.log(mean / (1 - mean)) + s * half_logit))) for s in (-1, 1)]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(expected)
     assert row["design"] == "resampled" and "Nadeau" in row["ci_method"]
     diff = np.subtract(b, a)
     paired = paired_comparison(results, {"method": "a"}).query("~is_reference").iloc[0]
@@ -379,3 +407,108 @@ def test_crossing_interval_resampled_design_scales_by_the_nadeau_bengio_factor()
     corrected = stats.crossing_interval(sizes, diffs, design="resampled", overlaps=[1.0] * 3, n_boot=1000)
     assert plain["estimate"] == corrected["estimate"]
     assert corrected["ci"][1] - corrected["ci"][0] > 1.5 * (plain["ci"][1] - plain["ci"][0])
+
+
+# --- decisions: multiplicity, few draws, numerics, resampling ------------------------------------------------------
+
+
+def check_holm_within_a_train_size() -> None:
+    """Three configurations against one reference at each of two train sizes: the one raw p of 0.026 becomes
+    3 × 0.026 = 0.077 after Holm over that size's three comparisons (not six), so it is not significant."""
+    base = np.array([0.80, 0.83, 0.78, 0.85, 0.81, 0.79, 0.84, 0.82, 0.80, 0.83])
+    z = np.array([1.2, -0.8, 0.3, -1.5, 0.9, -0.2, 1.6, -1.1, 0.1, -0.5])
+    z = (z - z.mean()) / z.std(ddof=1)
+    results = resampled_results({"a": base, "b": base + 0.03 + 0.0145 * z, "c": base + 0.003 + 0.02 * z[::-1],
+                                 "d": base - 0.002 + 0.02 * np.roll(z, 3)})
+    both = pd.concat([results, results.assign(train_size=40)], ignore_index=True)
+    paired = stats.paired_comparison(both, {"method": "a"})
+    for _, size in paired.groupby("train_size"):
+        rows = size.set_index("method")
+        raw = rows["t_p"].drop("a")
+        assert raw["b"] == pytest.approx(0.0256, abs=0.001) and raw.drop("b").min() > 0.5
+        assert rows.loc["b", "p_holm"] == pytest.approx(3 * raw["b"])
+        assert rows.loc["b", "significant"] is pd.NA or not rows.loc["b", "significant"]
+        assert not rows["significant"].drop("a").any()
+
+
+def test_holm_correction_applies_within_each_train_size():
+    check_holm_within_a_train_size()
+
+
+def check_no_verdict_from_few_draws() -> None:
+    """With 3 paired draws the differences and their conditional tests are reported, but no verdict: neither
+    'significant' nor 'equivalent', and no crossover point."""
+    rng = np.random.default_rng(11)
+    labels = np.repeat([0, 1], [70, 83])
+    a = random_matrix(rng, (3, 153), 0.9)
+    worse = np.where(rng.random(a.shape) < 0.3, 0.0, a)
+    near = a.copy()
+    near[:, :2] = 1 - near[:, :2]
+    results, predictions = fixed_tables({("a", "frozen", 20): a, ("worse", "frozen", 20): worse,
+                                         ("near", "frozen", 20): near}, labels)
+    paired = stats.paired_comparison(results, {"method": "a"}, predictions).set_index("method")
+    assert paired.loc["worse", "t_p"] < 0.001 and paired.loc["near", "tost_p"] < 0.05  # the numbers are there
+    for method in ("worse", "near"):
+        row = paired.loc[method]
+        assert row["few_draws"] and row["significant"] is pd.NA and row["equivalent"] is pd.NA
+        assert "no verdict from 3 paired draws" in row["note"] and "conditional on these 3" in row["note"]
+    found = stats.crossover(*crossover_tables(n_splits=3), n_boot=50)
+    assert found["status"] == "too_few_draws" and found["estimate"] is None and found["ci"] is None
+    assert "not concluded" in found["statement"] and len(found["curves"]) == 5
+
+
+def test_fewer_than_five_draws_give_numbers_but_no_verdict():
+    check_no_verdict_from_few_draws()
+    assert stats.MIN_DRAWS == 5
+
+
+def check_numerics_are_never_absurd() -> None:
+    """Five draws at chance, each right on 76 of 153 images: the draws' accuracies differ only by rounding (a
+    variance of 1e-34 is no variance) and Satterthwaite's df falls below 1 on some seeds (floored at 1). Every
+    interval stays finite, inside (0, 1), and about as wide as 153 test images allow."""
+    labels = np.repeat([0, 1], [70, 83])
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        m = np.stack([rng.permutation(np.repeat([0.0, 1.0], [77, 76])) for _ in range(5)])
+        r = stats.two_level_interval(m, labels)
+        assert r["df"] >= 1 and 0 < r["ci_low"] < r["estimate"] < r["ci_high"] < 1, f"seed {seed}: {r}"
+        assert 0.03 < r["ci_high"] - r["ci_low"] < 0.2, f"seed {seed}: width {r['ci_high'] - r['ci_low']}"
+
+
+def test_numerics_cannot_produce_an_absurd_interval():
+    check_numerics_are_never_absurd()
+    labels = np.repeat([0, 1], [70, 83])
+    one_error = np.ones((2, 153))
+    one_error[0, 3] = one_error[1, 90] = 0  # accuracy 0.99, 2 draws, one error each: was ±1.9e128
+    record = stats.two_level_interval(one_error, labels)
+    assert record["df"] >= 1 and 0.95 < record["ci_low"] < record["ci_high"] <= 1
+    chance = random_matrix(np.random.default_rng(0), (2, 153), 0.5)  # chance, 2 draws: df was 0.048
+    record = stats.two_level_interval(chance, labels)
+    assert record["df"] >= 1 and record["ci_high"] - record["ci_low"] < 0.25
+    diff = stats.paired_interval(np.ones((5, 20)), np.ones((5, 20)))
+    assert math.isnan(diff["ci_low"]) and "neither draws nor test images show any variance" in diff["note"]
+
+
+def check_bootstrap_keeps_two_draws() -> None:
+    """Two draws that cross at about 7 and 28 images/class, identical on every test image: a resample holding one
+    draw would put the crossing at 7 or 28; resamples keep both, so every one gives the pair's crossing."""
+    sizes = (5, 10, 20, 40)
+    early, late = [-0.1, 0.1, 0.2, 0.3], [-0.3, -0.2, -0.1, 0.1]
+    diffs = [np.array([[e] * 6 + [0] * 4, [l] * 6 + [0] * 4]) / 0.6 for e, l in zip(early, late)]
+    found = stats.crossing_interval(sizes, diffs, n_boot=300)
+    low, high = found["ci"]
+    assert low == pytest.approx(found["estimate"]) and high == pytest.approx(found["estimate"])
+    assert found["resamples"]["crossing"] == 300
+
+
+def test_the_crossover_bootstrap_keeps_two_draws_in_every_resample():
+    check_bootstrap_keeps_two_draws()
+
+
+def test_crossover_reads_a_monotone_fit_not_the_first_noisy_crossing():
+    sizes = (5, 10, 20, 40, 80)
+    noisy = [np.array([d]) for d in (-0.10, 0.01, -0.02, 0.03, 0.08)]  # one noisy blip above 0 at 10
+    found = stats.crossing_interval(sizes, noisy, design="resampled", n_boot=0)
+    # the monotone fit pools 10 and 20 to -0.005: the crossing lies between 20 and 40, not between 5 and 10
+    assert 20 < found["estimate"] < 40
+    assert found["estimate"] == pytest.approx(math.exp(math.log(20) + 0.005 / 0.035 * math.log(2)))
