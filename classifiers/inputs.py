@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from featurize.devices import autocast, to_device
-from featurize.extract import StopForward
+from featurize.multicut import StopForward
 from featurize.spec import set_module
 
 __all__ = ["inputs_of", "skip_prefix"]

@@ -10,7 +10,7 @@ _EXPORTS = {
     "BackboneFamily": "families", "FAMILIES": "families", "register_family": "families",
     "CacheKeyError": "cache", "FeatureCache": "cache",
     "resolve_device": "devices",
-    "POOLINGS": "extract", "MultiCutExtractor": "extract", "pool": "extract",
+    "POOLINGS": "multicut", "MultiCutExtractor": "multicut", "pool": "multicut",
     "UnreadableImagesWarning": "images",
     "CNNFeaturizer": "transformer",
     "Preprocessing": "preprocessing", "ResolvedWeights": "weights",

@@ -1,4 +1,5 @@
-"""Sharded extraction of an image folder into one cache: ``torchrun --nproc_per_node=N -m featurize.extract``.
+"""Sharded extraction of an image folder into one cache (the command: ``torchrun --nproc_per_node=N -m
+featurize.extract``, see :mod:`featurize.extract`).
 
 Each rank takes a contiguous block of the sorted image list (no padding, so no image twice), extracts it with a
 :class:`CNNFeaturizer` into its own shard cache ``<out>.shard-<r>-of-<N>.h5`` (the featurizer's key and stored cut
@@ -16,11 +17,8 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
-import os
 import shlex
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from sklearn.base import clone
@@ -29,10 +27,9 @@ from featurize.cache import FeatureCache
 from featurize.images import IMAGE_EXTENSIONS
 from featurize.transformer import CNNFeaturizer
 
-__all__ = ["list_images", "shard_indices", "shard_path", "extract_folder", "slurm_script", "main"]
+__all__ = ["list_images", "shard_indices", "shard_path", "extract_folder", "slurm_script"]
 
 _CHUNK = 4096
-_BARRIER_TIMEOUT = timedelta(days=7)
 
 
 def _alone() -> None:
@@ -136,104 +133,3 @@ def slurm_script(argv: Sequence[str], nodes: int, gpus_per_node: int, port: int 
         f'--rdzv_endpoint="$head:{port}" -m featurize.extract {shlex.join(argv)}',
         "",
     ])
-
-
-def _workers(text: str) -> int | str:
-    """argparse type of ``--num-workers``: a non-negative integer or ``auto``."""
-    if text == "auto":
-        return text
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"--num-workers takes a non-negative integer or 'auto'; got {text!r}")
-    return int(text)
-
-
-def _parser() -> argparse.ArgumentParser:
-    from pipelines.cli import HelpFormatter, add_common_arguments, add_weights_arguments, image_size
-
-    p = argparse.ArgumentParser(prog="python -m featurize.extract", formatter_class=HelpFormatter,
-                                description="Extract an image folder into one feature cache, sharded over the "
-                                "processes torchrun starts (one per GPU), or in this process alone.")
-    p.add_argument("--data", required=True, help="image folder (searched recursively)")
-    p.add_argument("--out", required=True, help="the .h5 cache to write (shards go beside it)")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--layers", default="layer4", help="cut points, comma-separated (every standard one is cached "
-                   "anyway, except with flatten pooling)")
-    p.add_argument("--pooling", default="avg")
-    add_weights_arguments(p)
-    p.add_argument("--image-size", type=image_size, default="auto", help="crop side, 'auto' or 'none'")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=_workers, default="auto",
-                   help="DataLoader workers per process: an integer, or auto (CPUs − 1, at most 8)")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="unreadable images")
-    add_common_arguments(p, seed_help="seed of random-init weights")
-    p.add_argument("--print-slurm", action="store_true", help="print a Slurm batch script running this command "
-                   "on --nodes x --gpus-per-node GPUs, and exit")
-    p.add_argument("--nodes", type=int, default=1, help="with --print-slurm")
-    p.add_argument("--gpus-per-node", type=int, default=1, help="with --print-slurm")
-    return p
-
-
-def _slurm_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` without the options that only shape the Slurm script."""
-    out, skip = [], False
-    for arg in argv:
-        name = arg.split("=", 1)[0]
-        if skip:
-            skip = False
-        elif name == "--print-slurm":
-            continue
-        elif name in ("--nodes", "--gpus-per-node"):
-            skip = "=" not in arg
-        else:
-            out.append(arg)
-    return out
-
-
-def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    import torch
-    import torch.distributed as dist
-
-    from pipelines.cli import resolve_backbone_weights
-
-    if args.print_slurm:
-        print(slurm_script(_slurm_argv(argv), args.nodes, args.gpus_per_node), end="")
-        return 0
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = args.device
-    if world_size > 1 and (device == "cuda" or device == "auto" and torch.cuda.is_available()):
-        device = f"cuda:{local_rank}"
-    featurizer = CNNFeaturizer(
-        args.backbone, layers=args.layers.split(","), pooling=args.pooling,
-        weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir), image_size=args.image_size,
-        batch_size=args.batch_size, device=device, num_workers=args.num_workers, on_error=args.on_error,
-        random_state=args.seed, verbose=not args.quiet)
-    barrier = _alone
-    if world_size > 1:
-        nccl = str(device).startswith("cuda")
-        dist.init_process_group("nccl" if nccl else "gloo", timeout=_BARRIER_TIMEOUT)
-        barrier = (lambda: dist.barrier(device_ids=[local_rank])) if nccl else dist.barrier
-    try:
-        cache = extract_folder(featurizer, args.data, args.out, rank=rank, world_size=world_size, barrier=barrier)
-    finally:
-        if world_size > 1:
-            dist.destroy_process_group()
-    if cache is not None:
-        fitted = featurizer.fit()
-        flag = "" if fitted.weights_.pretrained else " (RANDOM-INIT weights: features are not pretrained ones)"
-        print(f"{cache.path}: {cache.n_complete} rows from {world_size} process(es){flag}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m featurize.extract`` (under torchrun or alone); returns the exit status.
-
-    The shared options come from :mod:`pipelines.cli`, imported here rather than at module level: ``pipelines``
-    depends on ``featurize``, never the reverse at import time.
-    """
-    import sys
-
-    from pipelines.cli import run_cli
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return run_cli(_parser(), lambda args: _run(args, argv), argv)

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from featurize.backbones import get_backbone_spec, load_model, penultimate_cut, resolve_weights, spatial_sizes
 from featurize.cache import FeatureCache
 from featurize.devices import precision_of, resolve_device
-from featurize.extract import iter_features, pooled_dim, pooling_label, pooling_of
+from featurize.multicut import iter_features, pooled_dim, pooling_label, pooling_of
 from featurize.images import MAX_PIXELS, UnreadableImagesWarning, as_items, content_key, describe
 from featurize.weights import warn_if_random
 from featurize.writer import BackgroundWriter

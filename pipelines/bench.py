@@ -19,6 +19,7 @@ Command line::
     python -m pipelines.bench --cache-scale
     python -m pipelines.bench extract --backbone resnet18 --image-size 224 --n-images 64 --compare-cpu
     python -m pipelines.bench head --backbone resnet18 --n-images 240 --epochs 3
+    python -m pipelines.bench finetune --images 64 --batch-size 16 --out finetune.md
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ import pandas as pd
 import torch
 
 from classifiers.finetune import FineTunedCNN
-from pipelines import bench_suite, cache_scale
+from pipelines import bench_finetune, bench_suite, cache_scale
 from pipelines.bench_suite import cpu_name, synchronize, timed
 from featurize.devices import precision_of, resolve_device
 from featurize.images import as_items, content_key
 from featurize.transformer import CNNFeaturizer
-from pipelines.cli import (HelpFormatter, backbone_name, add_common_arguments, add_weights_arguments, image_size,
+from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, backbone_name, image_size,
                            resolve_backbone_weights, run_cli)
 
 __all__ = [
@@ -416,7 +417,7 @@ _WEIGHTS_EPILOG = ("Speed does not depend on the weight values: with --weights a
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    commands = p.add_subparsers(dest="command", required=True, metavar="{suite,extract,head,cache-scale}")
+    commands = p.add_subparsers(dest="command", required=True, metavar="{suite,extract,head,finetune,cache-scale}")
     suite = commands.add_parser(
         "suite", help="(default) end-to-end suite: library vs bare network vs peer, with targets",
         description=bench_suite.__doc__.split("\n\n")[0], epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
@@ -453,6 +454,21 @@ def _parser() -> argparse.ArgumentParser:
     _add_shared(head, 240, "generated images (two classes)")
     head.add_argument("--epochs", type=int, default=3, help="epochs of each fit")
     head.set_defaults(body=_head)
+    finetune = commands.add_parser(
+        "finetune", help="fine-tuning steps/s: FineTunedCNN vs a bare PyTorch loop, cached last-block inputs",
+        description=bench_finetune.__doc__.split("\n\n")[0], epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    finetune.add_argument("--backbone", default="efficientnet_lite0", type=backbone_name, metavar="NAME",
+                          help="backbone fine-tuned")
+    finetune.add_argument("--images", type=_positive, default=64, help="JPEG files (generated unless --data)")
+    finetune.add_argument("--data", default=None, metavar="DIR", help="use the images of this folder (recursive)")
+    finetune.add_argument("--batch-size", type=_positive, default=16, help="batch size")
+    finetune.add_argument("--epochs", type=_positive, default=2, help="epochs of every measured run")
+    finetune.add_argument("--image-size", type=_crop_side, default=224, help="crop side fed to the network")
+    finetune.add_argument("--out", default=None, metavar="FILE.md",
+                          help="write the report as markdown here and as JSON beside it (FILE.json)")
+    add_weights_arguments(finetune)
+    add_common_arguments(finetune, seed_help="seed of the generated images and of the fits")
+    finetune.set_defaults(body=_finetune)
     scale = commands.add_parser(
         "cache-scale", help="(also --cache-scale) cache bookkeeping per batch at 1k, 100k and 1M rows",
         description="Append + lookup + read time per batch in cache files of growing size (synthetic rows).",
@@ -510,12 +526,30 @@ def _suite(args: argparse.Namespace) -> int:
         rss_images=args.rss_images, workdir=args.workdir, seed=args.seed,
     )
     report = bench_suite.format_suite(result)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report + "\n", encoding="utf-8")
-        out.with_suffix(".json").write_text(json.dumps(bench_suite.suite_payload(result), indent=2, default=str),
-                                            encoding="utf-8")
+    _write(args.out, report, bench_suite.suite_payload(result))
+    if not args.quiet:
+        print(report)
+    return 0
+
+
+def _write(out: str | None, report: str, payload: dict) -> None:
+    """The report as markdown at ``out`` and its payload as JSON beside it (nothing without ``out``)."""
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report + "\n", encoding="utf-8")
+        path.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    result = bench_finetune.run_finetune_bench(
+        args.backbone, weights=resolve_backbone_weights(args.backbone, args.weights, args.weights_dir),
+        n_images=args.images, data=args.data, batch_size=args.batch_size, epochs=args.epochs,
+        image_size=args.image_size, device=args.device, seed=args.seed)
+    report = bench_finetune.format_finetune(result)
+    _write(args.out, report, {"settings": result.settings, "hardware": result.hardware,
+                              "ratios": result.ratios.to_dict(orient="records"),
+                              "measurements": result.measurements.to_dict(orient="records")})
     if not args.quiet:
         print(report)
     return 0
@@ -530,7 +564,7 @@ def _cache_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = ("suite", "extract", "head", "cache-scale", "-h", "--help")
+_COMMANDS = ("suite", "extract", "head", "finetune", "cache-scale", "-h", "--help")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,7 @@ from torchvision.transforms._presets import ImageClassification
 from featurize.backbones import get_backbone_spec, list_backbones, load_model
 from featurize.families import FAMILIES
 from featurize.devices import prepare, resolve_device
-from featurize.extract import MultiCutExtractor
+from featurize.multicut import MultiCutExtractor
 from featurize.images import resolve_workers, usable_cpus
 from featurize.shards import list_images
 from featurize.transformer import CNNFeaturizer

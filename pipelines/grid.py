@@ -38,10 +38,11 @@ from tqdm.auto import tqdm
 from classifiers.heads import default_grid, list_heads, make_head
 from featurize import CNNFeaturizer
 from featurize.backbones import get_backbone_spec
-from featurize.extract import parse_pooling
+from featurize.multicut import parse_pooling
 from featurize.images import as_items
-from pipelines.cli import (HelpFormatter, backbone_name, add_backend_arguments, add_common_arguments, add_weights_arguments,
-                           image_size, parallel_backend, resolve_backbone_weights, run_cli)
+from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, backbone_name, image_size,
+                           resolve_backbone_weights, run_cli)
+from pipelines.backend import add_backend_arguments, parallel_backend
 from pipelines.datasets import default_data_dir, load_dataset
 from pipelines.results import Journal, dataset_fingerprint
 from reports.stats import mean_ci, resampled_interval, two_level_interval

@@ -13,7 +13,7 @@ number of epochs on an inner validation split of the training images and is then
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,8 @@ class Method:
         Runs only on the first ``finetune_splits`` splits and the fine-tuned backbones.
     augment : str or None
         The augmentation policy of its training, or None: once per ``--augment`` policy.
+    auto_augment : str
+        The policy ``--augment auto`` stands for (flip + random-resized crop for fine-tuning, none for a probe).
     random_init : bool
         Ignores the run's weights and starts from random initialisation.
     """
@@ -105,6 +107,7 @@ class Method:
     chosen: Callable[[Any], tuple[float, dict]]
     costly: bool = False
     augment: str | None = "none"
+    auto_augment: str = "none"
     random_init: bool = False
 
     def __post_init__(self) -> None:
@@ -117,6 +120,12 @@ class Method:
     def needs_backbone(self) -> bool:
         """Whether the method runs on a backbone (everything but raw pixels)."""
         return self.inputs != "pixels"
+
+    def policies(self, requested: Sequence[str]) -> list[str]:
+        """The augmentation policies it is fitted with: its own, else each requested one (``auto`` resolved)."""
+        if self.augment is not None:
+            return [self.augment]
+        return list(dict.fromkeys(self.auto_augment if policy == "auto" else policy for policy in requested))
 
 
 METHODS: dict[str, Method] = {}
@@ -143,10 +152,15 @@ def list_methods() -> list[str]:
 
 
 FINETUNE_SETTINGS = ("epochs", "min_steps", "image_size", "optimizer", "schedule", "batch_size", "lr", "lr_ratio",
-                     "weight_decay", "validation_fraction", "inner_folds", "cache_dir", "device")
+                     "lr_grid", "bn", "head_init", "weight_decay", "validation_fraction", "inner_folds", "cache_dir",
+                     "device")
 """Keys of :attr:`BuildContext.settings` (the comparison's tuning and fine-tuning options)."""
 MIN_VALIDATION_PER_CLASS = 10
-"""Below this many training images per class, fine-tuning keeps no validation split (epochs from the budget)."""
+"""Below this many training images per class, fine-tuning keeps no validation split: no candidate is chosen (the
+probe-initialised network is fine-tuned at ``lr`` for the step budget)."""
+MIN_GRID_PER_CLASS = 20
+"""From this many training images per class on, the head learning rates of ``lr_grid`` are tried on the inner
+validation split (below, its 2–4 validation images per class choose only between the probe and ``lr``)."""
 PATIENCE = 3
 """Early-stopping patience of the fine-tuning methods, in epochs (FineTunedCNN scales it with the step floor)."""
 
@@ -157,7 +171,9 @@ def _searched(search) -> tuple[float, dict]:
 
 
 def _trained(model: FineTunedCNN) -> tuple[float, dict]:
-    return float(model.validation_score_), {"epochs": int(model.selected_epochs_), "steps": int(model.n_steps_)}
+    chosen = model.chosen_
+    return float(model.validation_score_), {"candidate": chosen["candidate"], "lr": chosen["lr"],
+                                            "epochs": int(model.selected_epochs_), "steps": int(model.n_steps_)}
 
 
 def _tuned_head(name: str) -> Callable[[BuildContext], Any]:
@@ -169,9 +185,11 @@ def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:
     def build(ctx: BuildContext) -> FineTunedCNN:
         s = ctx.settings
         validation = s["validation_fraction"] if ctx.n_per_class >= MIN_VALIDATION_PER_CLASS else None
+        grid = s["lr_grid"] if validation is not None and ctx.n_per_class >= MIN_GRID_PER_CLASS else None
         params = {
             "weights": ctx.weights, "strategy": strategy, "augment": ctx.augment, "epochs": s["epochs"],
             "min_steps": s["min_steps"], "lr": s["lr"], "lr_ratio": s["lr_ratio"], "optimizer": s["optimizer"],
+            "lr_candidates": tuple(grid) if grid else None, "bn": s["bn"], "head_init": s["head_init"],
             "schedule": s["schedule"], "batch_size": s["batch_size"], "image_size": s["image_size"],
             "weight_decay": s["weight_decay"],
             "validation_fraction": validation, "refit": True, "patience": PATIENCE, "cache": s["cache_dir"],
@@ -182,19 +200,24 @@ def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:
     return build
 
 
-for _name, _description in HEADS.items():
-    register_method(Method(_name, "frozen", _description, "features", "all" if _name == "multilayer" else "each",
+for _name, _head in HEADS.items():
+    register_method(Method(_name, "frozen", _head.description, "features", "all" if _name == "multilayer" else "each",
                            _tuned_head(_name), _searched))
 register_method(Method("pixels", "pixels", "logistic regression on 32×32 raw pixels, tuned like the heads", "pixels",
                        "none", _tuned_head("logistic"), _searched))
 register_method(Method("finetune_head", "linear_probe_sgd",
                        "new linear head trained by SGD on the frozen backbone (a linear probe)", "images", "none",
                        _finetune_builder("head"), _trained, costly=True, augment=None))
-register_method(Method("finetune_last_block", "finetune", "new head + the deepest stage trained", "images", "none",
-                       _finetune_builder("last_block"), _trained, costly=True, augment=None))
-register_method(Method("finetune_full", "finetune", "every layer trained (discriminative learning rates)", "images",
-                       "none", _finetune_builder("full"), _trained, costly=True, augment=None))
+register_method(Method("finetune_last_block", "finetune",
+                       "the deepest stage and a new head trained (LP-FT: from the linear probe, kept as a candidate)",
+                       "images", "none", _finetune_builder("last_block"), _trained, costly=True, augment=None,
+                       auto_augment="flip_crop"))
+register_method(Method("finetune_full", "finetune",
+                       "every layer trained (discriminative learning rates; LP-FT: from the linear probe, kept as a "
+                       "candidate)", "images", "none", _finetune_builder("full"), _trained, costly=True, augment=None,
+                       auto_augment="flip_crop"))
 register_method(Method("scratch", "scratch",
                        "the whole network trained from random initialisation (one learning rate, flip + crop "
-                       "augmentation)", "images", "none", _finetune_builder("full", lr_ratio=1.0),
+                       "augmentation, BatchNorm statistics learnt)", "images", "none",
+                       _finetune_builder("full", lr_ratio=1.0, bn="train", head_init="random"),
                        _trained, costly=True, augment="flip_crop", random_init=True))

@@ -17,8 +17,9 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("default", "this library's comparison: every head tuned by inner CV, fine-tuning with a step budget "
-             "and an epoch count chosen on an inner validation split, then refitted on all training images", {}),
+    Protocol("default", "this library's comparison: every head tuned by inner CV; fine-tuning from the linear probe "
+             "(LP-FT) with BatchNorm statistics frozen, flip + crop augmentation and a step budget, the probe, learning "
+             "rate and epoch count chosen on an inner validation split, then refitted on all training images", {}),
     Protocol("tutorial", "the PyTorch transfer-learning tutorial: ResNet-18, SGD (momentum 0.9, lr 1e-3), StepLR "
              "(step 7, gamma 0.1), 25 epochs, batch 4, random-resized crop + flip; 'fine-tune all' (finetune_full) "
              "and 'fixed feature extractor' (finetune_head) on all training images, scored on the whole val set "
@@ -26,7 +27,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              {"backbones": ["resnet18"], "methods": ["finetune_full", "finetune_head"], "augment": ["flip_crop"],
               "optimizer": "sgd", "lr": 1e-3, "lr_ratio": 1.0, "schedule": "step:7", "epochs": 25, "min_steps": 0,
               "batch_size": 4, "weight_decay": 0.0, "validation_fraction": None, "image_size": "auto",
-              "train_sizes": ["all"]}),
+              "train_sizes": ["all"], "bn": "train", "head_init": "random"}),
     Protocol("kornblith", "Kornblith et al. (2019): L-BFGS logistic regression on the penultimate layer, L2 penalty "
              "searched on a log grid 1e-6..1e5 by inner CV",
              {"methods": ["logistic"], "cuts": {"*": ["penultimate"]}, "image_size": "auto"}),

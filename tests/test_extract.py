@@ -13,7 +13,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from featurize import CNNFeaturizer, MultiCutExtractor, get_backbone_spec, pool
 from featurize.backbones import CutPoint
-from featurize.extract import POOLINGS, Pooling, parse_pooling, pooled_dim, pooling_label
+from featurize.multicut import POOLINGS, Pooling, parse_pooling, pooled_dim, pooling_label
 
 SIZE = 64
 
@@ -157,7 +157,7 @@ def test_features_do_not_depend_on_the_loader_workers(image_folder):
 
 def test_a_model_builder_is_called_once_after_the_loader_starts(two_class_arrays):
     """iter_features accepts a builder, called once (after the workers start), with the module's results."""
-    from featurize.extract import iter_features
+    from featurize.multicut import iter_features
     from featurize.preprocessing import Preprocessing
 
     images = two_class_arrays[0][:6]

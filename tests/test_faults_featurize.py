@@ -16,7 +16,7 @@ import featurize.cache as cache_module
 import featurize.images as images_module
 import featurize.families.torchvision as torchvision_family
 from featurize.cache import FeatureCache
-from featurize.extract import POOLINGS, Pooling
+from featurize.multicut import POOLINGS, Pooling
 
 sys.path.insert(0, str(Path(__file__).parent / "reliability"))
 

@@ -22,7 +22,8 @@ from PIL import Image
 
 from conftest import make_two_class_images
 from featurize import CacheKeyError, CNNFeaturizer, FeatureCache
-from featurize.shards import _parser, extract_folder, list_images, shard_indices, shard_path, slurm_script
+from featurize.extract import build_parser
+from featurize.shards import extract_folder, list_images, shard_indices, shard_path, slurm_script
 
 ROOT = Path(__file__).parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -258,7 +259,7 @@ def test_a_sharded_run_refuses_an_ordinary_cache_at_out_before_any_work(tmp_path
 def test_the_slurm_script_runs_torchrun_with_this_command(tmp_path, capsys):
     argv = ["--data", "/scratch/imagenet/train", "--out", "/scratch/cache.h5", "--backbone", "resnet50",
             "--print-slurm", "--nodes", "4", "--gpus-per-node=8", "--batch-size", "256"]
-    from featurize.shards import main
+    from featurize.extract import main
 
     assert main(argv) == 0
     script = capsys.readouterr().out
@@ -274,6 +275,6 @@ def test_the_slurm_script_runs_torchrun_with_this_command(tmp_path, capsys):
     assert words[:3] == ["srun", "torchrun", "--nproc_per_node=8"]
     assert "--rdzv_backend=c10d" in words and "--rdzv_endpoint=node1:29500" in words
     command = words[words.index("featurize.extract") + 1:]
-    args = _parser().parse_args(command)
+    args = build_parser().parse_args(command)
     assert (args.data, args.out, args.backbone, args.batch_size, args.print_slurm) == (
         "/scratch/imagenet/train", "/scratch/cache.h5", "resnet50", 256, False)

@@ -16,7 +16,7 @@ timm = pytest.importorskip("timm")
 import featurize.families.timm as timm_family  # noqa: E402
 import featurize.transformer as transformer_module  # noqa: E402
 from featurize import CNNFeaturizer, get_backbone_spec, is_backbone, list_backbones, list_cut_points  # noqa: E402
-from featurize.extract import MultiCutExtractor  # noqa: E402
+from featurize.multicut import MultiCutExtractor  # noqa: E402
 from featurize.backbones import load_model, resolve_weights  # noqa: E402
 from test_transformer import INAPPLICABLE, _TabularAsImages  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402

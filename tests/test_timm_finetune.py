@@ -90,7 +90,7 @@ def test_full_convnext_save_and_load_give_the_same_predictions(small, tmp_path):
 
 
 def test_weights_dir_finds_a_timm_file_by_model_name(tmp_path):
-    from pipelines.cli import resolve_backbone_weights
+    from featurize.cli import resolve_backbone_weights
 
     with pytest.raises(FileNotFoundError, match="convnext_atto.safetensors"):
         resolve_backbone_weights("timm:convnext_atto", "auto", str(tmp_path))

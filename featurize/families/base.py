@@ -107,6 +107,10 @@ class BackboneFamily(ABC):
         """Cut ``model`` in place at ``cut`` (None: replace its classifier), give it a new ``Linear`` head for
         ``n_classes`` classes, and split what is kept into stages."""
 
+    def categories(self, spec: BackboneSpec, resolved: ResolvedWeights) -> list[str] | None:
+        """Names of the classes the pretrained classifier outputs (ImageNet's), or None when unknown."""
+        return None
+
     def head_cuts(self, spec: BackboneSpec) -> list[str]:
         """Cut points where a new fine-tuning head can go (default: every one before the classifier)."""
         return [c for c in spec.cut_names if spec.cut(c).module != spec.classifier]

@@ -332,3 +332,10 @@ class TimmFamily(BackboneFamily):
 
     def head_cuts(self, spec: BackboneSpec) -> list[str]:
         return ["pre_logits"]
+
+    def categories(self, spec: BackboneSpec, resolved: ResolvedWeights) -> list[str] | None:
+        """ImageNet-1k's class names (timm's ``ImageNetInfo``, first synonym) for pretrained 1000-class heads."""
+        if not resolved.pretrained or spec.cut("head").channels != 1000:
+            return None
+        info = import_timm().data.ImageNetInfo()
+        return [info.index_to_description(i).split(",")[0] for i in range(1000)]

@@ -155,6 +155,10 @@ class TorchvisionFamily(BackboneFamily):
             raise ValueError(f"weights {resolved.identity} do not fit {spec.name}: {exc}") from exc
         return model.eval()
 
+    def categories(self, spec: BackboneSpec, resolved: ResolvedWeights) -> list[str] | None:
+        """The weights enum's ``categories`` (ImageNet's class names)."""
+        return None if resolved.enum is None else list(resolved.enum.meta.get("categories") or []) or None
+
     def weights_dir_file(self, backbone: str, weights: str) -> str:
         """torchvision's own file name of the weights (``resnet18-f37072fd.pth``)."""
         return os.path.basename(self.resolve_weights(self.spec(backbone), weights).enum.url)

@@ -156,7 +156,29 @@ def layer_arithmetic(
     return LayerArithmetic((x, y, z), (xo, yo, c), weights, biases, x * y * z * n_out, n_out)
 
 
+def tf_same_left_padding(module: nn.Module) -> int | None:
+    """For a TensorFlow-style "SAME" convolution (timm's ``Conv2dSame``, padded at run time to ``ceil(n / s)``
+    outputs), the padding before the input along one axis, for inputs divisible by the stride (the total
+    ``k_eff − s`` split as TensorFlow does: the smaller half first); None for any other layer."""
+    try:
+        from timm.layers import Conv2dSame
+    except ImportError:
+        return None
+    if not isinstance(module, Conv2dSame):
+        return None
+    k_eff = (_pair(module.kernel_size)[0] - 1) * _pair(module.dilation)[0] + 1
+    return max(k_eff - _pair(module.stride)[0], 0) // 2
+
+
 def _arith_of_module(module: nn.Module, input_shape: tuple[int, int, int]) -> LayerArithmetic:
+    if tf_same_left_padding(module) is not None:
+        x, y, z = input_shape
+        s, k = _pair(module.stride), _pair(module.kernel_size)
+        c = module.out_channels
+        out = (math.ceil(x / s[0]), math.ceil(y / s[1]), c)
+        n_out = out[0] * out[1] * c
+        return LayerArithmetic(input_shape, out, k[0] * k[1] * (z // module.groups) * c,
+                               c if module.bias is not None else 0, x * y * z * n_out, n_out)
     if isinstance(module, nn.Conv2d):
         if not isinstance(module.padding, tuple):
             raise ValueError(f"string padding {module.padding!r} is not supported")
@@ -217,7 +239,7 @@ def layer_table(model: nn.Module, size: int | tuple[int, int] = 224) -> pd.DataF
                 "type": type(mod).__name__,
                 "kernel": "×".join(map(str, _pair(mod.kernel_size))),
                 "stride": "×".join(map(str, _pair(mod.stride))),
-                "padding": "×".join(map(str, _pair(mod.padding))),
+                "padding": "same" if tf_same_left_padding(mod) is not None else "×".join(map(str, _pair(mod.padding))),
                 "input": "×".join(map(str, arith.input_shape)),
                 "output": "×".join(map(str, arith.output_shape)),
                 "weights": arith.weights,

@@ -2,9 +2,12 @@
 
 For each image file the classifier sees two views: the *centre crop* (a central square covering
 ``crop_fraction`` of the shorter side — what an ImageNet photo of one object looks like) and the *full scene*
-(the whole image resized to a square).  Top-1 confidence and prediction entropy are compared: an ImageNet
-classifier is typically more confident (lower entropy) on the object-centred view.  Without pretrained weights the
-numbers are meaningless (a random network's outputs carry no knowledge of ImageNet) and the report says so.
+(the whole image resized to a square), and, when the weights' preprocessing is given, a third: the *eval transform*
+the weights were evaluated with (resize + centre crop).  Top-1 confidence and prediction entropy are compared: an
+ImageNet classifier is typically more confident (lower entropy) on the object-centred view; :func:`top1_counts`
+says what the ImageNet head calls the images (e.g. how many of the course's photos are an "ant" or a "bee").
+Without pretrained weights the numbers are meaningless (a random network's outputs carry no knowledge of ImageNet)
+and the report says so.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from torch.nn import functional as F
 
 from featurize.preprocessing import Preprocessing
 
-__all__ = ["views", "probe_images", "summarize_probe", "generated_scenes"]
+__all__ = ["views", "probe_images", "summarize_probe", "top1_counts", "generated_scenes"]
+
+EVAL_VIEW = "eval transform"
 
 
-def views(image: Image.Image, size: int = 224, crop_fraction: float = 0.5) -> dict[str, Image.Image]:
-    """The two views of an image: ``"centre crop"`` and ``"full scene"``, both ``size × size`` RGB.
+def views(image: Image.Image, size: int = 224, crop_fraction: float = 0.5,
+          preprocessing: Preprocessing | None = None) -> dict[str, Image.Image]:
+    """The views of an image: ``"centre crop"`` and ``"full scene"``, both ``size × size`` RGB, and with
+    ``preprocessing`` the ``"eval transform"`` (its resize + centre crop).
 
     Raises
     ------
@@ -38,10 +45,13 @@ def views(image: Image.Image, size: int = 224, crop_fraction: float = 0.5) -> di
     side = max(1, round(crop_fraction * min(w, h)))
     left, top = (w - side) // 2, (h - side) // 2
     crop = image.crop((left, top, left + side, top + side))
-    return {
+    out = {
         "centre crop": crop.resize((size, size), Image.BILINEAR),
         "full scene": image.resize((size, size), Image.BILINEAR),
     }
+    if preprocessing is not None:
+        out[EVAL_VIEW] = Image.fromarray(preprocessing.geometry(image).permute(1, 2, 0).numpy())
+    return out
 
 
 def _to_tensor(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
@@ -55,8 +65,9 @@ def probe_images(
     size: int = 224,
     crop_fraction: float = 0.5,
     categories: list[str] | None = None,
+    eval_view: bool = False,
 ) -> pd.DataFrame:
-    """Top-1 class, confidence and entropy of the model on both views of every image.
+    """Top-1 class, confidence and entropy of the model on the views of every image.
 
     Parameters
     ----------
@@ -72,6 +83,8 @@ def probe_images(
         Side of the centre crop relative to the image's shorter side.
     categories : list of str or None
         Class names (index → name); default the index.
+    eval_view : bool
+        Add the view of the weights' own eval transform (``preprocessing``'s resize + centre crop).
 
     Returns
     -------
@@ -82,9 +95,9 @@ def probe_images(
     rows = []
     with torch.no_grad():
         for name, image in images:
-            pair = views(image, size, crop_fraction)
-            batch = torch.stack([_to_tensor(v, preprocessing) for v in pair.values()])
-            prob = F.softmax(model(batch).float(), dim=1)
+            pair = views(image, size, crop_fraction, preprocessing if eval_view else None)
+            prob = torch.cat([F.softmax(model(_to_tensor(v, preprocessing)[None]).float(), dim=1)
+                              for v in pair.values()])
             entropy = -(prob * prob.clamp_min(1e-12).log()).sum(dim=1)
             conf, top = prob.max(dim=1)
             for i, view in enumerate(pair):
@@ -148,6 +161,26 @@ def summarize_probe(table: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def top1_counts(table: pd.DataFrame, top: int = 8) -> pd.DataFrame:
+    """What the classifier calls the images: per view, the ``top`` most frequent top-1 classes with their counts and
+    share of the images (the rest summed as ``"(other classes)"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``view``, ``top1``, ``images``, ``share``.
+    """
+    rows = []
+    for view, group in table.groupby("view", sort=False):
+        counts = group["top1"].value_counts()
+        kept = counts.iloc[:top]
+        entries = list(kept.items())
+        if len(counts) > top:
+            entries.append((f"({len(counts) - top} other classes)", int(counts.iloc[top:].sum())))
+        rows += [{"view": view, "top1": name, "images": int(n), "share": n / len(group)} for name, n in entries]
+    return pd.DataFrame(rows, columns=["view", "top1", "images", "share"])
 
 
 def generated_scenes(n: int = 4, size: tuple[int, int] = (240, 320), seed: int = 0) -> list[tuple[str, Image.Image]]:

