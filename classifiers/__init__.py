@@ -1,41 +1,30 @@
-"""Classifiers on CNN features (classical heads) and end-to-end fine-tuning of the CNN itself."""
+"""Classifiers on CNN features (classical heads) and end-to-end fine-tuning of the CNN itself.
 
-from classifiers.augment import AUGMENTATIONS, get_augmentation
-from classifiers.finetune import FineTunedCNN
-from classifiers.heads import (
-    HEADS,
-    SELECTIONS,
-    BlockStandardScaler,
-    HeadSpec,
-    default_grid,
-    list_heads,
-    make_head,
-    make_tuned_head,
-    pixels_baseline,
-    register_head,
-    selected_blocks,
-)
-from classifiers.surgery import STRATEGIES, build_adapted
-from classifiers.training import OPTIMIZERS, SCHEDULES, EarlyStopping
+``heads`` (the classical heads and their inner-CV tuning), ``augment`` (augmentation policies), ``training`` (the
+fine-tuning loop and its callbacks), ``probe`` (the linear probe LP-FT starts from), ``inputs`` (cached inputs of
+the frozen part), ``candidates`` (the candidates of one fit and the choice), ``surgery`` (strategies, freezing),
+``persistence`` (saving a fitted estimator) and ``finetune`` (the ``FineTunedCNN`` estimator).  Names are imported on
+first use, so a command can parse its arguments before torch is imported.
+"""
 
-__all__ = [
-    "AUGMENTATIONS",
-    "HEADS",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "SELECTIONS",
-    "STRATEGIES",
-    "BlockStandardScaler",
-    "EarlyStopping",
-    "FineTunedCNN",
-    "HeadSpec",
-    "build_adapted",
-    "default_grid",
-    "get_augmentation",
-    "list_heads",
-    "make_head",
-    "make_tuned_head",
-    "pixels_baseline",
-    "register_head",
-    "selected_blocks",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "AUGMENTATIONS": "augment", "get_augmentation": "augment",
+    "FineTunedCNN": "finetune", "HEAD_INITS": "options", "BN_MODES": "options",
+    "HEADS": "heads", "SELECTIONS": "heads", "BlockStandardScaler": "heads", "HeadSpec": "heads",
+    "default_grid": "heads", "list_heads": "heads", "make_head": "heads", "make_tuned_head": "heads",
+    "pixels_baseline": "heads", "register_head": "heads", "selected_blocks": "heads",
+    "STRATEGIES": "options", "build_adapted": "surgery",
+    "OPTIMIZERS": "training", "SCHEDULES": "training", "EarlyStopping": "training",
+}
+
+
+def __getattr__(name: str):
+    """Public names, imported on first use."""
+    if name in _EXPORTS:
+        return getattr(import_module(f"classifiers.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'classifiers' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -53,12 +53,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from classifiers.augment import AUGMENTATIONS, get_augmentation
+from classifiers.options import BN_MODES, HEAD_INITS
 from classifiers.candidates import Candidates, TrainingInputs
 from classifiers.inputs import inputs_of, skip_prefix
 from classifiers.persistence import load_estimator, save_estimator
 from classifiers.surgery import STRATEGIES, build_adapted, check_cut, check_strategy, unfrozen_stages
 from classifiers.training import (
-    BN_MODES,
     OPTIMIZERS,
     SCHEDULES,
     Optimisation,
@@ -77,8 +77,6 @@ from featurize.weights import ResolvedWeights
 
 __all__ = ["FineTunedCNN", "HEAD_INITS", "STRATEGIES", "SCHEDULES", "OPTIMIZERS"]
 
-HEAD_INITS = ("probe", "random")
-"""How the new head starts when stages are unfrozen: the fitted linear probe (LP-FT) or a random ``Linear``."""
 
 
 class FineTunedCNN(ClassifierMixin, BaseEstimator):

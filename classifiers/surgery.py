@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from classifiers.options import STRATEGIES
 from featurize.families import FAMILIES
 from featurize.spec import Adaptation, BackboneSpec
 
@@ -32,7 +33,6 @@ __all__ = [
     "unfrozen_stages",
 ]
 
-STRATEGIES = ("head", "last_block", "last:k", "full")
 
 
 def check_cut(spec: BackboneSpec, cut: str | None) -> None:

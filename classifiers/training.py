@@ -28,7 +28,6 @@ from featurize.devices import autocast, to_device
 from featurize.images import ImageDataset, collate_skipping, resolve_workers
 
 __all__ = [
-    "BN_MODES",
     "OPTIMIZERS",
     "SCHEDULES",
     "Callback",
@@ -58,8 +57,6 @@ OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
 }
 """Optimiser name -> ``factory(param_groups, weight_decay)``; SGD uses momentum 0.9."""
 
-BN_MODES = ("frozen", "train")
-"""What BatchNorm layers do while a network trains (see :class:`Trainer`)."""
 
 SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int, int | None], object | None]] = {
     "cosine": lambda opt, n_epochs, k: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs),

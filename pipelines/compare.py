@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from classifiers.augment import AUGMENTATIONS
 from classifiers.heads import pixels_baseline
-from classifiers.finetune import HEAD_INITS
-from classifiers.training import BN_MODES, parse_schedule
+from classifiers.options import BN_MODES, HEAD_INITS
+from classifiers.training import parse_schedule
 from featurize import CNNFeaturizer, ResolvedWeights
 from featurize.backbones import (get_backbone_spec, is_backbone, list_backbones, penultimate_cut, resolve_weights,
                                  weights_file)
