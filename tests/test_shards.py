@@ -129,8 +129,10 @@ def test_torchrun_with_two_processes_a_killed_rank_resumes_and_the_stitched_cach
     record.mkdir()
     (record / "sitecustomize.py").write_text(RECORD_APPENDS)
     run = _torchrun(folder, out, record, kill_after=2)  # rank 1 SIGKILLs itself once its 2nd batch is stored
-    output = run.communicate(timeout=300)[0]
-    os.killpg(run.pid, signal.SIGKILL) if _alive(run.pid) else None
+    try:
+        output = run.communicate(timeout=300)[0]
+    finally:
+        os.killpg(run.pid, signal.SIGKILL) if _alive(run.pid) else None
     assert run.returncode != 0 and "SIGKILL" in output, output[-3000:]
     shard = shard_path(out, 1, 2)
     before = [FeatureCache(shard_path(out, r, 2), _contents_key(reference)).n_complete for r in (0, 1)]
