@@ -1,4 +1,4 @@
-"""Shared fixtures: offline guard, generated two-class images (files and arrays)."""
+"""Shared fixtures: offline guard, generated two-class images (files and arrays), the float32 feature tolerance."""
 
 from __future__ import annotations
 
@@ -28,6 +28,25 @@ def make_two_class_images(n_per_class: int, size: tuple[int, int] = (72, 80), se
             images.append(np.clip(base, 0, 255).astype(np.uint8))
             labels.append(label)
     return np.stack(images), np.array(labels)
+
+
+FEATURE_NOISE = 1e-5
+"""Tolerance of float32 features computed in different forward passes, as a fraction of the largest |value| compared.
+
+The batch a row is computed in (its size, the other images in it) and the thread count change the kernels' summation
+order, so the last bits of a feature depend on them.  Measured by ``tests/reliability/feature_noise.py`` (resnet18,
+random-init, the tests' images at 32 and 64 px, batch sizes 1, 2, 3, 4 and all images, OMP_NUM_THREADS 1 and 2): the
+largest difference is 1.1e-6 of the largest |value| (fc at 32 px, batch 1 against one batch of all images; up to
+3.3e-6 absolute, layer4 at 64 px), so 1e-5 leaves a margin of 9x.  Wrong features (two rows swapped, a row of another
+image, bicubic instead of bilinear resizing) differ by 0.09 to 0.22 of it (tests/test_faults_featurize.py)."""
+
+
+def assert_features_close(actual, desired, err_msg: str = "") -> None:
+    """Features equal up to float32 batch noise: ``|actual - desired| <= FEATURE_NOISE * max|desired|``, NaN where
+    ``desired`` is NaN.  For features of the same images computed in other batches, processes or thread counts."""
+    desired = np.asarray(desired)
+    atol = FEATURE_NOISE * float(np.nanmax(np.abs(desired))) if desired.size else 0.0
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=atol, err_msg=err_msg)
 
 
 def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, names=("ants", "bees")) -> list[Path]:

@@ -3,6 +3,7 @@ must fail.  A check that passes under its fault guards nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ from PIL import Image
 import featurize.cache as cache_module
 import featurize.images as images_module
 import featurize.families.torchvision as torchvision_family
+from conftest import FEATURE_NOISE, assert_features_close, make_two_class_images
+from featurize import CNNFeaturizer
 from featurize.cache import FeatureCache
 from featurize.multicut import POOLINGS, Pooling
 
@@ -66,6 +69,15 @@ def _resume_recomputes_everything(monkeypatch):
     monkeypatch.setattr(FeatureCache, "lookup", lookup)
 
 
+def _stored_rows_reversed(monkeypatch):
+    real = FeatureCache.append
+
+    def append(self, keys, paths, features, **kwargs):  # each row stored under the key of another image of its batch
+        real(self, keys, paths, {c: v[::-1].copy() for c, v in features.items()}, **kwargs)
+
+    monkeypatch.setattr(FeatureCache, "append", append)
+
+
 def _rebuild_forgets_permissions(monkeypatch):
     monkeypatch.setattr(cache_module, "_copy_ownership", lambda src, dst: None)
 
@@ -114,6 +126,9 @@ FAULTS = {
     "a resume recomputes every row": (
         _resume_recomputes_everything,
         lambda tmp_path, mp, paths, **_: check_resume_after_interrupt_reuses_complete_rows(tmp_path, paths, mp)),
+    "a resume stores rows under other images' keys": (
+        _stored_rows_reversed,
+        lambda tmp_path, mp, paths, **_: check_resume_after_interrupt_reuses_complete_rows(tmp_path, paths, mp)),
     "a rebuild forgets the file's permissions": (
         _rebuild_forgets_permissions, lambda tmp_path, mp, **_: check_rebuild_keeps_permissions(tmp_path)),
     "no fsync before n_complete": (
@@ -142,3 +157,44 @@ def test_the_check_catches_the_planted_fault(fault, tmp_path, monkeypatch, paths
     plant(monkeypatch)
     with pytest.raises(CAUGHT):
         check(tmp_path, monkeypatch, paths=paths, arrays=two_class_arrays)
+
+
+@pytest.fixture(scope="module")
+def shard_features() -> dict[str, np.ndarray]:
+    """Features (layer2, layer4, fc; resnet18 random-init, 32 px) of tests/test_shards.py's 13 images: all in one
+    batch, in batches of 1 and of 3 on one thread, and with bicubic instead of bilinear resizing."""
+    images = make_two_class_images(7, size=(40, 44), seed=3)[0][:13]
+    kw = dict(layers=["layer2", "layer4", "fc"], weights=None, image_size=32, num_workers=0)
+    out = {"all": CNNFeaturizer("resnet18", batch_size=13, **kw).fit().transform(images)}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for batch in (1, 3):
+            out[f"batch {batch}"] = CNNFeaturizer("resnet18", batch_size=batch, **kw).fit().transform(images)
+    finally:
+        torch.set_num_threads(threads)
+    bicubic = CNNFeaturizer("resnet18", batch_size=13, **kw).fit()
+    bicubic.preprocessing_ = dataclasses.replace(bicubic.preprocessing_, interpolation="bicubic")
+    out["bicubic"] = bicubic.transform(images)
+    return out
+
+
+def test_the_feature_tolerance_accepts_the_noise_of_other_batches_and_thread_counts(shard_features):
+    for run in ("batch 1", "batch 3"):
+        assert_features_close(shard_features[run], shard_features["all"], err_msg=run)
+
+
+# wrong features a resumed or stitched cache could hold: (reference features, bicubic ones) -> faulty features
+WRONG_FEATURES = {
+    "two rows swapped": lambda x, bicubic: x[[1, 0, *range(2, len(x))]],
+    "a row holds another image's features": lambda x, bicubic: np.concatenate([x[:-1], x[-2:-1]]),
+    "bicubic instead of bilinear resizing": lambda x, bicubic: bicubic,
+}
+
+
+@pytest.mark.parametrize("fault", list(WRONG_FEATURES))
+def test_the_feature_tolerance_catches_wrong_features(shard_features, fault):
+    wrong = WRONG_FEATURES[fault](shard_features["batch 1"], shard_features["bicubic"])
+    assert np.abs(wrong - shard_features["all"]).max() > 10 * FEATURE_NOISE * np.abs(shard_features["all"]).max()
+    with pytest.raises(AssertionError):
+        assert_features_close(wrong, shard_features["all"])
