@@ -77,8 +77,9 @@ class Candidates:
         if val_idx is None:
             probe = self._probe(head_in, everything)
             self._start(model, initial, probe)
-            self._train(phases, everything, est.lr, "train")
-            self._finish("finetune", est.lr, sum(p.epochs for p in phases), math.nan, probe, "train")
+            lr = est.learning_rate(probe is not None)
+            self._train(phases, everything, lr, "train")
+            self._finish("finetune", lr, sum(p.epochs for p in phases), math.nan, probe, "train")
             return
         probe = self._probe(head_in, train_idx)
         scored = []
@@ -86,7 +87,7 @@ class Candidates:
             loss, acc = self._probe_scores(probe, head_in, val_idx)
             scored.append({"candidate": "probe", "lr": math.nan, "epochs": 0, "val_loss": loss, "val_accuracy": acc})
         stoppers = {}
-        for lr in est.lr_candidates or [est.lr]:
+        for lr in est.lr_candidates or [est.learning_rate(probe is not None)]:
             self._start(model, initial, probe)
             stoppers[lr] = stopper = self._train(phases, train_idx, lr, "select", val_idx)
             scored.append({"candidate": "finetune", "lr": lr, "epochs": stopper.best_epoch,

@@ -75,7 +75,13 @@ from featurize.spec import BackboneSpec
 from featurize.transformer import CNNFeaturizer
 from featurize.weights import ResolvedWeights
 
-__all__ = ["FineTunedCNN", "HEAD_INITS", "STRATEGIES", "SCHEDULES", "OPTIMIZERS"]
+__all__ = ["AUTO_LR", "FineTunedCNN", "HEAD_INITS", "STRATEGIES", "SCHEDULES", "OPTIMIZERS"]
+
+AUTO_LR = {"random": 1e-3, "probe": 1e-4}
+"""``lr="auto"``: the head's learning rate by how it starts.  A random head needs 1e-3 (AdamW) to converge within the
+step budget; a head that starts as the fitted probe needs no such push, and at 1e-3 (backbone 1e-4) full fine-tuning
+on 5 EfficientNet-Lite0 photos per class fell below its probe (0.895 and 0.902 on the 153 val photos, probes 0.928
+and 0.941), where 1e-4 kept it (0.922 on the first draw)."""
 
 
 
@@ -109,8 +115,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         Floor on the optimizer steps of each phase: its epochs are raised to ``ceil(min_steps / steps per epoch)``
         when that is more; 0 disables it.  When the floor raises a phase's epochs by a factor f, its ``patience`` is
         multiplied by f too (it measures the same amount of training).
-    lr : float
-        Learning rate of the head.
+    lr : float or "auto"
+        Learning rate of the head; ``"auto"`` (default): 1e-3 for a random head, 1e-4 for a head that starts as the
+        probe (see :data:`AUTO_LR`).
     lr_backbone : float or None
         Learning rate of the unfrozen backbone stages; ``None`` = ``lr * lr_ratio``.
     lr_ratio : float
@@ -212,7 +219,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
         "min_steps": [Interval(Integral, 0, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "lr_backbone": [None, Interval(Real, 0, None, closed="neither")],
         "lr_ratio": [Interval(Real, 0, None, closed="neither")],
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
@@ -246,7 +253,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         epochs: int = 10,
         freeze_epochs: int = 0,
         min_steps: int = 60,
-        lr: float = 1e-3,
+        lr: float | str = "auto",
         lr_backbone: float | None = None,
         lr_ratio: float = 0.1,
         lr_decay: float = 1.0,
@@ -331,6 +338,10 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         if self.augment != "auto":
             return self.augment
         return "flip_crop" if n_unfrozen else "none"
+
+    def learning_rate(self, probe_head: bool) -> float:
+        """The head's learning rate: ``lr``, or for ``"auto"`` :data:`AUTO_LR` of the head's start."""
+        return AUTO_LR["probe" if probe_head else "random"] if self.lr == "auto" else float(self.lr)
 
     def _optimisation(self, lr: float) -> Optimisation:
         lr_backbone = self.lr_backbone if self.lr_backbone is not None else lr * self.lr_ratio

@@ -139,9 +139,9 @@ class CompareConfig:
     optimizer: str = "adamw"
     schedule: str = "cosine"
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | str = "auto"
     lr_ratio: float = 0.1
-    lr_grid: Sequence[float] = (1e-3, 1e-4)
+    lr_grid: Sequence[float] = (1e-4, 1e-3)
     bn: str = "frozen"
     head_init: str = "probe"
     weight_decay: float = 1e-2
@@ -655,7 +655,9 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=d.optimizer, help="fine-tuning optimizer: adamw or sgd (momentum 0.9)")
     p.add_argument("--schedule", default=d.schedule, help="learning-rate schedule: cosine, step, step:N, constant")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="fine-tuning mini-batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the new head")
+    p.add_argument("--lr", type=_learning_rate, default=d.lr,
+                   help="learning rate of the new head: a number, or auto (1e-3 for a random head, 1e-4 for fine-tuning "
+                        "that starts from the probe)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="fine-tuning weight decay")
     p.add_argument("--lr-ratio", type=float, default=d.lr_ratio,
                    help="backbone learning rate / head learning rate (from scratch: 1)")
@@ -686,6 +688,18 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
     add_backend_arguments(p)
     add_common_arguments(p, seed_help="base seed of the draws and of every fit")
     return p
+
+
+def _learning_rate(text: str) -> float | str:
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto'; got {text!r}")
+    return value
 
 
 def _finetune_size(text: str) -> int | str | None:
