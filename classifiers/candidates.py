@@ -19,13 +19,15 @@ __all__ = ["Candidates", "TrainingInputs"]
 @dataclass
 class TrainingInputs:
     """What one fit trains: ``net`` (the whole model, the model with its frozen part skipped, or the bare head) with
-    its ``head`` path, fed images or the cached activations ``cached`` (``path`` says which: ``"forward"``,
-    ``"suffix"`` or ``"precomputed"``)."""
+    its ``head`` path, fed images or cached activations (``path`` says which: ``"forward"``, ``"suffix"`` or
+    ``"precomputed"``): ``train_cached`` (V, N, …) holds V views of every image (one without augmentation),
+    ``eval_cached`` (N, …) the unaugmented ones."""
 
     path: str
     net: nn.Module
     head: str
-    cached: torch.Tensor | None
+    train_cached: torch.Tensor | None
+    eval_cached: torch.Tensor | None
 
 
 class Candidates:

@@ -31,6 +31,8 @@ Cost
 With the frozen stages in eval mode and no augmentation, what enters the trainable part depends on the image only:
 ``precompute=True`` computes it once (the head's input for ``strategy="head"``, the first trainable stage's input for
 ``last_block``/``last:k``) and trains from there — the same result as the full forward, for a fraction of the cost.
+With augmentation the frozen part runs once on ``augment_views`` augmented views of every image, and each epoch
+trains on one of them per image.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from classifiers.training import (
     parse_schedule,
     phase_epochs,
     tensor_batches,
+    view_batches,
 )
 from featurize.backbones import get_backbone_spec, load_model, resolve_weights
 from featurize.devices import autocast, prepare, resolve_device, to_device
@@ -154,8 +157,14 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
     image_size : "auto" or int
         Side of the network input; ``"auto"`` = the weights' preprocessing crop.
     precompute : bool
-        Without augmentation, compute what enters the trainable part once and train from there (same result, much
-        faster); False re-runs the frozen part every epoch.
+        Compute what enters the trainable part once (the frozen stages run in eval mode) and train from there: without
+        augmentation the same result as the full forward, much faster; with augmentation, on ``augment_views`` views
+        of every image.  False re-runs the frozen part every step.  Not for ``"full"`` (nothing is frozen) nor MixUp
+        (it blends images, not activations).
+    augment_views : int
+        With augmentation and ``precompute``: how many augmented views of every image go through the frozen part,
+        once; every epoch trains on one of them per image (drawn from ``random_state``) — a fixed bank of augmented
+        views instead of fresh ones each epoch.  0 runs the frozen part on fresh views every step.
     cache : str, path or None
         Directory (or ``.h5`` file) where :class:`featurize.CNNFeaturizer` keeps the head inputs between fits (the
         probe's features, the head-only strategy's inputs); None keeps them in memory for this fit only.
@@ -235,6 +244,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         "refit": ["boolean"],
         "image_size": [StrOptions({"auto"}), Interval(Integral, 32, None, closed="left")],
         "precompute": ["boolean"],
+        "augment_views": [Interval(Integral, 0, None, closed="left")],
         "cache": [None, str, os.PathLike],
         "device": [str, torch.device],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
@@ -269,6 +279,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         refit: bool = True,
         image_size: str | int = "auto",
         precompute: bool = True,
+        augment_views: int = 8,
         cache: str | Path | None = None,
         device: str = "auto",
         num_workers: int | str = "auto",
@@ -299,6 +310,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.refit = refit
         self.image_size = image_size
         self.precompute = precompute
+        self.augment_views = augment_views
         self.cache = cache
         self.device = device
         self.num_workers = num_workers
@@ -394,34 +406,54 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         captured = inputs_of(model, paths, batches, self.device_)
         return captured[-1], (captured[0] if extra is not None else None)
 
-    def _inputs(self, model, adaptation, n_unfrozen: int, items, X, eval_transform, augment: str, seed: int,
+    def _views(self, model, first: str | None, items, transform, seed: int) -> torch.Tensor:
+        """The inputs of module ``first`` (or of the head) for ``augment_views`` augmented views of every image, (V, N,
+        …); each view's random draws come from ``seed`` and the view's number only."""
+        views = []
+        for view in range(self.augment_views):
+            generator = torch.Generator().manual_seed(seed * 1_000 + view)
+            batches = image_batches(items, transform, range(len(items)), self.batch_size, self.device_,
+                                    num_workers=self.num_workers, generator=generator)
+            views.append(inputs_of(model, [first], batches, self.device_)[0])
+        return torch.stack(views)
+
+    def _inputs(self, model, adaptation, n_unfrozen: int, items, X, transforms, augment: str, seed: int,
                 stack: ExitStack) -> tuple[TrainingInputs, torch.Tensor | None]:
         """What this fit trains on, and the head inputs of every image when the probe needs them (a skipped frozen
         part is restored when ``stack`` closes)."""
+        train_transform, eval_transform = transforms
         probe = n_unfrozen > 0 and self.head_init == "probe"
-        cacheable = self.precompute and augment == "none"
-        first = adaptation.trainable(n_unfrozen)[0] if n_unfrozen else None
-        forward = TrainingInputs("forward", model, adaptation.head, None)
+        stages = len(adaptation.stages)
+        cacheable = self.precompute and n_unfrozen < stages and "mixup" not in augment and (
+            augment == "none" or self.augment_views > 0)
+        first = adaptation.trainable(n_unfrozen)[0] if n_unfrozen else adaptation.head
+        forward = TrainingInputs("forward", model, adaptation.head, None, None)
         if not (probe or cacheable):
             return forward, None
         head_in, stage_in = self._head_features(model, adaptation, items, X, eval_transform, seed,
                                                 first if cacheable and n_unfrozen else None)
+        if not cacheable:
+            return forward, head_in
+        eval_in = head_in if n_unfrozen == 0 else stage_in
+        views = eval_in[None] if augment == "none" else self._views(model, first, items, train_transform, seed)
         if n_unfrozen == 0:
-            return TrainingInputs("precomputed", model.get_submodule(adaptation.head), "", head_in), None
-        if stage_in is not None:
-            sample = next(image_batches(items, eval_transform, range(min(2, len(items))), 2, self.device_,
-                                        num_workers=0)())[1]
-            if stack.enter_context(skip_prefix(model, first, sample, stage_in[: len(sample)], self.device_)):
-                return TrainingInputs("suffix", model, adaptation.head, stage_in), head_in if probe else None
+            return TrainingInputs("precomputed", model.get_submodule(adaptation.head), "", views, eval_in), None
+        sample = next(image_batches(items, eval_transform, range(min(2, len(items))), 2, self.device_,
+                                    num_workers=0)())[1]
+        if stack.enter_context(skip_prefix(model, first, sample, stage_in[: len(sample)], self.device_)):
+            return TrainingInputs("suffix", model, adaptation.head, views, eval_in), head_in if probe else None
         return forward, head_in if probe else None
 
     def _batches(self, inputs: TrainingInputs, items, transform, idx, generator=None):
         """Training batches (shuffled with ``generator``) or, without a generator, evaluation batches."""
-        shuffle = generator is not None
-        if inputs.cached is not None:
-            return tensor_batches(inputs.cached, idx, self.batch_size, shuffle=shuffle, generator=generator)
+        if generator is None and inputs.eval_cached is not None:
+            return tensor_batches(inputs.eval_cached, idx, self.batch_size)
+        if generator is not None and inputs.train_cached is not None:
+            views = inputs.train_cached
+            return (tensor_batches(views[0], idx, self.batch_size, shuffle=True, generator=generator)
+                    if len(views) == 1 else view_batches(views, idx, self.batch_size, generator))
         return image_batches(items, transform, idx, self.batch_size, self.device_, num_workers=self.num_workers,
-                             shuffle=shuffle, generator=generator)
+                             shuffle=generator is not None, generator=generator)
 
     # ------------------------------------------------------------------ training
     @_fit_context(prefer_skip_nested_validation=True)
@@ -463,8 +495,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             stack.callback(model.to, "cpu", memory_format=torch.contiguous_format)
             prepare(model, self.device_)
             start = time.perf_counter()
-            inputs, head_in = self._inputs(model, adaptation, n_unfrozen, items, X, eval_transform, augment, seed,
-                                           stack)
+            inputs, head_in = self._inputs(model, adaptation, n_unfrozen, items, X, (train_transform, eval_transform),
+                                           augment, seed, stack)
             self.precompute_time_s_ = 0.0 if inputs.path == "forward" and head_in is None else \
                 time.perf_counter() - start
             run = Candidates(self, inputs, adaptation.head, items, (train_transform, eval_transform),

@@ -45,6 +45,7 @@ __all__ = [
     "steps_per_epoch",
     "tensor_batches",
     "train_epoch",
+    "view_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,17 +127,42 @@ def tensor_batches(
     return batches
 
 
-class _SeededShuffle(Sampler):
-    """Each epoch, the permutation :func:`tensor_batches` draws from ``generator``, every position paired with a seed
-    from a second generator derived from it (so the permutations stay those of :func:`tensor_batches`)."""
+def _derived(generator: torch.Generator | None) -> torch.Generator:
+    """A second generator seeded from ``generator``'s seed, so drawing from it leaves ``generator``'s stream as is."""
+    base = generator.initial_seed() if generator is not None else torch.initial_seed()
+    return torch.Generator().manual_seed((base * 1_000_003 + 12_345) % 2**63)
 
-    def __init__(self, n: int, generator: torch.Generator | None):
-        self.n, self.generator = n, generator
-        base = generator.initial_seed() if generator is not None else torch.initial_seed()
-        self.seeds = torch.Generator().manual_seed((base * 1_000_003 + 12_345) % 2**63)
+
+def view_batches(
+    views: torch.Tensor, indices, batch_size: int, generator: torch.Generator | None = None
+) -> Batches:
+    """Training batches ``(indices, views[v, indices])`` over a bank of ``V`` precomputed views of every item
+    (``views`` of shape (V, N, …)): each call (epoch) shuffles as :func:`tensor_batches` does with ``generator`` and
+    gives every item one of its views, drawn from a generator derived from it."""
+    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    stop = len(indices) - 1 if drop_last(len(indices), batch_size, True) else len(indices)
+    picks = _derived(generator)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = indices[torch.randperm(len(indices), generator=generator)]
+        chosen = torch.randint(views.shape[0], (len(order),), generator=picks)
+        for start in range(0, stop, batch_size):
+            chunk = order[start : min(start + batch_size, stop)]
+            yield chunk, views[chosen[start : start + len(chunk)], chunk]
+
+    return batches
+
+
+class _SeededOrder(Sampler):
+    """Each epoch, the permutation :func:`tensor_batches` draws from ``generator`` (or the items in order, without
+    ``shuffle``), every position paired with a seed from a generator derived from it."""
+
+    def __init__(self, n: int, generator: torch.Generator | None, shuffle: bool = True):
+        self.n, self.generator, self.shuffle = n, generator, shuffle
+        self.seeds = _derived(generator)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.n, generator=self.generator).tolist()
+        order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else list(range(self.n))
         yield from zip(order, torch.randint(2**62, (self.n,), generator=self.seeds).tolist())
 
     def __len__(self) -> int:
@@ -168,14 +194,14 @@ def image_batches(
 
     ``num_workers`` as :func:`featurize.images.resolve_workers`; training workers persist across epochs.  The
     loader's own seed draws come from a private generator, never from the caller's RNG (MixUp, dropout).  When
-    shuffling (training), the order is :func:`tensor_batches`' for the same ``generator``, and every sample gets a
-    seed (derived from ``generator``) that its random transform draws from, so the augmented images depend on
-    ``generator`` only, not on the number of workers (or machine).
+    shuffling (training), the order is :func:`tensor_batches`' for the same ``generator``; with a ``generator``
+    (always when shuffling), every sample gets a seed derived from it that its random transform draws from, so the
+    augmented images depend on ``generator`` only, not on the number of workers (or machine).
     """
     dataset = ImageDataset(items, transform, indices)
     sampler: Sampler = SequentialSampler(dataset)
-    if shuffle:
-        dataset, sampler = _SeededDataset(dataset), _SeededShuffle(len(dataset), generator)
+    if shuffle or generator is not None:
+        dataset, sampler = _SeededDataset(dataset), _SeededOrder(len(dataset), generator, shuffle)
     workers = resolve_workers(num_workers, len(indices), batch_size)
     loader = DataLoader(
         dataset,

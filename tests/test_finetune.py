@@ -198,12 +198,13 @@ def test_min_steps_raises_the_epochs_of_each_phase(small, validation_fraction):
     assert frozen.n_steps_ == 8
 
 
-@pytest.mark.parametrize("strategy, path", [("head", "precomputed"), ("last_block", "forward")])
-def test_refit_trains_on_all_images_from_the_same_start(small, strategy, path):
+@pytest.mark.parametrize("strategy, precompute, path", [("head", True, "precomputed"), ("last_block", True, "suffix"),
+                                                        ("last_block", False, "forward")])
+def test_refit_trains_on_all_images_from_the_same_start(small, strategy, precompute, path):
     """The refit = a fresh fit on every image for ``selected_epochs_`` epochs (constant schedule: same lr path)."""
     X, y = small
     params = dict(backbone="resnet18", strategy=strategy, image_size=32, schedule="constant", optimizer="sgd",
-                  lr=0.05, **{**FAST, "epochs": 4, "batch_size": 4})
+                  lr=0.05, precompute=precompute, **{**FAST, "epochs": 4, "batch_size": 4})
     clf = FineTunedCNN(**{**params, "validation_fraction": 0.25, "patience": None, "refit": True}).fit(X, y)
     assert clf.training_path_ == path
     runs = [h["run"] for h in clf.history_]

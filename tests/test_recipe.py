@@ -51,11 +51,11 @@ def test_the_probe_head_gives_the_tuned_logistic_regressions_probabilities(n_cla
 def check_probe_kept_when_validation_prefers_it(X, y) -> None:
     """A learning rate that wrecks the network: the probe's validation loss is lower, the probe is kept, and the
     refitted model is the pretrained backbone with the probe fitted on every image as its head."""
-    est = FineTunedCNN("resnet18", strategy="last_block", optimizer="sgd", lr=5.0, lr_ratio=1.0, patience=None,
+    est = FineTunedCNN("resnet18", strategy="last_block", optimizer="sgd", lr=1.0, lr_ratio=1.0, patience=None,
                        validation_fraction=0.25, **BASE).fit(X, y)
     probe, tuned = est.candidates_
     assert probe["candidate"] == "probe" and tuned["candidate"] == "finetune"
-    assert probe["val_loss"] < tuned["val_loss"], f"premise: fine-tuning at lr=5 is worse {est.candidates_}"
+    assert probe["val_loss"] < tuned["val_loss"], f"premise: fine-tuning at lr=1 is worse {est.candidates_}"
     assert probe["chosen"] and not tuned["chosen"], est.candidates_
     assert est.chosen_["candidate"] == "probe" and est.selected_epochs_ == 0 and est.n_steps_ == 0
     spec = get_backbone_spec("resnet18")
@@ -166,3 +166,39 @@ def test_lite0_last_block_on_all_train_photos_reaches_0_93(tmp_path):
     accuracy = float((est.predict(val) == y_val).mean())
     assert est.training_path_ == "suffix"
     assert accuracy >= 0.93, (accuracy, est.candidates_)
+
+
+def test_augmented_views_are_computed_once_and_drawn_per_epoch(data, monkeypatch):
+    """With flip + crop and precompute, the frozen part runs on ``augment_views`` views of every image once (not every
+    epoch); each epoch draws one view per image, seeded: the same ``random_state`` gives the same model."""
+    from classifiers import finetune, training
+
+    X, y = data
+    passes, picks = [], []
+    real_views, real_batches = finetune.inputs_of, training.view_batches
+
+    def counting(model, paths, batches, device):
+        passes.append(list(paths))
+        return real_views(model, paths, batches, device)
+
+    def recording(views, indices, batch_size, generator=None):
+        batches = real_batches(views, indices, batch_size, generator)
+
+        def wrapped():
+            for idx, x in batches():
+                picks.append([int(torch.nonzero((views[:, i] == row).flatten(1).all(1))[0]) for i, row in zip(idx, x)])
+                yield idx, x
+        return wrapped
+
+    monkeypatch.setattr(finetune, "inputs_of", counting)
+    monkeypatch.setattr(finetune, "view_batches", recording)
+    params = dict(strategy="last_block", head_init="random", validation_fraction=None,
+                  **{**BASE, "augment": "flip_crop", "epochs": 6})
+    est = FineTunedCNN("resnet18", augment_views=3, **params).fit(X, y)
+    assert est.training_path_ == "suffix"
+    assert len(passes) == 1 + 3, "one pass for the unaugmented inputs, one per view, none per epoch"
+    assert {v for batch in picks for v in batch} == {0, 1, 2}, "every view is used"
+    again = FineTunedCNN("resnet18", augment_views=3, **params).fit(X, y)
+    np.testing.assert_array_equal(est.predict_proba(X), again.predict_proba(X))
+    fresh = FineTunedCNN("resnet18", augment_views=0, **params).fit(X, y)
+    assert fresh.training_path_ == "forward"
