@@ -36,6 +36,17 @@ def _cell(value, floatfmt: str) -> str:
     return str(value)
 
 
+def _layout(df: pd.DataFrame, floatfmt: str, index: bool, cell: Callable[[object], str] | None
+            ) -> tuple[pd.DataFrame, list[bool], Callable[[object], str]]:
+    """What a table renderer needs: the frame (its index as the first column when ``index``), which columns are
+    numeric (right-aligned; booleans are not) and the cell formatter (``cell``, else :func:`_cell` with
+    ``floatfmt``)."""
+    if index:
+        df = df.reset_index()
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    return df, numeric, cell or (lambda v: _cell(v, floatfmt))
+
+
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*<>#"})
 
 
@@ -65,18 +76,15 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False,
     str
         The table, newline-terminated; ``|`` in cells is escaped and newlines become spaces.
     """
-    if index:
-        df = df.reset_index()
+    df, numeric, fmt = _layout(df, floatfmt, index, cell)
     if df.empty and len(df.columns) == 0:
         return "*(no rows)*\n"
     header = [str(c) for c in df.columns]
-    fmt = cell or (lambda v: _cell(v, floatfmt))
     rows = [[fmt(v) for v in record] for record in df.itertuples(index=False, name=None)]
 
     def esc(text: str) -> str:
         return md_escape(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     lines = ["| " + " | ".join(esc(h) for h in header) + " |",
              "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
@@ -108,10 +116,7 @@ def to_html_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False, 
     -------
     str
     """
-    if index:
-        df = df.reset_index()
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
-    fmt = cell or (lambda v: _cell(v, floatfmt))
+    df, numeric, fmt = _layout(df, floatfmt, index, cell)
     parts = [f'<table class="{html.escape(css_class, quote=True)}">']
     if caption:
         parts.append(f"<caption>{html.escape(caption)}</caption>")
