@@ -47,6 +47,30 @@ def _layout(df: pd.DataFrame, floatfmt: str, index: bool, cell: Callable[[object
     return df, numeric, cell or (lambda v: _cell(v, floatfmt))
 
 
+def compact_cell(value: object) -> str:
+    """One value as compact text for tables of counts and measurements: integers with thousands separators,
+    floats with 4 significant digits (3 beyond 1e6 or below 1e-3, whole numbers without decimals), NaN as ``—``,
+    infinity as ``∞``, booleans as ``yes``/``NO`` (a failed check stands out)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "NO"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "—"
+        if math.isinf(v):
+            return "∞"
+        if v == 0:
+            return "0"
+        if v.is_integer() and abs(v) < 1e6:
+            return f"{int(v)}"
+        if abs(v) >= 1e6 or abs(v) < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    return str(value)
+
+
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*<>#"})
 
 
