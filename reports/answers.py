@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pandas as pd
 
+from featurize.registry import Registry
 from reports.analysis import Analysis, chance_level
 from reports.stats import EQUIVALENCE_MARGIN, MIN_DRAWS, holm
 from reports.tables import accuracy_text, cut_order_for
 
-__all__ = ["NOT_MEASURED", "course_answers"]
+__all__ = ["NOT_MEASURED", "QUESTIONS", "Question", "course_answers"]
 
 NOT_MEASURED = "not measured in this run"
 
@@ -243,16 +245,27 @@ def _backbone_answer(a: Analysis, prefix: str, label: str) -> str:
     return "\n".join(lines)
 
 
-_QUESTIONS: tuple[tuple[str, str, Callable[[Analysis], str]], ...] = (
-    ("Q9", "Can a neural network be trained effectively on this data?", _q9),
-    ("Q10", "With so little data, can another classifier (SVM, random forest, …) be used?", _q10),
-    ("Q11", "How can the amount of training data be increased?", _q11),
-    ("Q12", "How can an ImageNet-trained network be adapted to this task?", _q12),
-    ("Q13", "When is fine-tuning appropriate?", _q13),
-    ("Q14", "Where is it most relevant to cut the network, and what to do with the kept part?", _q14),
-    ("Q15", "Adapt a pretrained ResNet to this task.", lambda a: _backbone_answer(a, "resnet", "ResNet")),
-    ("Q16", "Adapt a pretrained VGG to this task.", lambda a: _backbone_answer(a, "vgg", "VGG")),
-)
+class Question(NamedTuple):
+    """A course question and the function that answers it from the analysis of a run."""
+
+    text: str
+    answer: Callable[[Analysis], str]
+
+
+QUESTIONS: Registry[Question] = Registry("course question")
+"""The questions answered, in order, by key (``"Q9"``)."""
+QUESTIONS.register("Q9", Question("Can a neural network be trained effectively on this data?", _q9))
+QUESTIONS.register("Q10", Question("With so little data, can another classifier (SVM, random forest, …) be used?",
+                                   _q10))
+QUESTIONS.register("Q11", Question("How can the amount of training data be increased?", _q11))
+QUESTIONS.register("Q12", Question("How can an ImageNet-trained network be adapted to this task?", _q12))
+QUESTIONS.register("Q13", Question("When is fine-tuning appropriate?", _q13))
+QUESTIONS.register("Q14", Question("Where is it most relevant to cut the network, and what to do with the kept part?",
+                                   _q14))
+QUESTIONS.register("Q15", Question("Adapt a pretrained ResNet to this task.",
+                                   lambda a: _backbone_answer(a, "resnet", "ResNet")))
+QUESTIONS.register("Q16", Question("Adapt a pretrained VGG to this task.",
+                                   lambda a: _backbone_answer(a, "vgg", "VGG")))
 
 
 def course_answers(analysis: Analysis, heading_level: int = 2) -> str:
@@ -274,5 +287,5 @@ def course_answers(analysis: Analysis, heading_level: int = 2) -> str:
     if analysis.results.empty or analysis.summary["accuracy"].isna().all():
         return title + f"No results: every answer is {NOT_MEASURED}.\n"
     sub = "#" * (heading_level + 1)
-    blocks = [f"{sub} {key}. {question}\n\n{answer(analysis)}\n" for key, question, answer in _QUESTIONS]
+    blocks = [f"{sub} {key}. {question.text}\n\n{question.answer(analysis)}\n" for key, question in QUESTIONS.items()]
     return title + "\n".join(blocks)

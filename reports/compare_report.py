@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from featurize.registry import Registry
 from reports import plots
 from reports.analysis import Analysis, analyse, random_init_backbones, selection_text
 from reports.answers import course_answers
@@ -28,8 +29,10 @@ REPORT_FILES = ("summary.md", "report.html", "summary.csv", "significance.csv", 
                 "learning_curves.png", "confusion_matrix.png", "accuracy_vs_cost.png")
 """Every file the report may write; those of an earlier run in the same folder are removed first (none is stale)."""
 RANDOM_INIT_BANNER = "RANDOM-INIT WEIGHTS: these numbers say nothing about transfer from ImageNet"
-DESIGN_NOTES = {
-    "fixed_test": ("Evaluation design: a fixed test set. Every training draw is scored on the whole val/ subset, so "
+DESIGN_NOTES: Registry[str] = Registry("evaluation design note")
+"""What the report says of each evaluation design (:data:`reports.stats.DESIGNS`), by design name."""
+DESIGN_NOTES.register(
+    "fixed_test", ("Evaluation design: a fixed test set. Every training draw is scored on the whole val/ subset, so "
                    "an accuracy has two sources of uncertainty, the training draw and the test images; its 95% CI "
                    "comes from a two-level analysis (variance of the draw means / draws + test-image variance, "
                    "Satterthwaite t), built on the logit scale so that it stays inside [0, 1] and keeps its coverage "
@@ -37,13 +40,13 @@ DESIGN_NOTES = {
                    f"exact with a single draw). With fewer than {MIN_DRAWS} draws an interval is conditional on "
                    "those draws (it covers test-image sampling only) and no verdict is drawn from it. Next to every "
                    "mean accuracy: the lowest and the median per-draw accuracy — a t interval over a few draws "
-                   "cannot see a draw that occasionally fails. n = test images × training draws."),
-    "resampled": ("Evaluation design: random train/test splits of one pool. Splits share images, so intervals use "
+                   "cannot see a draw that occasionally fails. n = test images × training draws."))
+DESIGN_NOTES.register(
+    "resampled", ("Evaluation design: random train/test splits of one pool. Splits share images, so intervals use "
                   "the corrected resampled t of Nadeau & Bengio (2003), sd² · (1/splits + n_test/n_train), on the "
                   "logit scale for accuracies; paired differences use the same correction. With fewer than "
                   f"{MIN_DRAWS} splits no verdict is drawn. Next to every mean accuracy: the lowest and the median "
-                  "per-split accuracy. n = test images per split × splits."),
-}
+                  "per-split accuracy. n = test images per split × splits."))
 
 
 def summary_table(results: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:

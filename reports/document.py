@@ -1,7 +1,7 @@
 """One document model for every report: a title and a list of blocks, rendered to markdown and to HTML.
 
-A block is ``Block(kind, content, caption)``; each kind is one entry of :data:`RENDERERS`, which holds its
-markdown and its HTML renderer side by side (adding a kind = adding one entry).  The HTML page is a
+A block is ``Block(kind, content, caption)``; each kind is one entry of the :data:`RENDERERS` registry, which holds
+its markdown and its HTML renderer side by side (adding a kind = registering one entry).  The HTML page is a
 self-contained HTML5 document (one inline stylesheet, no scripts, no external resources except the figures, which
 are PNG files referenced by relative paths); every text that reaches it — title, headings, paragraphs, captions,
 table headers and cells, figure paths — is escaped, so nothing in a class name, a path or a caption can inject
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
+from featurize.registry import Registry
 from reports.tables import to_html_table, to_markdown
 
 __all__ = ["CSS", "RENDERERS", "Block", "Document", "inline_markdown", "markdown_to_html", "render_html",
@@ -72,8 +73,7 @@ class Block:
     cell: Cell | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in RENDERERS:
-            raise ValueError(f"Unknown block kind {self.kind!r}; known kinds: {', '.join(RENDERERS)}")
+        RENDERERS[self.kind]  # an unknown kind raises, listing the valid ones
 
 
 @dataclass
@@ -197,35 +197,35 @@ def _markdown_table(block: Block) -> str:
     return caption + to_markdown(block.content, **_table_kwargs(block))
 
 
-RENDERERS: dict[str, Renderer] = {
-    "heading": Renderer(
-        lambda b: f"{'#' * b.level} {_one_line(b.content)}\n",
-        lambda b: f"<h{b.level}>{inline_markdown(_one_line(b.content))}</h{b.level}>",
-    ),
-    "text": Renderer(
-        lambda b: f"{b.content}\n",
-        lambda b: markdown_to_html(str(b.content)),
-    ),
-    "banner": Renderer(
-        lambda b: f"> **⚠ {_one_line(b.content)}**\n",
-        lambda b: f'<div class="banner" role="alert">⚠ {html.escape(str(b.content))}</div>',
-    ),
-    "table": Renderer(
-        _markdown_table,
-        lambda b: to_html_table(b.content, caption=b.caption or None, **_table_kwargs(b)),
-    ),
-    "details": Renderer(
-        _markdown_table,
-        lambda b: (f"<details><summary>{html.escape(b.caption)}</summary>\n"
-                   f"{to_html_table(b.content, **_table_kwargs(b))}\n</details>"),
-    ),
-    "figure": Renderer(
-        lambda b: f"![{_one_line(b.caption).replace(']', ')')}]({_url(b.content)})\n\n*{_one_line(b.caption)}*\n",
-        lambda b: (f'<figure><img src="{html.escape(_url(b.content), quote=True)}" '
-                   f'alt="{html.escape(b.caption, quote=True)}">'
-                   f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"),
-    ),
-}
+RENDERERS: Registry[Renderer] = Registry("block kind")
+"""The renderers of every block kind, by kind (adding a kind = registering one :class:`Renderer`)."""
+RENDERERS.register("heading", Renderer(
+    lambda b: f"{'#' * b.level} {_one_line(b.content)}\n",
+    lambda b: f"<h{b.level}>{inline_markdown(_one_line(b.content))}</h{b.level}>",
+))
+RENDERERS.register("text", Renderer(
+    lambda b: f"{b.content}\n",
+    lambda b: markdown_to_html(str(b.content)),
+))
+RENDERERS.register("banner", Renderer(
+    lambda b: f"> **⚠ {_one_line(b.content)}**\n",
+    lambda b: f'<div class="banner" role="alert">⚠ {html.escape(str(b.content))}</div>',
+))
+RENDERERS.register("table", Renderer(
+    _markdown_table,
+    lambda b: to_html_table(b.content, caption=b.caption or None, **_table_kwargs(b)),
+))
+RENDERERS.register("details", Renderer(
+    _markdown_table,
+    lambda b: (f"<details><summary>{html.escape(b.caption)}</summary>\n"
+               f"{to_html_table(b.content, **_table_kwargs(b))}\n</details>"),
+))
+RENDERERS.register("figure", Renderer(
+    lambda b: f"![{_one_line(b.caption).replace(']', ')')}]({_url(b.content)})\n\n*{_one_line(b.caption)}*\n",
+    lambda b: (f'<figure><img src="{html.escape(_url(b.content), quote=True)}" '
+               f'alt="{html.escape(b.caption, quote=True)}">'
+               f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"),
+))
 
 
 def render_markdown(document: Document) -> str:

@@ -1,20 +1,22 @@
-"""The report of a grid search (:func:`pipelines.grid.run_grid`): the candidate table as markdown and HTML."""
+"""The report of a grid search (:func:`pipelines.grid.run_grid`): the candidate table as markdown and HTML.
+
+The report reads its input through the :class:`GridOutcome` protocol, so this layer never imports the pipelines
+that produce it (:class:`pipelines.grid.GridResult` satisfies it).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from reports.document import Document
 
-if TYPE_CHECKING:
-    from pipelines.grid import GridResult
-
-__all__ = ["banner_text", "display_table", "grid_report"]
+__all__ = ["GridOutcome", "banner_text", "display_table", "grid_report"]
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,39 @@ _FIXED_COLUMNS = {"rank", "cut", "pooling", "accuracy", "ci_low", "ci_high", "ac
                   "n_folds", "fit_time_s", "times_selected"}
 
 
-def banner_text(result: GridResult) -> str | None:
+class GridOutcome(Protocol):
+    """What the grid report reads of a grid search's outcome."""
+
+    @property
+    def search(self) -> Any:
+        """The search fitted on all training images (``best_estimator_.named_steps["head"]`` is the head)."""
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per candidate, sorted by rank (inner-CV scores)."""
+
+    @property
+    def estimate(self) -> Mapping[str, Any]:
+        """Accuracy of the selection procedure: ``design``, ``accuracy_95ci``, ``method``, ``note``, ``n_folds``."""
+
+    @property
+    def outer(self) -> pd.DataFrame:
+        """One row per outer fold (or the held-out test set), with the ``selected`` candidate."""
+
+    @property
+    def featurizer(self) -> Any:
+        """The fitted featurizer of the best pipeline (``spec_.name`` is its backbone)."""
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the featurizer's weights are pretrained."""
+
+    @property
+    def weights_label(self) -> str:
+        """Human-readable weights description."""
+
+
+def banner_text(result: GridOutcome) -> str | None:
     """The random-init warning of a grid result, or None when its weights are pretrained."""
     if result.pretrained:
         return None
@@ -37,12 +71,13 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def grid_report(result: GridResult, path_md: str | Path, path_html: str | Path | None = None) -> dict[str, Path]:
+def grid_report(result: GridOutcome, path_md: str | Path, path_html: str | Path | None = None) -> dict[str, Path]:
     """Write the grid table as markdown (and HTML), with a banner when the weights are random-init.
 
     Parameters
     ----------
-    result : GridResult
+    result : GridOutcome
+        A grid search's outcome, e.g. :class:`pipelines.grid.GridResult`.
     path_md : path
         Markdown file.
     path_html : path, optional

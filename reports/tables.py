@@ -36,6 +36,41 @@ def _cell(value, floatfmt: str) -> str:
     return str(value)
 
 
+def _layout(df: pd.DataFrame, floatfmt: str, index: bool, cell: Callable[[object], str] | None
+            ) -> tuple[pd.DataFrame, list[bool], Callable[[object], str]]:
+    """What a table renderer needs: the frame (its index as the first column when ``index``), which columns are
+    numeric (right-aligned; booleans are not) and the cell formatter (``cell``, else :func:`_cell` with
+    ``floatfmt``)."""
+    if index:
+        df = df.reset_index()
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    return df, numeric, cell or (lambda v: _cell(v, floatfmt))
+
+
+def compact_cell(value: object) -> str:
+    """One value as compact text for tables of counts and measurements: integers with thousands separators,
+    floats with 4 significant digits (3 beyond 1e6 or below 1e-3, whole numbers without decimals), NaN as ``—``,
+    infinity as ``∞``, booleans as ``yes``/``NO`` (a failed check stands out)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "NO"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "—"
+        if math.isinf(v):
+            return "∞"
+        if v == 0:
+            return "0"
+        if v.is_integer() and abs(v) < 1e6:
+            return f"{int(v)}"
+        if abs(v) >= 1e6 or abs(v) < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    return str(value)
+
+
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*<>#"})
 
 
@@ -65,18 +100,15 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False,
     str
         The table, newline-terminated; ``|`` in cells is escaped and newlines become spaces.
     """
-    if index:
-        df = df.reset_index()
+    df, numeric, fmt = _layout(df, floatfmt, index, cell)
     if df.empty and len(df.columns) == 0:
         return "*(no rows)*\n"
     header = [str(c) for c in df.columns]
-    fmt = cell or (lambda v: _cell(v, floatfmt))
     rows = [[fmt(v) for v in record] for record in df.itertuples(index=False, name=None)]
 
     def esc(text: str) -> str:
         return md_escape(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     lines = ["| " + " | ".join(esc(h) for h in header) + " |",
              "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
@@ -108,10 +140,7 @@ def to_html_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False, 
     -------
     str
     """
-    if index:
-        df = df.reset_index()
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
-    fmt = cell or (lambda v: _cell(v, floatfmt))
+    df, numeric, fmt = _layout(df, floatfmt, index, cell)
     parts = [f'<table class="{html.escape(css_class, quote=True)}">']
     if caption:
         parts.append(f"<caption>{html.escape(caption)}</caption>")

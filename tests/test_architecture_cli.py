@@ -1,8 +1,11 @@
-"""The architecture report CLI writes markdown and HTML with existing figures."""
+"""The architecture report CLI writes markdown and HTML with existing figures, answers ``--help`` before torch is
+imported, and never switches matplotlib's backend."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 from reports.architecture import main
@@ -53,3 +56,29 @@ def test_cli_bad_image_exits_2(tmp_path, capsys):
                "--quiet"])
     assert rc == 2
     assert "missing.png" in capsys.readouterr().err
+
+
+def python(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True, timeout=300)
+
+
+def test_help_answers_before_torch_is_imported():
+    done = python("-X", "importtime", "-m", "reports.architecture", "--help")
+    assert "usage: python -m reports.architecture" in done.stdout and "--backbones" in done.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "numpy" in imported  # the import log was read
+    assert not [name for name in imported if name.split(".")[0] == "torch"]
+
+
+def test_the_report_leaves_matplotlib_backend_alone(tmp_path):
+    code = f"""
+import matplotlib
+matplotlib.use("svg")
+import pandas as pd
+from reports.architecture import figures, report
+stability = pd.DataFrame({{"pooling": ["none", "none"], "shift_px": [1, 2], "rel_change": [0.1, 0.2], "cut": "conv1"}})
+figures.plot_pooling(stability, "net", __import__("pathlib").Path({str(tmp_path / "p.png")!r}))
+print(matplotlib.get_backend())
+"""
+    assert python("-c", code).stdout.split() == ["svg"]
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")

@@ -59,9 +59,9 @@ def test_constant_probe_is_caught(monkeypatch):
 def test_probe_showing_the_full_scene_twice_is_caught(monkeypatch):
     real = imagenet_probe.views
 
-    def same_view_twice(image, size=224, crop_fraction=0.5):
-        full = real(image, size, crop_fraction)["full scene"]
-        return {"centre crop": full, "full scene": full}
+    def same_view_twice(image, size=224, crop_fraction=0.5, preprocessing=None):
+        out = real(image, size, crop_fraction, preprocessing)
+        return out | {"centre crop": out["full scene"]}
 
     monkeypatch.setattr(imagenet_probe, "views", same_view_twice)
     with pytest.raises(AssertionError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from test_stats import (
 )
 
 from reports import stats
+from reports.stats import intervals
 
 
 def check_identical_splits_interval() -> None:
@@ -36,18 +38,19 @@ def _split_term_only(original):
     def planted(matrix, classes=None, *, balanced=False, level=0.95, scale=None):
         r = original(matrix, classes, balanced=balanced, level=level, scale=scale)
         se = math.sqrt(r["var_splits"]) if r["var_splits"] > 0 else math.nan
-        return stats._interval(r["estimate"], se, r["n_splits"] - 1, level, r["method"],
-                               centre=r["estimate"] if 0 < r["estimate"] < 1 and scale != "raw" else None,
-                               conditional=r["conditional"])
+        return intervals.interval_record(r["estimate"], se, r["n_splits"] - 1, level, r["method"],
+                                         centre=r["estimate"] if 0 < r["estimate"] < 1 and scale != "raw" else None,
+                                         conditional=r["conditional"])
     return planted
 
 
 def _image_term_only(original):
     def planted(matrix, classes=None, *, balanced=False, level=0.95, scale=None):
         r = original(matrix, classes, balanced=balanced, level=level, scale=scale)
-        return stats._interval(r["estimate"], math.sqrt(r["var_images"]), r["n_images"] - 1, level, r["method"],
-                               centre=r["estimate"] if 0 < r["estimate"] < 1 and scale != "raw" else None,
-                               conditional=r["conditional"])
+        return intervals.interval_record(r["estimate"], math.sqrt(r["var_images"]), r["n_images"] - 1, level,
+                                         r["method"],
+                                         centre=r["estimate"] if 0 < r["estimate"] < 1 and scale != "raw" else None,
+                                         conditional=r["conditional"])
     return planted
 
 
@@ -113,7 +116,7 @@ FAULTS = {
     "split component dropped (paired type-I error)": (
         "two_level_interval", _image_term_only, lambda: sim.check_type_one_error("logit-normal 0.80, null", 10)),
     "symmetric raw-scale accuracy interval (coverage near the ceiling)": (
-        "_interval", _raw_scale, lambda: sim.check_accuracy_coverage("0.97, 4% very hard images", 10)),
+        "interval_record", _raw_scale, lambda: sim.check_accuracy_coverage("0.97, 4% very hard images", 10)),
     "no continuity floor (coverage at 0.99)": (
         "PSEUDO_IMAGE", _constant(0.0), lambda: sim.check_accuracy_coverage("0.99, 1.5% very hard images", 10)),
     "fewer than 5 draws treated as enough (interval)": (
@@ -133,6 +136,19 @@ FAULTS = {
 }
 
 
+def plant(monkeypatch, name: str, make) -> None:
+    """Replace ``name`` by ``make(original)`` in every module of :mod:`reports.stats` that binds it (a name one
+    module imports from another is looked up in the importing module)."""
+    modules = [m for n, m in sorted(sys.modules.items()) if n == "reports.stats" or n.startswith("reports.stats.")]
+    holders = [m for m in modules if name in vars(m)]
+    assert holders, f"no module of reports.stats binds {name!r}"
+    original = vars(holders[0])[name]
+    planted = make(original)
+    for module in holders:
+        if vars(module)[name] is original:
+            monkeypatch.setattr(module, name, planted)
+
+
 @pytest.fixture(autouse=True)
 def fresh_simulation():
     """Scored simulation cells are cached by function; a fault planted inside a function must not reuse them."""
@@ -148,7 +164,7 @@ def test_the_check_passes_without_the_fault(fault):
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_the_check_catches_the_planted_fault(fault, monkeypatch):
-    name, plant, check = FAULTS[fault]
-    monkeypatch.setattr(stats, name, plant(getattr(stats, name)))
+    name, make, check = FAULTS[fault]
+    plant(monkeypatch, name, make)
     with pytest.raises(AssertionError):
         check()

@@ -278,6 +278,15 @@ def test_design_column_is_checked():
         stats.summarize(results)
 
 
+def test_each_design_is_one_registered_object():
+    assert {name: design.name for name, design in stats.DESIGNS.items()} == {"fixed_test": "fixed_test",
+                                                                             "resampled": "resampled"}
+    with pytest.raises(ValueError, match="valid evaluation designs: fixed_test, resampled"):
+        stats.crossing_interval([5, 10], [np.zeros(3), np.ones(3)], design="bootstrap", n_boot=0)
+    with pytest.raises(ValueError, match="already registered"):
+        stats.DESIGNS.register("resampled", stats.ResampledDesign())
+
+
 # --- selection on training-side evidence --------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
-"""``python -m reports.architecture``: the architecture report (see :mod:`reports.architecture.report`)."""
+"""``python -m reports.architecture``: the architecture report (see :mod:`reports.architecture.cli`)."""
 
 import sys
 
-from reports.architecture.report import main
+from reports.architecture.cli import main
 
 sys.exit(main())
