@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import featurize.cache as cache_module
+import featurize.durable as durable_module
 import featurize.images as images_module
 import featurize.families.torchvision as torchvision_family
 from featurize.cache import FeatureCache
@@ -67,7 +68,7 @@ def _resume_recomputes_everything(monkeypatch):
 
 
 def _rebuild_forgets_permissions(monkeypatch):
-    monkeypatch.setattr(cache_module, "_copy_ownership", lambda src, dst: None)
+    monkeypatch.setattr(durable_module, "copy_ownership", lambda src, dst: None)
 
 
 def _no_fsync(monkeypatch):
