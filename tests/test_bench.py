@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,7 @@ import pytest
 import featurize.transformer
 from pipelines import bench as benchmark
 
+ROOT = Path(__file__).parents[1]
 TINY = dict(backbone="resnet18", image_size=32, n_images=8, batch_size=4, device="cpu")
 
 
@@ -202,3 +207,24 @@ def test_cache_scale_command_prints_the_table(capsys, tmp_path):
     text = capsys.readouterr().out
     assert "ratio 200 / 100 rows" in text
     assert [r["rows"] for r in json.loads(out.read_text())] == [100, 200]
+
+
+HEAVY = ("torch", "torchvision", "sklearn", "timm")
+
+
+def imported_by(module: str, argv: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``python -X importtime -m <module> <argv>``: the finished process and the top-level packages it imported."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *argv], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    return done, {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+                  if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["suite", "--help"], ["extract", "--help"], ["head", "--help"],
+                                  ["finetune", "--help"], ["cache-scale", "--help"], ["--images", "0"],
+                                  ["extract", "--image-size", "auto"]])
+def test_help_and_argument_errors_import_no_torch(argv):
+    done, packages = imported_by("pipelines.bench", argv)
+    assert "usage: python -m pipelines.bench" in done.stdout + done.stderr
+    assert done.returncode == (0 if "--help" in argv else 2)
+    assert not packages & set(HEAVY), f"{argv} imported {sorted(packages & set(HEAVY))}"
