@@ -439,13 +439,8 @@ class FeatureCache:
         _sync(f)
 
     def _rebuild(self) -> None:
-        """Copy the complete rows into a fresh file and atomically put it in place of this one (lock held).
-
-        Raises
-        ------
-        OSError
-            When the complete rows themselves cannot be read; the file is then left as it is.
-        """
+        """Put a fresh copy of the complete rows in place of the file (:func:`featurize.cache_repair.rebuild`; lock
+        held)."""
         rebuild(self.path, lambda: self._open("r"))
 
     _write = staticmethod(write_rows)

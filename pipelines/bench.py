@@ -100,6 +100,20 @@ def _add_shared(p: argparse.ArgumentParser, n_images: int, n_images_help: str) -
                    help="also write the rows and ratios as JSON (with --quiet, the report is not printed)")
 
 
+def _add_jpegs(p: argparse.ArgumentParser, n_images: int, n_images_help: str) -> None:
+    """``--images`` and ``--data``: the JPEG files of a suite-like benchmark."""
+    p.add_argument("--images", type=_positive, default=n_images, help=n_images_help)
+    p.add_argument("--data", default=None, metavar="DIR", help="use the images of this folder (recursive)")
+
+
+def _add_report(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """``--out`` (markdown + JSON), the weights and the common options of a suite-like benchmark."""
+    p.add_argument("--out", default=None, metavar="FILE.md",
+                   help="write the report as markdown here and as JSON beside it (FILE.json)")
+    add_weights_arguments(p)
+    add_common_arguments(p, seed_help=seed_help)
+
+
 _WEIGHTS_EPILOG = ("Speed does not depend on the weight values: with --weights auto and no pretrained weights "
                    "available, the benchmark runs random-init weights and says so in its output.")
 
@@ -113,17 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         description=_summary("pipelines.bench_suite"), epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
     suite.add_argument("--backbone", default="resnet18", type=_suite_backbone, metavar="NAME",
                        help="backbone of the ratios")
-    suite.add_argument("--images", type=_positive, default=256,
-                       help="JPEG files measured (generated unless --data)")
-    suite.add_argument("--data", default=None, metavar="DIR", help="use the images of this folder (recursive)")
+    _add_jpegs(suite, 256, "JPEG files measured (generated unless --data)")
     suite.add_argument("--batch-size", type=_positive, default=None, help="batch size (default 32 on CPU, 128 on CUDA)")
     suite.add_argument("--rss-images", type=_positive, default=48, help="N of the peak-RSS ratio (10·N also run)")
     suite.add_argument("--full", action="store_true", help="longer: absolute speeds on all images, (d) on 2·N")
     suite.add_argument("--workdir", default=None, help="keep images and caches here (default: a temp dir, removed)")
-    suite.add_argument("--out", default=None, metavar="FILE.md",
-                       help="write the report as markdown here and as JSON beside it (FILE.json)")
-    add_weights_arguments(suite)
-    add_common_arguments(suite, seed_help="seed of the generated images and of the random init")
+    _add_report(suite, "seed of the generated images and of the random init")
     suite.set_defaults(body=_suite)
     extract = commands.add_parser(
         "extract", help="feature extraction: cold, cache hit, uncached (and CPU) images/s",
@@ -149,15 +158,11 @@ def _parser() -> argparse.ArgumentParser:
         description=_summary("pipelines.bench_finetune"), epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
     finetune.add_argument("--backbone", default="efficientnet_lite0", type=backbone_name, metavar="NAME",
                           help="backbone fine-tuned")
-    finetune.add_argument("--images", type=_positive, default=64, help="JPEG files (generated unless --data)")
-    finetune.add_argument("--data", default=None, metavar="DIR", help="use the images of this folder (recursive)")
+    _add_jpegs(finetune, 64, "JPEG files (generated unless --data)")
     finetune.add_argument("--batch-size", type=_positive, default=16, help="batch size")
     finetune.add_argument("--epochs", type=_positive, default=2, help="epochs of every measured run")
     finetune.add_argument("--image-size", type=_crop_side, default=224, help="crop side fed to the network")
-    finetune.add_argument("--out", default=None, metavar="FILE.md",
-                          help="write the report as markdown here and as JSON beside it (FILE.json)")
-    add_weights_arguments(finetune)
-    add_common_arguments(finetune, seed_help="seed of the generated images and of the fits")
+    _add_report(finetune, "seed of the generated images and of the fits")
     finetune.set_defaults(body=_finetune)
     scale = commands.add_parser(
         "cache-scale", help="(also --cache-scale) cache bookkeeping per batch at 1k, 100k and 1M rows",

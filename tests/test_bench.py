@@ -209,22 +209,22 @@ def test_cache_scale_command_prints_the_table(capsys, tmp_path):
     assert [r["rows"] for r in json.loads(out.read_text())] == [100, 200]
 
 
-HEAVY = ("torch", "torchvision", "sklearn", "timm")
+HEAVY = {"torch", "torchvision", "sklearn", "timm"}
 
 
-def imported_by(module: str, argv: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """Run ``python -X importtime -m <module> <argv>``: the finished process and the top-level packages it imported."""
+def check_answers_without_heavy_imports(module: str, argv: list[str]) -> None:
+    """``python -m <module> <argv>`` answers (help: status 0, argument error: 2) without importing :data:`HEAVY`."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *argv], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    return done, {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
-                  if line.startswith("import time:")}
+    packages = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert f"usage: python -m {module}" in done.stdout + done.stderr
+    assert done.returncode == (0 if "--help" in argv else 2)
+    assert not packages & HEAVY, f"{argv} imported {sorted(packages & HEAVY)}"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["suite", "--help"], ["extract", "--help"], ["head", "--help"],
                                   ["finetune", "--help"], ["cache-scale", "--help"], ["--images", "0"],
                                   ["extract", "--image-size", "auto"]])
 def test_help_and_argument_errors_import_no_torch(argv):
-    done, packages = imported_by("pipelines.bench", argv)
-    assert "usage: python -m pipelines.bench" in done.stdout + done.stderr
-    assert done.returncode == (0 if "--help" in argv else 2)
-    assert not packages & set(HEAVY), f"{argv} imported {sorted(packages & set(HEAVY))}"
+    check_answers_without_heavy_imports("pipelines.bench", argv)

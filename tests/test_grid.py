@@ -95,12 +95,9 @@ def test_keyword_settings_override_the_config_and_unknown_ones_are_refused(tmp_p
 
 @pytest.mark.parametrize("argv", [["--help"], ["--cv", "x"]])
 def test_help_and_argument_errors_import_no_torch(argv):
-    from test_bench import HEAVY, imported_by
+    from test_bench import check_answers_without_heavy_imports
 
-    done, packages = imported_by("pipelines.grid", argv)
-    assert "usage: python -m pipelines.grid" in done.stdout + done.stderr
-    assert done.returncode == (0 if "--help" in argv else 2)
-    assert not packages & set(HEAVY), f"{argv} imported {sorted(packages & set(HEAVY))}"
+    check_answers_without_heavy_imports("pipelines.grid", argv)
 
 
 def test_cli_writes_csv_markdown_html(tmp_path, two_class_arrays, capsys):
