@@ -28,7 +28,7 @@ import ast
 import importlib.util
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,13 +118,20 @@ _WEIGHTS_EPILOG = ("Speed does not depend on the weight values: with --weights a
                    "available, the benchmark runs random-init weights and says so in its output.")
 
 
+def _command(commands: argparse._SubParsersAction, name: str, body: Callable[[argparse.Namespace], int],
+             summary: str, description: str, epilog: str | None = _WEIGHTS_EPILOG) -> argparse.ArgumentParser:
+    """A subcommand running ``body``."""
+    p = commands.add_parser(name, help=summary, description=description, epilog=epilog, formatter_class=HelpFormatter)
+    p.set_defaults(body=body)
+    return p
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     commands = p.add_subparsers(dest="command", required=True, metavar="{suite,extract,head,finetune,cache-scale}")
-    suite = commands.add_parser(
-        "suite", help="(default) end-to-end suite: library vs bare network vs peer, with targets",
-        description=_summary("pipelines.bench_suite"), epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    suite = _command(commands, "suite", _suite, "(default) end-to-end suite: library vs bare network vs peer, with "
+                     "targets", _summary("pipelines.bench_suite"))
     suite.add_argument("--backbone", default="resnet18", type=_suite_backbone, metavar="NAME",
                        help="backbone of the ratios")
     _add_jpegs(suite, 256, "JPEG files measured (generated unless --data)")
@@ -133,11 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("--full", action="store_true", help="longer: absolute speeds on all images, (d) on 2·N")
     suite.add_argument("--workdir", default=None, help="keep images and caches here (default: a temp dir, removed)")
     _add_report(suite, "seed of the generated images and of the random init")
-    suite.set_defaults(body=_suite)
-    extract = commands.add_parser(
-        "extract", help="feature extraction: cold, cache hit, uncached (and CPU) images/s",
-        description="Feature-extraction speed: cold (forward + HDF5 writes), cache hit, uncached, and optionally "
-                    "GPU vs CPU.", epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    extract = _command(commands, "extract", _extract, "feature extraction: cold, cache hit, uncached (and CPU) "
+                       "images/s", "Feature-extraction speed: cold (forward + HDF5 writes), cache hit, uncached, and "
+                       "optionally GPU vs CPU.")
     _add_shared(extract, 64, "images per measured phase")
     extract.add_argument("--layers", default="layer4", help="cut point returned by the transforms")
     extract.add_argument("--cache-dir", default=None,
@@ -145,17 +150,12 @@ def _parser() -> argparse.ArgumentParser:
                               "temp directory)")
     extract.add_argument("--compare-cpu", action="store_true", help="on CUDA, also time the cold extraction on the CPU")
     extract.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bfloat16 autocast")
-    extract.set_defaults(body=_extract)
-    head = commands.add_parser(
-        "head", help="head-only fine-tuning per epoch: cached activations vs frozen backbone",
-        description="Per-epoch cost of head-only fine-tuning on cached activations vs through the frozen backbone.",
-        epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    head = _command(commands, "head", _head, "head-only fine-tuning per epoch: cached activations vs frozen backbone",
+                    "Per-epoch cost of head-only fine-tuning on cached activations vs through the frozen backbone.")
     _add_shared(head, 240, "generated images (two classes)")
     head.add_argument("--epochs", type=int, default=3, help="epochs of each fit")
-    head.set_defaults(body=_head)
-    finetune = commands.add_parser(
-        "finetune", help="fine-tuning steps/s: FineTunedCNN vs a bare PyTorch loop, cached last-block inputs",
-        description=_summary("pipelines.bench_finetune"), epilog=_WEIGHTS_EPILOG, formatter_class=HelpFormatter)
+    finetune = _command(commands, "finetune", _finetune, "fine-tuning steps/s: FineTunedCNN vs a bare PyTorch loop, "
+                        "cached last-block inputs", _summary("pipelines.bench_finetune"))
     finetune.add_argument("--backbone", default="efficientnet_lite0", type=backbone_name, metavar="NAME",
                           help="backbone fine-tuned")
     _add_jpegs(finetune, 64, "JPEG files (generated unless --data)")
@@ -163,17 +163,14 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--epochs", type=_positive, default=2, help="epochs of every measured run")
     finetune.add_argument("--image-size", type=_crop_side, default=224, help="crop side fed to the network")
     _add_report(finetune, "seed of the generated images and of the fits")
-    finetune.set_defaults(body=_finetune)
-    scale = commands.add_parser(
-        "cache-scale", help="(also --cache-scale) cache bookkeeping per batch at 1k, 100k and 1M rows",
-        description="Append + lookup + read time per batch in cache files of growing size (synthetic rows).",
-        formatter_class=HelpFormatter)
+    scale = _command(commands, "cache-scale", _cache_scale, "(also --cache-scale) cache bookkeeping per batch at 1k, "
+                     "100k and 1M rows", "Append + lookup + read time per batch in cache files of growing size "
+                     "(synthetic rows).", epilog=None)
     scale.add_argument("--sizes", type=_positive, nargs="+", default=[1_000, 100_000, 1_000_000], help="rows")
     scale.add_argument("--dim", type=_positive, default=8, help="feature width")
     scale.add_argument("--repeats", type=_positive, default=7, help="timed batches per size (median)")
     scale.add_argument("--json", default=None, metavar="PATH", help="also write the table as JSON")
     scale.add_argument("--quiet", action="store_true", help="do not print the table")
-    scale.set_defaults(body=_cache_scale)
     return p
 
 
