@@ -1,84 +1,60 @@
 """HDF5 activation cache: one file per (backbone, weights identity, preprocessing, pooling, precision) key.
 
-Layout::
-
-    attrs: key (JSON of the key fields), key_hash, n_complete, format, versions_seen (JSON list), index_id (random,
-           per file), index_rows (rows the key index covers)
-    /keys            (n,) S40      sha1 of each image's content
-    /paths           (n,) str      where each row came from (informative only)
-    /versions        (n,) str      torch/torchvision/Pillow versions each row was computed with
-    /features/<cut>  (n, D) float32, chunked, resizable, uncompressed
-    /index           (capacity, 2) int64  key index: (fingerprint, row + 1) slots; its index_id attr must be the
-                     file's, else it is ignored
+:class:`FeatureCache` is the store: content-keyed rows of pooled activations, appended per batch and read by key.
+The file layout is :mod:`featurize.cache_format`, the key index :mod:`featurize.cache_index`, the repairs of a
+damaged file :mod:`featurize.cache_repair` and stitched caches (written by sharded extraction)
+:mod:`featurize.cache_stitch`.
 
 Every open, for reading or writing, happens under a file lock (``<file>.lock``), so readers never meet a file in
 the middle of an append (HDF5's own locking would refuse them).  Rows are appended per batch; the file is opened,
 extended, flushed and closed for every batch, and ``n_complete`` is raised last.  After a crash, rows beyond
-``n_complete`` are ignored and overwritten, so a resumed run yields the same rows as an uninterrupted one.  HDF5 is
-not crash-safe: a SIGKILL in the middle of a flush can leave metadata past the complete rows unwritable.  When an
-append then fails, the complete rows are copied into a fresh file that atomically replaces the damaged one (keeping
-its permissions, and its owner where allowed), and the append is retried.  A new file is written under a temporary
-name (``<file>.new``) and renamed into place once its key and first rows are on disk, so a crash during the first
-append leaves no file at all.  Rows are fsynced before ``n_complete`` is raised, and a rebuilt or new file before it
-is renamed into place, so ``n_complete`` never counts rows a power cut could lose.  A write that fails for lack
-of space can leave a file shorter than HDF5's recorded end; when no
-complete row lies in the missing tail, the file is extended back (zeros) so it opens again.  A file held open by
-another program, or unreadable otherwise, is reported and left as it is.  No file is ever modified without the
-lock: a reader that cannot take it (read-only folder) reads unlocked, with a warning, and repairs nothing.  Each row
-records the torch, torchvision and Pillow versions it was computed with (``/versions``); reading rows computed with
-other versions warns, since features may then differ in the last bits.  No h5py handle outlives a call, so nothing
-is shared across fork.
+``n_complete`` are ignored and overwritten, so a resumed run yields the same rows as an uninterrupted one.  When an
+append fails (HDF5 is not crash-safe), the complete rows are copied into a fresh file that atomically replaces the
+damaged one, and the append is retried.  A new file is written under a temporary name (``<file>.new``) and renamed
+into place once its key and first rows are on disk, so a crash during the first append leaves no file at all.  Rows
+are fsynced before ``n_complete`` is raised, and a rebuilt or new file before it is renamed into place
+(:mod:`featurize.durable`), so ``n_complete`` never counts rows a power cut could lose.  A file cut short by a full
+disk is extended back when no complete row was lost.  A file held open by another program, or unreadable otherwise,
+is reported and left as it is.  No file is ever modified without the lock: a reader that cannot take it (read-only
+folder) reads unlocked, with a warning, and repairs nothing.  Each row records the torch, torchvision and Pillow
+versions it was computed with (``/versions``); reading rows computed with other versions warns, since features may
+then differ in the last bits.  No h5py handle outlives a call, so nothing is shared across fork.
 
-Lookups and appends cost the same whatever the number of rows: ``/index`` is an open-addressing hash table (linear
-probing, a power-of-two capacity kept at most 5/8 full) of each key's 63-bit fingerprint and row, written with the
-rows it indexes, before ``n_complete`` is raised, and fsynced with them.  ``index_rows`` says how many rows it
-covers.  The index is only a hint: every row it returns is checked against ``/keys`` and against ``n_complete``, so
-it never yields a row that is not complete or holds another key.  Rows it does not cover (a file written before the
-index existed, or rebuilt after damage) are looked up in ``/keys`` and indexed by the next append; an index that is
-missing, malformed, ahead of ``n_complete`` (a crash inside an append) or caught pointing at another key's row is
-rebuilt from ``/keys`` by the next append (under the lock).  Readers never write it: a reader in a read-only place
-keeps the uncovered rows' keys in memory, per file.  The index lives inside the HDF5 file rather than beside it, so
-the crash guarantees above cover it and it cannot outlive the file it describes.
+Lookups and appends cost the same whatever the number of rows (the key index, written and fsynced with the rows it
+indexes).  Readers never write the index: a reader in a read-only place keeps the keys of the rows it does not cover
+in memory, per file.
 
-A stitched cache (:meth:`FeatureCache.stitch`, written by sharded extraction) holds virtual datasets over shard
-files kept beside it: it is read like any cache, refused while a shard file is missing, and copied into a real file
-by its first append.
+A stitched cache (:meth:`FeatureCache.stitch`) holds virtual datasets over shard files kept beside it: it is read
+like any cache, refused while a shard file is missing, and copied into a real file by its first append.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import json
 import logging
 import os
-import re
-import stat
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import h5py
 import numpy as np
 from filelock import FileLock
 
+from featurize.cache_format import FORMAT, key_hash, write_rows
+from featurize.cache_index import KeyIndex
+from featurize.cache_repair import extend_cut_short, rebuild
+from featurize.cache_stitch import read_part, shard_files, write_stitched
+from featurize.durable import replacing
+from featurize.environment import package_versions
+
 __all__ = ["FeatureCache", "CacheKeyError", "key_hash", "software_versions"]
 
 log = logging.getLogger(__name__)
-
-FORMAT = 1
-_CHUNK_BYTES = 4 << 20
-_COPY_ROWS = 4096
-_INDEX = "index"
-_INDEX_MIN = 1024
-_WINDOW = 16
-_BULK = 4096
-_CUT_SHORT = re.compile(r"truncated file: eof = (?P<eof>\d+),.*stored_eof = (?P<stored>\d+)")
-
 
 _WARNED: set[tuple[str, str]] = set()
 
@@ -92,13 +68,8 @@ def _warn_once(path: Path, what: str, message: str) -> None:
 @functools.lru_cache(maxsize=1)
 def software_versions() -> str:
     """The torch, torchvision and Pillow versions features are computed with, as one string (stored per row)."""
-    def of(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "absent"
-
-    return ";".join(f"{name}={of(name)}" for name in ("torch", "torchvision", "Pillow"))
+    versions = package_versions(("torch", "torchvision", "Pillow"), missing="absent")
+    return ";".join(f"{name}={value}" for name, value in versions.items())
 
 
 def _sync(f: h5py.File) -> None:
@@ -107,212 +78,8 @@ def _sync(f: h5py.File) -> None:
     os.fsync(f.id.get_vfd_handle())
 
 
-def _fsync_path(path: Path) -> None:
-    """fsync a closed file, or a directory (so a rename in it is durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_ownership(src: Path, dst: Path) -> None:
-    """Give ``dst`` the permission bits of ``src``, and its owner and group where this process may."""
-    st = src.stat()
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    try:
-        os.chown(dst, st.st_uid, st.st_gid)
-    except OSError:
-        log.debug("cannot give %s the owner of %s", dst, src)
-
-
-def _row_datasets(f: h5py.File) -> list[str]:
-    """Names of the datasets that hold one row per image and matter (``/keys`` and every ``/features/<cut>``)."""
-    return ["keys", *(f"features/{cut}" for cut in f.get("features", {}))]
-
-
-def _fingerprints(keys: np.ndarray) -> np.ndarray:
-    """63-bit hashes of ``S40`` keys (vectorised; the low bits pick the home slot in the index)."""
-    words = np.ascontiguousarray(keys, dtype="S40").view(np.uint8).reshape(-1, 40).view("<u8")
-    h = np.full(len(words), 0xCBF29CE484222325, np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(words.shape[1]):
-            h = (h ^ words[:, j]) * np.uint64(0x100000001B3)
-        h ^= h >> np.uint64(30)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(27)
-        h *= np.uint64(0x94D049BB133111EB)
-        h ^= h >> np.uint64(31)
-    return (h >> np.uint64(1)).astype(np.int64)
-
-
-class _KeyIndex:
-    """The persistent key → row hash table of an open cache file (see the module docstring)."""
-
-    def __init__(self, f: h5py.File):
-        self.f = f
-        self.slots: dict[int, tuple[int, int]] = {}
-
-    def table(self) -> h5py.Dataset | None:
-        """The table, or None when it is missing, malformed or not this file's (its ``index_id`` differs)."""
-        ds = self.f.get(_INDEX)
-        if (not isinstance(ds, h5py.Dataset) or ds.ndim != 2 or ds.shape[1] != 2 or ds.dtype != np.int64
-                or ds.shape[0] < _INDEX_MIN or ds.shape[0] & (ds.shape[0] - 1)
-                or ds.attrs.get("index_id") != self.f.attrs.get("index_id")):
-            return None
-        return ds
-
-    def covered(self, n: int) -> int:
-        """Rows below which every complete row is in the table (0 without a usable table)."""
-        return min(int(self.f.attrs.get("index_rows", 0)), n) if self.table() is not None else 0
-
-    def find(self, keys: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
-        """Row of each ``S40`` key among the first ``n`` rows (``-1``: not in the table), and whether the table
-        proved untrustworthy: it pointed a key at a complete row holding another key, or it misses one of three
-        rows it claims to cover (the first, middle and last: a check that costs the same at any size)."""
-        ds = self.table()
-        cap = ds.shape[0]
-        covered = self.covered(n)
-        checks = sorted({0, covered // 2, covered - 1}) if covered else []
-        keys = np.concatenate([keys, self.f["keys"][checks]]) if checks else keys
-        fps = _fingerprints(keys)
-        whole = ds[:] if len(keys) * _WINDOW > cap // 8 else None
-        candidates: list[list[int]] = [[] for _ in range(len(keys))]
-        todo, offset = np.arange(len(keys)), np.zeros(len(keys), np.int64)
-        while todo.size and offset[todo[0]] < cap:
-            window = self._windows(ds, whole, (fps[todo] + offset[todo]) & (cap - 1))
-            empty = window[..., 1] == 0
-            stop = np.where(empty.any(1), empty.argmax(1), _WINDOW)
-            hits = (window[..., 0] == fps[todo, None]) & (np.arange(_WINDOW) < stop[:, None])
-            for i, j in zip(*np.nonzero(hits)):
-                candidates[todo[i]].append(int(window[i, j, 1]) - 1)
-            todo = todo[stop == _WINDOW]
-            offset[todo] += _WINDOW
-        rows, suspect = self._verified(keys, candidates, n)
-        first = len(keys) - len(checks)
-        return rows[:first], suspect or rows[first:].tolist() != checks
-
-    def _verified(self, keys: np.ndarray, candidates: list[list[int]], n: int) -> tuple[np.ndarray, bool]:
-        """The first candidate row of each key that is complete and holds that key."""
-        rows = np.full(len(keys), -1, np.int64)
-        wanted = np.unique([r for c in candidates for r in c if 0 <= r < n]).astype(np.int64)
-        if not wanted.size:
-            return rows, False
-        stored = self.f["keys"][:n][wanted] if len(wanted) > n // 4 else self.f["keys"][wanted]
-        at = dict(zip(wanted.tolist(), stored.tolist()))
-        suspect = False
-        for i, rows_of_key in enumerate(candidates):
-            good = [r for r in rows_of_key if at.get(r) == keys[i]]
-            suspect |= len(good) < sum(r in at for r in rows_of_key)
-            rows[i] = min(good, default=-1)
-        return rows, suspect
-
-    def _windows(self, ds: h5py.Dataset, whole: np.ndarray | None, starts: np.ndarray) -> np.ndarray:
-        """The ``_WINDOW`` slots from each start (wrapping), remembered for an insert in the same append."""
-        cap = ds.shape[0]
-        if whole is not None:
-            return whole[(starts[:, None] + np.arange(_WINDOW)) & (cap - 1)]
-        out = np.empty((len(starts), _WINDOW, 2), np.int64)
-        for i, start in enumerate(starts.tolist()):
-            stop = start + _WINDOW
-            out[i] = ds[start:stop] if stop <= cap else np.concatenate([ds[start:], ds[: stop - cap]])
-            for j, (fp, row) in enumerate(out[i].tolist()):
-                self.slots.setdefault((start + j) & (cap - 1), (fp, row))
-        return out
-
-    def prepare(self, n: int) -> None:
-        """Make the table cover exactly the ``n`` complete rows (lock held): index the uncovered tail, or rebuild
-        the table when it is missing, malformed or ahead of ``n`` (an append died before raising ``n_complete``).
-
-        Raises
-        ------
-        RuntimeError
-            When ``/keys`` holds fewer than ``n`` rows (the file is then left as it is, for a rebuild).
-        """
-        stored = len(self.f["keys"]) if "keys" in self.f else 0
-        if stored < n:
-            raise RuntimeError(f"keys in {self.f.filename} has {stored} rows, fewer than the {n} recorded complete")
-        if "index_id" not in self.f.attrs:
-            self.f.attrs["index_id"] = uuid.uuid4().hex
-        indexed = int(self.f.attrs.get("index_rows", 0))
-        if self.table() is None or indexed > n:
-            self.build(n)
-        elif indexed < n:
-            self.insert(self.f["keys"][indexed:n], indexed, n)
-
-    def insert(self, keys: np.ndarray, start: int, stop: int) -> None:
-        """Index rows ``start:stop`` (holding ``keys``), rows below ``start`` being indexed already (lock held)."""
-        ds = self.table()
-        cap = ds.shape[0]
-        if len(keys) > _BULK or 8 * stop > 5 * cap:
-            self.build(stop)
-            return
-        slots, dirty = self.slots, []
-        for fp, row in zip(_fingerprints(keys).tolist(), range(start, stop)):
-            p = fp & (cap - 1)
-            while True:
-                if p not in slots:
-                    self._windows(ds, None, np.array([p]))
-                if slots[p][1] == 0:
-                    break
-                p = (p + 1) & (cap - 1)
-            slots[p] = (fp, row + 1)
-            dirty.append(p)
-        for p in sorted(dirty):
-            ds[p] = np.array(slots[p], np.int64)
-        self.f.attrs["index_rows"] = stop
-
-    def build(self, n: int) -> None:
-        """(Re)build the table from the first ``n`` rows of ``/keys`` in one vectorised pass (lock held)."""
-        fps = _fingerprints(self.f["keys"][:n]) if n else np.zeros(0, np.int64)
-        cap = max(_INDEX_MIN, 1 << max(0, 2 * n - 1).bit_length())
-        table = np.zeros((cap, 2), np.int64)
-        pos, pending = fps & (cap - 1), np.arange(n)
-        while pending.size:
-            free = np.flatnonzero(table[pos[pending], 1] == 0)
-            slots, first = np.unique(pos[pending][free], return_index=True)
-            winners = pending[free[first]]
-            table[slots, 0], table[slots, 1] = fps[winners], winners + 1
-            left = np.ones(len(pending), bool)
-            left[free[first]] = False
-            pending = pending[left]
-            pos[pending] = (pos[pending] + 1) & (cap - 1)
-        ds = self.table()
-        if ds is None and _INDEX in self.f:
-            del self.f[_INDEX]
-        if ds is None:
-            ds = self.f.create_dataset(_INDEX, shape=(cap, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
-        ds.resize(cap, axis=0)
-        ds[:] = table
-        ds.attrs["index_id"] = self.f.attrs["index_id"]
-        self.slots = {}
-        self.f.attrs["index_rows"] = n
-
-
-def _shard_files(f: h5py.File) -> list[str]:
-    """The shard files a stitched cache's virtual datasets read (relative to it); empty for an ordinary cache."""
-    keys = f.get("keys")
-    if not isinstance(keys, h5py.Dataset) or not keys.is_virtual:
-        return []
-    return sorted({m.file_name for name in _row_datasets(f) for m in f[name].virtual_sources()})
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(position, first, stop)`` of each run of consecutive values in an increasing array of rows."""
-    if not len(rows):
-        return []
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts, stops = np.r_[0, breaks], np.r_[breaks, len(rows)]
-    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
-
-
 class CacheKeyError(ValueError):
     """A cache file was written for another backbone, weights, preprocessing or pooling."""
-
-
-def key_hash(key: Mapping[str, object]) -> str:
-    """16-hex-digit hash of a key mapping (order-independent)."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class FeatureCache:
@@ -382,17 +149,13 @@ class FeatureCache:
         parts, seen = [], set()
         for shard in (cls(p, key) for p in shards if Path(p).exists()):
             with shard._reading() as f:
-                n = int(f.attrs.get("n_complete", 0))
-                keys = f["keys"][:n].tolist() if n else []
-                kept = np.array([i for i, k in enumerate(keys) if not (k in seen or seen.add(k))], np.int64)
-                strings = {name: cls._read_strings(f, name, 0, n)[kept] for name in ("paths", "versions")}
-                shapes = {name: (f[name].shape, f[name].dtype) for name in _row_datasets(f)} if n else {}
-                attrs = dict(f.attrs)
-            if len(kept):
-                parts.append((shard.path, kept, shapes, strings, attrs))
+                part = read_part(shard.path, f, seen)
+            if part is not None:
+                parts.append(part)
         with out.lock:
             out.refuse_unless_stitched()
-            out._write_stitched(parts)
+            with replacing(out.path, ".new") as tmp, h5py.File(tmp, "w") as f:
+                write_stitched(f, out.path.parent, out.key, parts)
         return out
 
     def refuse_unless_stitched(self) -> None:
@@ -400,42 +163,6 @@ class FeatureCache:
         if self.path.exists() and not self.stitched:
             raise FileExistsError(f"{str(self.path)!r} is an ordinary cache, not a stitched one; move it away (or "
                                   "pass another --out) to stitch the shards there")
-
-    def _write_stitched(self, parts: list) -> None:
-        """Write the stitched file under a temporary name and rename it into place (lock held)."""
-        total = sum(len(kept) for _, kept, *_ in parts)
-        tmp = self.path.with_name(self.path.name + ".new")
-        try:
-            with h5py.File(tmp, "w") as f:
-                versions_seen = set()
-                for _, _, _, _, attrs in parts:
-                    versions_seen |= set(json.loads(attrs.get("versions_seen", "[]")))
-                for name, value in (parts[0][4] if parts else {}).items():
-                    if name not in ("index_rows", "index_id"):
-                        f.attrs[name] = value
-                f.attrs.update({"key": json.dumps(self.key, sort_keys=True), "key_hash": self.hash, "format": FORMAT,
-                                "versions_seen": json.dumps(sorted(versions_seen)), "index_id": uuid.uuid4().hex})
-                for name in (parts[0][2] if parts else {}):
-                    shape, dtype = parts[0][2][name]
-                    layout = h5py.VirtualLayout((total, *shape[1:]), dtype)
-                    at = 0
-                    for shard, kept, shapes, _, _ in parts:
-                        source = h5py.VirtualSource(os.path.relpath(shard, self.path.parent), name,
-                                                    shape=shapes[name][0], dtype=shapes[name][1])
-                        for position, start, stop in _runs(kept):
-                            layout[at + position: at + position + stop - start] = source[start:stop]
-                        at += len(kept)
-                    f.create_virtual_dataset(name, layout)
-                for name in ("paths", "versions"):
-                    values = np.concatenate([p[3][name] for p in parts]) if parts else np.zeros(0, object)
-                    self._write(f, name, values.astype(object), 0, total)
-                _KeyIndex(f).build(total)
-                f.attrs["n_complete"] = total
-            _fsync_path(tmp)
-            os.replace(tmp, self.path)
-            _fsync_path(self.path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @contextmanager
     def _locked(self) -> Iterator[bool]:
@@ -467,7 +194,7 @@ class FeatureCache:
         try:
             f = h5py.File(self.path, mode)
         except OSError as exc:
-            if repair and self._extend_cut_short(exc):
+            if repair and extend_cut_short(self.path, exc):
                 return self._open(mode)
             if "unable to lock file" in str(exc).lower():
                 raise OSError(
@@ -478,53 +205,12 @@ class FeatureCache:
                 f"cache file {str(self.path)!r} cannot be read as HDF5 ({exc}). It was left untouched; move it away "
                 "(or pass another cache path) to start a fresh cache."
             ) from exc
-        missing = [name for name in _shard_files(f) if not (self.path.parent / name).is_file()]
+        missing = [name for name in shard_files(f) if not (self.path.parent / name).is_file()]
         if missing:
             f.close()
             raise OSError(f"cache file {str(self.path)!r} is stitched from shard files and some are missing: "
                           f"{', '.join(missing)} (looked for beside it); put them back, or rerun the extraction")
         return f
-
-    def _extend_cut_short(self, exc: OSError) -> bool:
-        """Give a file that a failed write left shorter than its recorded end (disk full) its missing tail back.
-
-        HDF5 then opens it again: the rows already complete were written before and are intact, and the next append
-        rebuilds the file if its tail is unusable.  Extending only adds zero bytes (sparse), so nothing is lost.
-        Returns whether the file was extended.
-        """
-        match = _CUT_SHORT.search(str(exc))
-        eof, stored = (int(match["eof"]), int(match["stored"])) if match else (0, 0)
-        if stored <= eof or os.path.getsize(self.path) != eof:
-            return False
-        try:
-            os.truncate(self.path, stored)
-        except OSError:
-            return False
-        if not self._complete_rows_before(eof):
-            os.truncate(self.path, eof)
-            return False
-        log.warning("cache file %s was cut short by a failed write (disk full?); extended it from %s to its recorded "
-                    "%s bytes to recover its complete rows", self.path, match["eof"], match["stored"])
-        try:
-            with h5py.File(self.path, "a") as f:
-                f.attrs["index_rows"] = 0  # its key index may have lost slots in the zeroed tail: rebuild it
-        except OSError:
-            log.debug("cannot mark the key index of %s for rebuilding", self.path)
-        return True
-
-    def _complete_rows_before(self, eof: int) -> bool:
-        """Whether every stored chunk holding complete rows lies before byte ``eof`` (so none of them was lost)."""
-        try:
-            with h5py.File(self.path, "r") as f:
-                n = int(f.attrs.get("n_complete", 0))
-                for ds in (f[name] for name in _row_datasets(f) if name in f):
-                    for i in range(ds.id.get_num_chunks()):
-                        info = ds.id.get_chunk_info(i)
-                        if info.chunk_offset[0] < n and info.byte_offset + info.size > eof:
-                            return False
-        except (OSError, RuntimeError, KeyError):
-            return False
-        return True
 
     def _check_key(self, f: h5py.File) -> None:
         stored = f.attrs.get("key")
@@ -553,7 +239,7 @@ class FeatureCache:
         if not self.path.exists():
             return False
         with self._reading() as f:
-            return bool(_shard_files(f))
+            return bool(shard_files(f))
 
     def index(self) -> dict[str, int]:
         """Map image key → row, over complete rows only."""
@@ -576,10 +262,10 @@ class FeatureCache:
         return rows
 
     def _find(self, f: h5py.File, keys: np.ndarray, n: int,
-              index: _KeyIndex | None = None) -> tuple[np.ndarray, bool]:
+              index: KeyIndex | None = None) -> tuple[np.ndarray, bool]:
         """Rows of ``S40`` keys among the ``n`` complete rows (the index, then the rows it does not cover), and
         whether the index proved sound."""
-        index = index or _KeyIndex(f)
+        index = index or KeyIndex(f)
         try:
             covered = index.covered(n)
             rows, suspect = index.find(keys, n) if covered else (np.full(len(keys), -1, np.int64), False)
@@ -679,15 +365,8 @@ class FeatureCache:
 
     def _create(self, keys, paths, features, meta) -> None:
         """Write a new file under a temporary name; rename it into place once key and rows are on disk (lock held)."""
-        tmp = self.path.with_name(self.path.name + ".new")
-        try:
-            with h5py.File(tmp, "w") as f:
-                self._append_to(f, keys, paths, features, meta)
-            _fsync_path(tmp)
-            os.replace(tmp, self.path)
-            _fsync_path(self.path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with replacing(self.path, ".new") as tmp, h5py.File(tmp, "w") as f:
+            self._append_to(f, keys, paths, features, meta)
 
     def _append_existing(self, keys, paths, features, meta) -> None:
         """Append to the existing file; rebuild it from its complete rows when the append fails, or first when it is
@@ -697,7 +376,7 @@ class FeatureCache:
         try:
             with f:
                 complete = int(f.attrs.get("n_complete", 0))
-                stitched = bool(_shard_files(f))
+                stitched = bool(shard_files(f))
                 if not stitched:
                     self._append_to(f, keys, paths, features, meta)
                     return
@@ -726,7 +405,7 @@ class FeatureCache:
         else:
             self._check_key(f)
         n = int(f.attrs["n_complete"])
-        index = _KeyIndex(f)
+        index = KeyIndex(f)
         index.prepare(n)
         wanted = np.array(keys, dtype="S40")
         found, sound = self._find(f, wanted, n, index)
@@ -760,70 +439,9 @@ class FeatureCache:
         _sync(f)
 
     def _rebuild(self) -> None:
-        """Copy the complete rows into a fresh file and atomically put it in place of this one (lock held).
+        """Put a fresh copy of the complete rows in place of the file (:func:`featurize.cache_repair.rebuild`; lock
+        held)."""
+        rebuild(self.path, lambda: self._open("r"))
 
-        Raises
-        ------
-        OSError
-            When the complete rows themselves cannot be read; the file is then left as it is.
-        """
-        tmp = self.path.with_name(self.path.name + ".rebuild")
-        try:
-            with self._open("r") as src, h5py.File(tmp, "w") as dst:
-                for name, value in src.attrs.items():
-                    if name != "index_rows":
-                        dst.attrs[name] = value
-                n = int(src.attrs["n_complete"])
-                dst.attrs["n_complete"] = 0
-                names = _row_datasets(src) if n else []
-                short = {name: len(src[name]) for name in names if len(src[name]) < n}
-                if short:
-                    raise RuntimeError(f"datasets with fewer rows than the {n} recorded complete: {short}")
-                for start in range(0, n, _COPY_ROWS):
-                    stop = min(n, start + _COPY_ROWS)
-                    for name in names:
-                        self._write(dst, name, src[name][start:stop], start, stop)
-                    for name in ("paths", "versions"):
-                        self._write(dst, name, self._read_strings(src, name, start, stop), start, stop)
-                dst.attrs["n_complete"] = n
-            _fsync_path(tmp)
-            _copy_ownership(self.path, tmp)
-            os.replace(tmp, self.path)
-            _fsync_path(self.path.parent)
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise OSError(
-                f"cache file {str(self.path)!r} could not be appended to, and copying its complete rows into a fresh "
-                f"file failed too ({exc}). It was left untouched; check free disk space, or move it away (or pass "
-                "another cache path) to start a fresh cache."
-            ) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    @staticmethod
-    def _read_strings(src: h5py.File, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of an informative string dataset (paths, versions); ``""`` where missing/unreadable."""
-        try:
-            values = src[name][start:stop]
-            if len(values) < stop - start:
-                raise KeyError(name)
-            return np.array([p.decode() if isinstance(p, bytes) else p for p in values], dtype=object)
-        except (OSError, KeyError):
-            return np.array([""] * (stop - start), dtype=object)
-
-    @staticmethod
-    def _write(f: h5py.File, name: str, data: np.ndarray, start: int, stop: int) -> None:
-        if name not in f:
-            if data.dtype == object:
-                f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
-            elif data.ndim == 1:
-                f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=data.dtype, chunks=(1024,))
-            else:
-                dim = data.shape[1]
-                rows = int(max(1, min(256, _CHUNK_BYTES // (4 * dim))))
-                f.create_dataset(name, shape=(0, dim), maxshape=(None, dim), dtype=np.float32, chunks=(rows, dim))
-        ds = f[name]
-        if ds.shape[0] < start:
-            raise RuntimeError(f"{name} in {f.filename} has {ds.shape[0]} rows, fewer than the {start} recorded "
-                               "complete")
-        ds.resize(stop, axis=0)
-        ds[start:stop] = data
+    _write = staticmethod(write_rows)
+    """Write rows of one dataset (:func:`featurize.cache_format.write_rows`): every append goes through it."""

@@ -20,7 +20,6 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +33,8 @@ from featurize.devices import resolve_device
 from featurize.families import FAMILIES
 from featurize.images import resolve_workers
 from featurize.shards import list_images
-from pipelines.bench_suite import RANDOM_INIT_NOTE, Target, _hardware, timed, write_jpegs
+from pipelines.benchmarking import (RANDOM_INIT_NOTE, BenchResult, Target, hardware, hardware_line, ratio_lines,
+                                    ratio_table, timed, weights_line, write_jpegs)
 
 __all__ = ["FINETUNE_TARGETS", "FinetuneBench", "format_finetune", "run_finetune_bench"]
 
@@ -53,15 +53,9 @@ FINETUNE_TARGETS: tuple[Target, ...] = (
 """The ratios of the fine-tuning benchmark (steps per second over steps per second)."""
 
 
-@dataclass
-class FinetuneBench:
+class FinetuneBench(BenchResult):
     """What :func:`run_finetune_bench` measured: ``measurements`` (``name``, ``steps``, ``seconds``,
     ``steps_per_s``), ``ratios`` (``name``, ``what``, ``value``, ``target``, ``met``), ``hardware``, ``settings``."""
-
-    measurements: pd.DataFrame
-    ratios: pd.DataFrame
-    hardware: dict[str, object]
-    settings: dict[str, object]
 
 
 class _Files(Dataset):
@@ -139,15 +133,8 @@ def _row(name: str, steps: int, seconds: float) -> dict[str, object]:
 
 def _ratios(measurements: pd.DataFrame) -> pd.DataFrame:
     by = measurements.set_index("name")
-    rows = []
-    for target in FINETUNE_TARGETS:
-        top, bottom = target.name.split("/")
-        if top in by.index and bottom in by.index:
-            value = float(by.loc[top, "steps_per_s"] / by.loc[bottom, "steps_per_s"])
-            rows.append({"name": target.name, "what": target.what, "value": value,
-                         "target": "" if target.threshold is None else f"≥ {target.threshold:g}",
-                         "met": target.met(value)})
-    return pd.DataFrame(rows, columns=["name", "what", "value", "target", "met"])
+    return ratio_table(FINETUNE_TARGETS, by.index,
+                       lambda top, bottom: by.loc[top, "steps_per_s"] / by.loc[bottom, "steps_per_s"])
 
 
 def run_finetune_bench(backbone: str = "efficientnet_lite0", *, weights: object = "DEFAULT", n_images: int = 64,
@@ -204,20 +191,16 @@ def run_finetune_bench(backbone: str = "efficientnet_lite0", *, weights: object 
     settings = {"backbone": backbone, "weights": warm.weights_.label, "pretrained": warm.weights_.pretrained,
                 "n_images": n, "batch_size": batch_size, "epochs": epochs, "steps": steps, "image_size": image_size,
                 "images": str(data) if data is not None else "generated 500 × 375 JPEG, quality 90"}
-    return FinetuneBench(measurements, _ratios(measurements), _hardware(dev), settings)
+    return FinetuneBench(measurements, _ratios(measurements), hardware(dev), settings)
 
 
 def format_finetune(result: FinetuneBench) -> str:
     """The fine-tuning benchmark as markdown: settings, hardware, ratios with targets, measurements."""
-    s, h = result.settings, result.hardware
+    s = result.settings
     lines = [f"backbone {s['backbone']}, {s['n_images']} images at {s['image_size']} px ({s['images']}), batch "
              f"{s['batch_size']}, {s['epochs']} epochs = {s['steps']} optimizer steps per run",
-             f"weights: {s['weights']}" + ("" if s["pretrained"] else f"  [{RANDOM_INIT_NOTE}]"),
-             f"hardware: {h['cpu']}, {h['cpus']} CPU(s), {h['torch_threads']} torch thread(s), GPU {h['gpu']}; "
-             f"torch {h['torch']}", "", "| ratio | what | measured | target | met |", "|---|---|---:|---|---|"]
-    for r in result.ratios.itertuples():
-        met = "" if r.met is None else "yes" if r.met else "NO"
-        lines.append(f"| `{r.name}` | {r.what} | {r.value:.2f}× | {r.target} | {met} |")
+             weights_line(s["weights"], s["pretrained"], RANDOM_INIT_NOTE),
+             hardware_line(result.hardware, torchvision=False), "", *ratio_lines(result.ratios)]
     lines += ["", "| measurement | steps | seconds | steps/s |", "|---|---:|---:|---:|"]
     lines += [f"| {m.name} | {m.steps} | {m.seconds:.2f} | {m.steps_per_s:.3f} |"
               for m in result.measurements.itertuples()]

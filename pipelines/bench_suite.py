@@ -26,21 +26,14 @@ import copy
 import functools
 import json
 import logging
-import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -50,16 +43,18 @@ from torchvision.transforms._presets import ImageClassification
 from featurize.backbones import get_backbone_spec, list_backbones, load_model
 from featurize.families import FAMILIES
 from featurize.devices import prepare, resolve_device
+from featurize.images import resolve_workers
 from featurize.multicut import MultiCutExtractor
-from featurize.images import resolve_workers, usable_cpus
 from featurize.shards import list_images
 from featurize.transformer import CNNFeaturizer
+from pipelines.bench_head import run_head_benchmark
+from pipelines.benchmarking import (RANDOM_INIT_NOTE, BenchResult, PeakMemory, Target, hardware, hardware_line,
+                                    ratio_lines, ratio_table, timed, weights_line, write_jpegs)
 
-__all__ = ["Target", "TARGETS", "SuiteResult", "write_jpegs", "run_suite", "format_suite", "suite_payload"]
+__all__ = ["Target", "TARGETS", "SuiteResult", "write_jpegs", "run_suite", "format_suite", "suite_payload",
+           "bench_cuts", "benchable_backbones"]
 
 log = logging.getLogger(__name__)
-
-RANDOM_INIT_NOTE = "random-init weights (speed only; features meaningless)"
 
 
 def bench_cuts(backbone: str) -> list[str]:
@@ -74,41 +69,6 @@ def bench_cuts(backbone: str) -> list[str]:
 def benchable_backbones() -> list[str]:
     """Listed backbones whose family names the suite's 4 cut points."""
     return [b for b in list_backbones() if FAMILIES[get_backbone_spec(b).family].bench_cuts]
-
-
-@dataclass(frozen=True)
-class Target:
-    """One ratio of the suite and its target.
-
-    Attributes
-    ----------
-    name : str
-        ``numerator/denominator`` of two measurement names.
-    what : str
-        What the ratio compares, in words.
-    threshold : float or None
-        The target; None for a ratio reported without one.
-    at_least : bool
-        True for "≥ threshold" (speed-ups), False for "≤ threshold" (memory growth).
-    device : {"any", "cpu", "cuda"}
-        Where the ratio is measured: the (a) targets are stated for fp32 on the CPU, (f) for bf16 on CUDA.
-    """
-
-    name: str
-    what: str
-    threshold: float | None
-    at_least: bool = True
-    device: str = "any"
-
-    def met(self, value: float) -> bool | None:
-        """Whether ``value`` meets the target (None without one)."""
-        if self.threshold is None:
-            return None
-        return value >= self.threshold if self.at_least else value <= self.threshold
-
-    def applies(self, device: torch.device) -> bool:
-        """Whether the ratio is measured on ``device``."""
-        return self.device in ("any", device.type)
 
 
 TARGETS: tuple[Target, ...] = (
@@ -129,8 +89,7 @@ TARGETS: tuple[Target, ...] = (
 """Every ratio the suite reports: adding one is one entry here (and the measurement it divides)."""
 
 
-@dataclass
-class SuiteResult:
+class SuiteResult(BenchResult):
     """What :func:`run_suite` measured.
 
     Attributes
@@ -140,68 +99,10 @@ class SuiteResult:
     ratios : DataFrame
         One row per :data:`TARGETS` entry measured: ``name``, ``what``, ``value``, ``target``, ``met``.
     hardware : dict
-        CPU model, threads, GPU, torch/torchvision versions, device, precision.
+        CPU model, threads, GPU, torch/torchvision versions, device.
     settings : dict
-        Backbone, cut points, batch size, images, weights and whether they are pretrained.
+        Backbone, cut points, batch size, images, weights and whether they are pretrained, precision.
     """
-
-    measurements: pd.DataFrame
-    ratios: pd.DataFrame
-    hardware: dict[str, object]
-    settings: dict[str, object]
-
-
-def write_jpegs(folder: str | Path, n_images: int, size: tuple[int, int] = (500, 375), seed: int = 0,
-                start: int = 0) -> list[Path]:
-    """Write ``n_images`` photo-like JPEGs (smooth colour fields plus sensor-like noise, quality 90) of ``size``.
-
-    Images ``start … start + n_images - 1`` of the seeded sequence, so the same call always writes the same bytes and
-    no two images are alike (a content-keyed cache stores each once).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(start, start + n_images):
-        rng = np.random.default_rng([seed, i])
-        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
-        pixels = np.asarray(coarse, dtype=np.int16) + rng.normal(0, 6, (size[1], size[0], 3)).astype(np.int16)
-        path = folder / f"img{i:05d}.jpg"
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
-
-
-def cpu_name() -> str:
-    """The CPU model (from ``/proc/cpuinfo`` where it exists)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def _hardware(device: torch.device) -> dict[str, object]:
-    import torchvision
-
-    return {"cpu": cpu_name(), "cpus": usable_cpus(),
-            "torch_threads": torch.get_num_threads(), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none",
-            "torch": torch.__version__, "torchvision": torchvision.__version__}
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA); nothing on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, call: Callable[[], object]) -> float:
-    """Seconds taken by ``call()``, the device synchronised before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    call()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 class _Files(Dataset):
@@ -254,57 +155,14 @@ def _bare(model: torch.nn.Module, tensors: torch.Tensor, batch_size: int, device
     return run
 
 
-def _pss_mb(pid: int) -> float:
-    """Proportional set size of a process in MiB (shared pages split between their users), 0 when unreadable."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return 0.0
-
-
-def _children(pid: int) -> list[int]:
-    pids = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            pass
-    return pids
-
-
-class _PeakMemory(threading.Thread):
-    """Samples, every 20 ms, the PSS of this process plus its live children (loader workers) and keeps the peak.
-
-    PSS counts a page shared by a forked worker and its parent once in total, where adding RSS values would count it
-    in each.  Without ``/proc`` (not Linux) the peak is this process' own maximum RSS.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak, self._done = 0.0, threading.Event()
-        self.proc = Path("/proc/self/smaps_rollup").exists()
-
-    def run(self) -> None:
-        me = os.getpid()
-        while not self._done.wait(0.02):
-            self.peak = max(self.peak, _pss_mb(me) + sum(_pss_mb(c) for c in _children(me)))
-
-    def stop(self) -> float:
-        self._done.set()
-        self.join()
-        if not self.proc:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-        return self.peak
-
-
 def _rss_probe(argv: Sequence[str]) -> None:
     """Entry of a fresh process measuring peak memory: ``library <paths file> <cache dir> <json params>`` or
-    ``bare <paths file> <json params>``; prints ``{"peak_mb": …}`` (see :class:`_PeakMemory`)."""
+    ``bare <paths file> <json params>``; prints ``{"peak_mb": …}`` (see
+    :class:`~pipelines.benchmarking.PeakMemory`)."""
     kind, paths_file = argv[0], argv[1]
     paths = Path(paths_file).read_text().split("\n")
     params = json.loads(argv[-1])
-    sampler = _PeakMemory()
+    sampler = PeakMemory()
     sampler.start()
     if kind == "library":
         CNNFeaturizer(cache=argv[2], **params).fit().transform(paths)
@@ -456,7 +314,7 @@ def run_suite(
                 "weights": resolved.label, "pretrained": resolved.pretrained,
                 "num_workers": resolve_workers("auto", n, batch_size),
                 "precision": "bf16-amp" if dev.type == "cuda" else "fp32"}
-    return SuiteResult(measurements, _ratios(measurements, dev), _hardware(dev), settings)
+    return SuiteResult(measurements, _ratios(measurements, dev), hardware(dev), settings)
 
 
 def _multicut(model: torch.nn.Module, spec, cuts: Sequence[str], tensors: torch.Tensor,
@@ -494,8 +352,6 @@ def _rss(paths: Sequence[Path], root: Path, params: dict, n: int, seed: int) -> 
 def _head(backbone: str, weights: object, device: torch.device, n: int, size: int,
           seed: int) -> list[dict[str, object]]:
     """(e): per-epoch time of head-only fine-tuning on cached activations and through the frozen backbone."""
-    from pipelines.bench import run_head_benchmark
-
     df = run_head_benchmark(backbone=backbone, n_images=n, image_size=size, epochs=2, device=str(device),
                             weights=weights, seed=seed).set_index("path")
     return [_measurement(f"head_{path}", backbone, n, float(df.loc[path, "epoch_s"])) for path in df.index]
@@ -517,40 +373,28 @@ def _timm_bare(backbone: str, tensors: torch.Tensor, batch_size: int, device: to
 def _ratios(measurements: pd.DataFrame, device: torch.device) -> pd.DataFrame:
     """Every :data:`TARGETS` ratio whose two measurements exist (time ratios as speed, RSS ratios as memory)."""
     by = measurements.set_index("name")
-    rows = []
-    for target in TARGETS:
-        top, bottom = target.name.split("/")
-        if not target.applies(device) or top not in by.index or bottom not in by.index:
-            continue
+
+    def value(top: str, bottom: str) -> float:
         if top.startswith("rss"):
-            value = by.loc[top, "rss_mb"] / by.loc[bottom, "rss_mb"]
-        else:
-            value = (by.loc[top, "images_per_s"] / by.loc[bottom, "images_per_s"] if top != "head_forward" else
-                     by.loc[top, "seconds"] / by.loc[bottom, "seconds"])
-        rows.append({"name": target.name, "what": target.what, "value": float(value),
-                     "target": "" if target.threshold is None else
-                     f"{'≥' if target.at_least else '≤'} {target.threshold:g}",
-                     "met": target.met(float(value))})
-    return pd.DataFrame(rows, columns=["name", "what", "value", "target", "met"])
+            return by.loc[top, "rss_mb"] / by.loc[bottom, "rss_mb"]
+        column = "seconds" if top == "head_forward" else "images_per_s"
+        return by.loc[top, column] / by.loc[bottom, column]
+
+    return ratio_table(TARGETS, by.index, value, device)
 
 
 def format_suite(result: SuiteResult) -> str:
     """The suite as markdown: settings, hardware, the ratio table with targets, the measurements."""
-    s, h = result.settings, result.hardware
+    s = result.settings
     lines = [
         f"backbone {s['backbone']} (cuts {', '.join(s['cuts'])}), batch {s['batch_size']}, {s['n_images']} images "
         f"at {s['image_size']} px "
         f"({s['images']}), num_workers auto = {s['num_workers']}, {s['precision']}",
-        f"weights: {s['weights']}" + ("" if s["pretrained"] else f"  [{RANDOM_INIT_NOTE}]"),
-        f"hardware: {h['cpu']}, {h['cpus']} CPU(s), {h['torch_threads']} torch thread(s), GPU {h['gpu']}; "
-        f"torch {h['torch']}, torchvision {h['torchvision']}",
+        weights_line(s["weights"], s["pretrained"], RANDOM_INIT_NOTE),
+        hardware_line(result.hardware),
         "",
-        "| ratio | what | measured | target | met |",
-        "|---|---|---:|---|---|",
+        *ratio_lines(result.ratios),
     ]
-    for r in result.ratios.itertuples():
-        met = "" if r.met is None else "yes" if r.met else "NO"
-        lines.append(f"| `{r.name}` | {r.what} | {r.value:.2f}× | {r.target} | {met} |")
     lines += ["", "| measurement | backbone | images | seconds | images/s | peak PSS MiB |",
               "|---|---|---:|---:|---:|---:|"]
     for m in result.measurements.itertuples():
@@ -565,6 +409,4 @@ def format_suite(result: SuiteResult) -> str:
 
 def suite_payload(result: SuiteResult) -> dict[str, object]:
     """The suite as a JSON-ready mapping."""
-    return {"settings": result.settings, "hardware": result.hardware,
-            "ratios": result.ratios.to_dict(orient="records"),
-            "measurements": result.measurements.to_dict(orient="records")}
+    return result.payload()

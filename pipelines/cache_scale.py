@@ -9,9 +9,9 @@ near 1.  No model runs, so no weights are involved.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from featurize.cache import FeatureCache
+from pipelines.benchmarking import timed, timed_call
 
 __all__ = ["CACHE_SCALE_COLUMNS", "run_cache_scale", "format_cache_scale"]
 
@@ -49,23 +50,18 @@ def _time_batches(cache: FeatureCache, n_rows: int, dim: int, batch: int, repeat
     times: dict[str, list[float]] = {"append_ms": [], "lookup_ms": [], "read_ms": []}
     top = n_rows
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        _append(cache, top, top + batch, dim, seed)
-        t1 = time.perf_counter()
+        append_s = timed(None, functools.partial(_append, cache, top, top + batch, dim, seed))
         present = rng.choice(top, size=batch, replace=False)
         absent = _keys(10 ** 9 + top, 10 ** 9 + top + batch, seed)
         wanted = [*(_keys(int(i), int(i) + 1, seed)[0] for i in present), *absent]
-        t2 = time.perf_counter()
-        rows = cache.lookup(wanted)
-        t3 = time.perf_counter()
-        cache.read(rows[:batch], ["x"])
-        t4 = time.perf_counter()
+        lookup_s, rows = timed_call(None, functools.partial(cache.lookup, wanted))
+        read_s = timed(None, functools.partial(cache.read, rows[:batch], ["x"]))
         if not (rows[:batch] >= 0).all() or (rows[batch:] >= 0).any():
             raise RuntimeError(f"cache lookup in {cache.path} returned wrong rows")
         top += batch
-        times["append_ms"].append(1e3 * (t1 - t0))
-        times["lookup_ms"].append(1e3 * (t3 - t2))
-        times["read_ms"].append(1e3 * (t4 - t3))
+        times["append_ms"].append(1e3 * append_s)
+        times["lookup_ms"].append(1e3 * lookup_s)
+        times["read_ms"].append(1e3 * read_s)
     out = {name: float(np.median(values)) for name, values in times.items()}
     out["batch_ms"] = float(np.median(np.sum([times[k] for k in times], axis=0)))
     return out

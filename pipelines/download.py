@@ -10,7 +10,6 @@ import re
 import shutil
 import socket
 import stat
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -20,6 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from featurize.durable import replacing
 from featurize.weights import file_sha256
 
 __all__ = [
@@ -94,23 +94,8 @@ def write_manifest(path: str | Path, data: dict[str, Any]) -> None:
 
     A crash leaves either the old manifest or the new one, never a half-written file.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
 
 
 def download_file(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,7 @@ import pytest
 import featurize.transformer
 from pipelines import bench as benchmark
 
+ROOT = Path(__file__).parents[1]
 TINY = dict(backbone="resnet18", image_size=32, n_images=8, batch_size=4, device="cpu")
 
 
@@ -202,3 +207,24 @@ def test_cache_scale_command_prints_the_table(capsys, tmp_path):
     text = capsys.readouterr().out
     assert "ratio 200 / 100 rows" in text
     assert [r["rows"] for r in json.loads(out.read_text())] == [100, 200]
+
+
+HEAVY = {"torch", "torchvision", "sklearn", "timm"}
+
+
+def check_answers_without_heavy_imports(module: str, argv: list[str]) -> None:
+    """``python -m <module> <argv>`` answers (help: status 0, argument error: 2) without importing :data:`HEAVY`."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *argv], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    packages = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert f"usage: python -m {module}" in done.stdout + done.stderr
+    assert done.returncode == (0 if "--help" in argv else 2)
+    assert not packages & HEAVY, f"{argv} imported {sorted(packages & HEAVY)}"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["suite", "--help"], ["extract", "--help"], ["head", "--help"],
+                                  ["finetune", "--help"], ["cache-scale", "--help"], ["--images", "0"],
+                                  ["extract", "--image-size", "auto"]])
+def test_help_and_argument_errors_import_no_torch(argv):
+    check_answers_without_heavy_imports("pipelines.bench", argv)

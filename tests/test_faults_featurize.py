@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import featurize.cache as cache_module
+import featurize.durable as durable_module
 import featurize.images as images_module
 import featurize.families.torchvision as torchvision_family
 from conftest import FEATURE_NOISE, assert_features_close, make_two_class_images
@@ -79,7 +80,7 @@ def _stored_rows_reversed(monkeypatch):
 
 
 def _rebuild_forgets_permissions(monkeypatch):
-    monkeypatch.setattr(cache_module, "_copy_ownership", lambda src, dst: None)
+    monkeypatch.setattr(durable_module, "copy_ownership", lambda src, dst: None)
 
 
 def _no_fsync(monkeypatch):

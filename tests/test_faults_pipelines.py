@@ -7,7 +7,7 @@ import pytest
 from test_grid import C_GRID, KW, check_table_reports_the_searchs_scores
 from test_results import _argv, check_results_match_predictions
 
-import pipelines.grid as grid
+import pipelines.grid_search as grid
 from pipelines.compare import main
 from pipelines.results import Fit
 

@@ -4,7 +4,7 @@ import pytest
 
 import featurize.transformer as transformer_module
 from conftest import write_image_folder
-from pipelines.grid import GridResult, main, run_grid
+from pipelines.grid import GridConfig, GridResult, main, run_grid
 from reports.grid_report import grid_report
 
 KW = dict(backbone="resnet18", weights=None, image_size=32, cv=3, verbose=False)
@@ -83,6 +83,23 @@ def test_bad_arguments_raise_before_any_forward(kwargs, match, tmp_path, two_cla
     assert counted[0] == []
 
 
+def test_keyword_settings_override_the_config_and_unknown_ones_are_refused(tmp_path, two_class_arrays, counted):
+    images, labels = two_class_arrays
+    config = GridConfig(**KW, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="cv must be"):
+        run_grid(images, labels, config, cv=20)
+    with pytest.raises(TypeError, match="folds"):
+        run_grid(images, labels, config, folds=3)
+    assert counted[0] == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--cv", "x"]])
+def test_help_and_argument_errors_import_no_torch(argv):
+    from test_bench import check_answers_without_heavy_imports
+
+    check_answers_without_heavy_imports("pipelines.grid", argv)
+
+
 def test_cli_writes_csv_markdown_html(tmp_path, two_class_arrays, capsys):
     images, labels = two_class_arrays
     write_image_folder(tmp_path / "data", images, labels)
@@ -152,7 +169,7 @@ def test_held_out_test_images_never_steer_the_selection(tmp_path, image_folder):
 
 
 def test_interrupted_search_resumes_from_its_journal(tmp_path, image_folder, monkeypatch):
-    import pipelines.grid as grid
+    import pipelines.grid_search as grid
 
     _, paths, labels = image_folder
     kwargs = dict(cuts=("layer2", "layer4"), head_grid=C_GRID, cache_dir=tmp_path / "cache", **KW)

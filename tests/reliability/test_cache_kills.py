@@ -22,16 +22,15 @@ DAMAGED = ROOT / "tests" / "data" / "damaged_cache.h5"
 KEY = {"a": 1}
 
 CHILD = r"""
-import hashlib, importlib.util, os, signal, sys
+import hashlib, importlib, os, signal, sys
 import numpy as np
 
-# featurize/cache.py alone (h5py, numpy, filelock): the child starts in a fraction of a second, without torch
-spec = importlib.util.spec_from_file_location("cache_under_test", sys.argv[8])
-cm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cm)
+# the cache modules alone (h5py, numpy, filelock): the child starts in a fraction of a second, without torch
+import featurize.cache as cm
+
 path, owner_name, attr, when, after, first, count = sys.argv[1:8]
 when, after, first, count = int(when), after == "after", int(first), int(count)
-owner = {"FeatureCache": cm.FeatureCache, "os": cm.os, "module": cm}[owner_name]
+owner = cm.FeatureCache if owner_name == "FeatureCache" else importlib.import_module(owner_name)
 real = getattr(owner, attr)
 calls = [0]
 
@@ -64,12 +63,13 @@ def _batch(b: int) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
 def _kill_at(path: Path, owner: str, attr: str, when: int, after: bool = False, first: int = 0, count: int = 3):
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), owner, attr, str(when), "after" if after else "before", str(first),
-         str(count), str(ROOT / "featurize" / "cache.py")],
+         str(count)],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.returncode == -signal.SIGKILL, (done.stdout, done.stderr[-2000:])
 
 
-# (owner, attribute, n-th call, kill after the call?, rows complete afterwards; None: no file at all)
+# (owner: FeatureCache or a module, attribute, n-th call, kill after the call?, rows complete afterwards; None: no
+# file at all)
 # Each append writes 5 datasets in this order: versions, keys, paths, features/x, features/y.
 KILL_POINTS = {
     "before the first append": ("FeatureCache", "append", 1, False, None),
@@ -79,8 +79,8 @@ KILL_POINTS = {
     "after the first append": ("FeatureCache", "append", 1, True, 4),
     "third append, between two row writes": ("FeatureCache", "_write", 13, False, 8),
     "third append, between row writes and n_complete": ("FeatureCache", "_commit", 3, False, 8),
-    "third append, n_complete set but not yet flushed": ("module", "_sync", 6, False, 8),
-    "third append, n_complete flushed and synced": ("module", "_sync", 6, True, 12),
+    "third append, n_complete set but not yet flushed": ("featurize.cache", "_sync", 6, False, 8),
+    "third append, n_complete flushed and synced": ("featurize.cache", "_sync", 6, True, 12),
 }
 
 
@@ -105,8 +105,8 @@ def test_a_sigkill_anywhere_in_an_append_keeps_every_complete_row_and_the_next_r
 
 
 REBUILD_KILLS = {
-    "while copying the complete rows": ("FeatureCache", "_read_strings", 1),
-    "rebuilt file written, before its fsync": ("module", "_fsync_path", 1),
+    "while copying the complete rows": ("featurize.cache_repair", "read_strings", 1),
+    "rebuilt file written, before its fsync": ("featurize.durable", "fsync_path", 1),
     "rebuilt file synced, before the rename": ("os", "replace", 1),
 }
 
