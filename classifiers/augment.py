@@ -13,14 +13,10 @@ on ``(images, one_hot_targets)``; it returns the blended images and soft targets
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-from torch import nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
-
-from featurize.preprocessing import Preprocessing
+if TYPE_CHECKING:
+    from featurize.preprocessing import Preprocessing
 
 __all__ = ["AUGMENTATIONS", "get_augmentation"]
 
@@ -66,6 +62,9 @@ def get_augmentation(
     ValueError
         For an unknown policy name; the message lists the valid ones.
     """
+    import torch  # the policy names above stay importable without torch (commands list them in --help)
+    from torchvision.transforms import InterpolationMode, v2
+
     base, mixup = _parse(name)
     prep = preprocessing.with_size(image_size) if image_size is not None else preprocessing
     if base == "none":
@@ -75,7 +74,7 @@ def get_augmentation(
         if size is None:
             raise ValueError(f"augment={name!r} needs a fixed image_size; got image_size=None and no crop size")
         interpolation = InterpolationMode(prep.interpolation)
-        steps: list[nn.Module] = [
+        steps: list[torch.nn.Module] = [
             v2.ToImage(),
             v2.RandomResizedCrop(size, interpolation=interpolation, antialias=True),
             v2.RandomHorizontalFlip(),

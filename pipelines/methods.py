@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from classifiers.finetune import FineTunedCNN
 from classifiers.heads import HEADS, make_tuned_head
+from featurize.registry import Registry
 
 __all__ = ["FAMILIES", "FINETUNE_SETTINGS", "NO_BACKBONE", "BuildContext", "Method", "METHODS", "get_method",
            "list_methods", "register_method"]
@@ -128,27 +128,42 @@ class Method:
         return list(dict.fromkeys(self.auto_augment if policy == "auto" else policy for policy in requested))
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("method")
+"""The methods registered besides the classical heads (every head of :data:`classifiers.heads.HEADS` is a method
+too, derived when it is looked up, so a head registered later is a method as well)."""
 
 
 def register_method(method: Method) -> Method:
-    """Add a method to :data:`METHODS`; a name already registered is refused."""
-    if method.name in METHODS:
-        raise ValueError(f"A method is already registered under the name {method.name!r}.")
-    METHODS[method.name] = method
-    return method
+    """Add a method to :data:`METHODS`; a name already registered (or a head's) is refused."""
+    if method.name in HEADS:
+        raise ValueError(f"A head is already registered under the name {method.name!r}.")
+    return METHODS.register(method.name, method)
+
+
+def _head_method(name: str) -> Method:
+    """The frozen-feature method of head ``name``: tuned by inner CV, at each cut point (``multilayer``: all)."""
+    return Method(name, "frozen", HEADS[name].description, "features", "all" if name == "multilayer" else "each",
+                  _tuned_head(name), _searched)
 
 
 def get_method(name: str) -> Method:
-    """The registered method called ``name``; an unknown name raises a ValueError listing the valid ones."""
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; valid methods: {', '.join(METHODS)}")
-    return METHODS[name]
+    """The method called ``name`` (a head of :data:`classifiers.heads.HEADS` or a registered method).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the valid ones.
+    """
+    if isinstance(name, str) and name in HEADS:
+        return _head_method(name)
+    if isinstance(name, str) and name in METHODS:
+        return METHODS[name]
+    raise ValueError(f"Unknown method {name!r}; valid methods: {', '.join(list_methods())}")
 
 
 def list_methods() -> list[str]:
-    """Every registered method name, in registration order."""
-    return list(METHODS)
+    """Every method name: the heads, then the registered methods, in registration order."""
+    return [*HEADS, *METHODS]
 
 
 FINETUNE_SETTINGS = ("epochs", "min_steps", "image_size", "optimizer", "schedule", "batch_size", "lr", "lr_ratio",
@@ -170,7 +185,7 @@ def _searched(search) -> tuple[float, dict]:
     return float(search.best_score_), params
 
 
-def _trained(model: FineTunedCNN) -> tuple[float, dict]:
+def _trained(model) -> tuple[float, dict]:
     chosen = model.chosen_
     return float(model.validation_score_), {"candidate": chosen["candidate"], "lr": chosen["lr"],
                                             "epochs": int(model.selected_epochs_), "steps": int(model.n_steps_)}
@@ -182,7 +197,9 @@ def _tuned_head(name: str) -> Callable[[BuildContext], Any]:
 
 
 def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:
-    def build(ctx: BuildContext) -> FineTunedCNN:
+    def build(ctx: BuildContext):
+        from classifiers.finetune import FineTunedCNN  # torch: imported when a fit is built, not by --help
+
         s = ctx.settings
         validation = s["validation_fraction"] if ctx.n_per_class >= MIN_VALIDATION_PER_CLASS else None
         grid = s["lr_grid"] if validation is not None and ctx.n_per_class >= MIN_GRID_PER_CLASS else None
@@ -200,9 +217,6 @@ def _finetune_builder(strategy: str, **fixed) -> Callable[[BuildContext], Any]:
     return build
 
 
-for _name, _head in HEADS.items():
-    register_method(Method(_name, "frozen", _head.description, "features", "all" if _name == "multilayer" else "each",
-                           _tuned_head(_name), _searched))
 register_method(Method("pixels", "pixels", "logistic regression on 32×32 raw pixels, tuned like the heads", "pixels",
                        "none", _tuned_head("logistic"), _searched))
 register_method(Method("finetune_head", "linear_probe_sgd",

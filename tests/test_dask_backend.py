@@ -41,7 +41,7 @@ def test_compare_with_the_dask_backend_gives_the_accuracies_of_the_local_run(tmp
     import joblib
     from joblib.parallel import get_active_backend
 
-    import pipelines.compare as compare_module
+    import pipelines.compare.runner as compare_module
 
     backends = []
 

@@ -60,13 +60,13 @@ def test_results_are_recomputed_exactly_from_the_predictions(finished):
 
 
 def test_rerun_with_the_same_command_skips_every_finished_fit(tiny_dataset, finished, monkeypatch):
-    import pipelines.compare as compare
+    from pipelines.compare.runner import Runner
 
     def no_fit(self, job):
         raise AssertionError(f"{job.method.name} was fitted again")
 
     before = _read(finished / "out")
-    monkeypatch.setattr(compare._Runner, "prepare", no_fit)
+    monkeypatch.setattr(Runner, "prepare", no_fit)
     assert main(_argv(tiny_dataset, finished, finished / "out")) == 0
     pd.testing.assert_frame_equal(_read(finished / "out"), before)
     assert json.loads((finished / "out" / "manifest.json").read_text())["resumed_fits"] == len(before)

@@ -1,0 +1,7 @@
+"""``python -m pipelines.compare``."""
+
+import sys
+
+from pipelines.compare.cli import main
+
+sys.exit(main())
