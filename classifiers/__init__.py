@@ -1,10 +1,12 @@
 """Classifiers on CNN features (classical heads) and end-to-end fine-tuning of the CNN itself.
 
-``heads`` (the classical heads and their inner-CV tuning), ``augment`` (augmentation policies), ``training`` (the
-fine-tuning loop and its callbacks), ``probe`` (the linear probe LP-FT starts from), ``inputs`` (cached inputs of
-the frozen part), ``candidates`` (the candidates of one fit and the choice), ``surgery`` (strategies, freezing),
-``persistence`` (saving a fitted estimator) and ``finetune`` (the ``FineTunedCNN`` estimator).  Names are imported on
-first use, so a command can parse its arguments before torch is imported.
+``heads`` (the classical heads and their inner-CV tuning), ``blocks`` (the multi-layer head's per-block scaling and
+feature selection), ``augment`` (augmentation policies), ``batches`` (mini-batches of images, of cached activations
+and of augmented views), ``training`` (the fine-tuning loop and its callbacks), ``probe`` (the linear probe LP-FT
+starts from), ``inputs`` (cached inputs of the frozen part), ``candidates`` (the candidates of one fit and the
+choice), ``surgery`` (strategies, freezing), ``options`` (option names), ``persistence`` (saving a fitted estimator)
+and ``finetune`` (the ``FineTunedCNN`` estimator).  Names are imported on first use, so a command can parse its
+arguments before torch is imported.
 """
 
 from importlib import import_module
@@ -12,9 +14,9 @@ from importlib import import_module
 _EXPORTS = {
     "AUGMENTATIONS": "augment", "get_augmentation": "augment",
     "FineTunedCNN": "finetune", "HEAD_INITS": "options", "BN_MODES": "options",
-    "HEADS": "heads", "SELECTIONS": "heads", "BlockStandardScaler": "heads", "HeadSpec": "heads",
+    "HEADS": "heads", "SELECTIONS": "blocks", "BlockStandardScaler": "blocks", "HeadSpec": "heads",
     "default_grid": "heads", "list_heads": "heads", "make_head": "heads", "make_tuned_head": "heads",
-    "pixels_baseline": "heads", "register_head": "heads", "selected_blocks": "heads",
+    "pixels_baseline": "heads", "register_head": "heads", "selected_blocks": "blocks",
     "STRATEGIES": "options", "build_adapted": "surgery",
     "OPTIMIZERS": "training", "SCHEDULES": "training", "EarlyStopping": "training",
 }

@@ -4,30 +4,17 @@ training split, the choice on the inner validation split, and the refit on every
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from classifiers.inputs import TrainingInputs, batches_for
 from classifiers.probe import Probe, fit_probe
-from classifiers.training import EarlyStopping, History, ProgressBar, Trainer, evaluate, tensor_batches
+from classifiers.training import EarlyStopping, History, ProgressBar, Trainer, evaluate
+from classifiers.batches import tensor_batches
 
-__all__ = ["Candidates", "TrainingInputs"]
-
-
-@dataclass
-class TrainingInputs:
-    """What one fit trains: ``net`` (the whole model, the model with its frozen part skipped, or the bare head) with
-    its ``head`` path, fed images or cached activations (``path`` says which: ``"forward"``, ``"suffix"`` or
-    ``"precomputed"``): ``train_cached`` (V, N, …) holds V views of every image (one without augmentation),
-    ``eval_cached`` (N, …) the unaugmented ones."""
-
-    path: str
-    net: nn.Module
-    head: str
-    train_cached: torch.Tensor | None
-    eval_cached: torch.Tensor | None
+__all__ = ["Candidates"]
 
 
 class Candidates:
@@ -58,12 +45,12 @@ class Candidates:
                           len(est.classes_), self.batch_transform, est.bn)
         stopper, history = EarlyStopping(), History()
         callbacks = [history, ProgressBar(f"fine-tune {est.backbone}", bool(est.verbose))]
-        val = None if val_idx is None else est._batches(self.inputs, self.items, self.eval_transform, val_idx)
+        val = None if val_idx is None else batches_for(est, self.inputs, self.items, self.eval_transform, val_idx)
         if val is not None:
             callbacks.append(stopper)
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
-        trainer.run(phases, est._batches(self.inputs, self.items, self.train_transform, idx, generator), self.y,
+        trainer.run(phases, batches_for(est, self.inputs, self.items, self.train_transform, idx, generator), self.y,
                     val=val, callbacks=callbacks, max_epochs=max_epochs, run=run)
         est.history_ += [{**row, "candidate_lr": lr} for row in history.rows]
         return stopper

@@ -56,26 +56,16 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from classifiers.augment import AUGMENTATIONS, get_augmentation
 from classifiers.options import BN_MODES, HEAD_INITS
-from classifiers.candidates import Candidates, TrainingInputs
-from classifiers.inputs import inputs_of, skip_prefix
+from classifiers.candidates import Candidates
+from classifiers.inputs import training_inputs
 from classifiers.persistence import load_estimator, save_estimator
 from classifiers.surgery import STRATEGIES, build_adapted, check_cut, check_strategy, unfrozen_stages
-from classifiers.training import (
-    OPTIMIZERS,
-    SCHEDULES,
-    Optimisation,
-    Phase,
-    image_batches,
-    parse_schedule,
-    phase_epochs,
-    tensor_batches,
-    view_batches,
-)
+from classifiers.training import OPTIMIZERS, SCHEDULES, Optimisation, Phase, parse_schedule
+from classifiers.batches import image_batches, phase_epochs
 from featurize.backbones import get_backbone_spec, load_model, resolve_weights
 from featurize.devices import autocast, prepare, resolve_device, to_device
 from featurize.images import as_items
 from featurize.spec import BackboneSpec
-from featurize.transformer import CNNFeaturizer
 from featurize.weights import ResolvedWeights
 
 __all__ = ["AUTO_LR", "FineTunedCNN", "HEAD_INITS", "STRATEGIES", "SCHEDULES", "OPTIMIZERS"]
@@ -388,73 +378,6 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         train_idx, val_idx = train_test_split(np.arange(n), test_size=n_val, stratify=y_enc, random_state=seed)
         return np.sort(train_idx), np.sort(val_idx)
 
-    # ------------------------------------------------------------------ inputs
-    def _head_features(self, model, adaptation, items, X, eval_transform, seed: int,
-                       extra: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The head inputs of every image (from the featurizer's cache when ``cache`` is set) and, when ``extra``
-        names a module, the inputs of that module too (one forward pass for both)."""
-        if self.cache is not None and extra is None:
-            fz = CNNFeaturizer(
-                backbone=self.backbone, layers=adaptation.feature_cut, pooling="avg", weights=self.weights,
-                image_size=self.image_size, cache=self.cache, batch_size=self.batch_size, device=self.device,
-                num_workers=self.num_workers, random_state=seed, verbose=self.verbose,
-            )
-            return torch.from_numpy(np.asarray(fz.fit_transform(X), dtype=np.float32)), None
-        batches = image_batches(items, eval_transform, range(len(items)), self.batch_size, self.device_,
-                                num_workers=self.num_workers)
-        paths = [adaptation.head] if extra is None else [extra, adaptation.head]
-        captured = inputs_of(model, paths, batches, self.device_)
-        return captured[-1], (captured[0] if extra is not None else None)
-
-    def _views(self, model, first: str | None, items, transform, seed: int) -> torch.Tensor:
-        """The inputs of module ``first`` (or of the head) for ``augment_views`` augmented views of every image, (V, N,
-        …); each view's random draws come from ``seed`` and the view's number only."""
-        views = []
-        for view in range(self.augment_views):
-            generator = torch.Generator().manual_seed(seed * 1_000 + view)
-            batches = image_batches(items, transform, range(len(items)), self.batch_size, self.device_,
-                                    num_workers=self.num_workers, generator=generator)
-            views.append(inputs_of(model, [first], batches, self.device_)[0])
-        return torch.stack(views)
-
-    def _inputs(self, model, adaptation, n_unfrozen: int, items, X, transforms, augment: str, seed: int,
-                stack: ExitStack) -> tuple[TrainingInputs, torch.Tensor | None]:
-        """What this fit trains on, and the head inputs of every image when the probe needs them (a skipped frozen
-        part is restored when ``stack`` closes)."""
-        train_transform, eval_transform = transforms
-        probe = n_unfrozen > 0 and self.head_init == "probe"
-        stages = len(adaptation.stages)
-        cacheable = self.precompute and n_unfrozen < stages and "mixup" not in augment and (
-            augment == "none" or self.augment_views > 0)
-        first = adaptation.trainable(n_unfrozen)[0] if n_unfrozen else adaptation.head
-        forward = TrainingInputs("forward", model, adaptation.head, None, None)
-        if not (probe or cacheable):
-            return forward, None
-        head_in, stage_in = self._head_features(model, adaptation, items, X, eval_transform, seed,
-                                                first if cacheable and n_unfrozen else None)
-        if not cacheable:
-            return forward, head_in
-        eval_in = head_in if n_unfrozen == 0 else stage_in
-        views = eval_in[None] if augment == "none" else self._views(model, first, items, train_transform, seed)
-        if n_unfrozen == 0:
-            return TrainingInputs("precomputed", model.get_submodule(adaptation.head), "", views, eval_in), None
-        sample = next(image_batches(items, eval_transform, range(min(2, len(items))), 2, self.device_,
-                                    num_workers=0)())[1]
-        if stack.enter_context(skip_prefix(model, first, sample, stage_in[: len(sample)], self.device_)):
-            return TrainingInputs("suffix", model, adaptation.head, views, eval_in), head_in if probe else None
-        return forward, head_in if probe else None
-
-    def _batches(self, inputs: TrainingInputs, items, transform, idx, generator=None):
-        """Training batches (shuffled with ``generator``) or, without a generator, evaluation batches."""
-        if generator is None and inputs.eval_cached is not None:
-            return tensor_batches(inputs.eval_cached, idx, self.batch_size)
-        if generator is not None and inputs.train_cached is not None:
-            views = inputs.train_cached
-            return (tensor_batches(views[0], idx, self.batch_size, shuffle=True, generator=generator)
-                    if len(views) == 1 else view_batches(views, idx, self.batch_size, generator))
-        return image_batches(items, transform, idx, self.batch_size, self.device_, num_workers=self.num_workers,
-                             shuffle=generator is not None, generator=generator)
-
     # ------------------------------------------------------------------ training
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y) -> "FineTunedCNN":
@@ -495,7 +418,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             stack.callback(model.to, "cpu", memory_format=torch.contiguous_format)
             prepare(model, self.device_)
             start = time.perf_counter()
-            inputs, head_in = self._inputs(model, adaptation, n_unfrozen, items, X, (train_transform, eval_transform),
+            inputs, head_in = training_inputs(self, model, adaptation, n_unfrozen, items, X, (train_transform, eval_transform),
                                            augment, seed, stack)
             self.precompute_time_s_ = 0.0 if inputs.path == "forward" and head_in is None else \
                 time.perf_counter() - start

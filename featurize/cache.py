@@ -51,17 +51,14 @@ from featurize.cache_repair import extend_cut_short, rebuild
 from featurize.cache_stitch import read_part, shard_files, write_stitched
 from featurize.durable import replacing
 from featurize.environment import package_versions
+from featurize.once import first_time
 
 __all__ = ["FeatureCache", "CacheKeyError", "key_hash", "software_versions"]
 
 log = logging.getLogger(__name__)
 
-_WARNED: set[tuple[str, str]] = set()
-
-
 def _warn_once(path: Path, what: str, message: str) -> None:
-    if (str(path), what) not in _WARNED:
-        _WARNED.add((str(path), what))
+    if first_time("cache", str(path), what):
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 

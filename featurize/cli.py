@@ -27,6 +27,7 @@ __all__ = [
     "add_weights_arguments",
     "backbone_name",
     "image_size",
+    "one_of",
     "resolve_backbone_weights",
     "run_cli",
 ]
@@ -70,6 +71,19 @@ def backbone_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"unknown backbone {text!r}; valid backbones: {', '.join(list_backbones())}, "
                                          "or timm:<model name>")
     return text
+
+
+def one_of(names: Callable[[], Sequence[str]]) -> Callable[[str], str]:
+    """An argparse type accepting one of ``names()``, called when the argument is parsed (so a parser lists heavy
+    registries without building them for ``--help``)."""
+
+    def parse(text: str) -> str:
+        valid = list(names())
+        if text not in valid:
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(map(repr, valid))})")
+        return text
+
+    return parse
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:

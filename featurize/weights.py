@@ -21,6 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
+from featurize.once import first_time
 from featurize.preprocessing import Preprocessing
 from featurize.spec import BackboneSpec
 
@@ -75,13 +76,9 @@ class ResolvedWeights:
         return self.identity
 
 
-_ANNOUNCED: set[tuple[str, str]] = set()
-
-
 def warn_if_random(name: str, resolved: ResolvedWeights) -> None:
     """Log (once per process and backbone/identity) that a model runs with random-init weights."""
-    if not resolved.pretrained and (name, resolved.identity) not in _ANNOUNCED:
-        _ANNOUNCED.add((name, resolved.identity))
+    if not resolved.pretrained and first_time("random-init", name, resolved.identity):
         log.warning("%s: %s", name, resolved.label)
 
 

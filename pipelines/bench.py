@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, backbone_name, image_size,
-                           resolve_backbone_weights, run_cli)
+                           one_of, resolve_backbone_weights, run_cli)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,14 +70,10 @@ def _positive(text: str) -> int:
     return value
 
 
-def _suite_backbone(text: str) -> str:
-    """argparse type of the suite's ``--backbone``: a backbone whose family names the suite's cut points."""
+def _benchable() -> list[str]:
     from pipelines.bench_suite import benchable_backbones
 
-    names = benchable_backbones()
-    if text not in names:
-        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(map(repr, names))})")
-    return text
+    return benchable_backbones()
 
 
 def _crop_side(text: str) -> int:
@@ -132,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, metavar="{suite,extract,head,finetune,cache-scale}")
     suite = _command(commands, "suite", _suite, "(default) end-to-end suite: library vs bare network vs peer, with "
                      "targets", _summary("pipelines.bench_suite"))
-    suite.add_argument("--backbone", default="resnet18", type=_suite_backbone, metavar="NAME",
+    suite.add_argument("--backbone", default="resnet18", type=one_of(_benchable), metavar="NAME",
                        help="backbone of the ratios")
     _add_jpegs(suite, 256, "JPEG files measured (generated unless --data)")
     suite.add_argument("--batch-size", type=_positive, default=None, help="batch size (default 32 on CPU, 128 on CUDA)")

@@ -19,7 +19,7 @@ from importlib import import_module
 from pathlib import Path
 
 from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, backbone_name, image_size,
-                           resolve_backbone_weights, run_cli)
+                           one_of, resolve_backbone_weights, run_cli)
 from pipelines.backend import add_backend_arguments, parallel_backend
 
 _EXPORTS = ("GridConfig", "GridResult", "run_grid")
@@ -36,14 +36,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pipelines.grid' has no attribute {name!r}")
 
 
-def _head_name(text: str) -> str:
-    """argparse type of ``--head``: a name of :func:`classifiers.heads.list_heads`."""
+def _heads() -> list[str]:
     from classifiers.heads import list_heads
 
-    names = list_heads()
-    if text not in names:
-        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(map(repr, names))})")
-    return text
+    return list_heads()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="cut points searched; 'a+b' concatenates")
     p.add_argument("--poolings", nargs="+", default=["avg"], metavar="POOL",
                    help="poolings searched: avg, max, avgmax, grid:k, flatten")
-    p.add_argument("--head", default="logistic", type=_head_name, metavar="NAME",
+    p.add_argument("--head", default="logistic", type=one_of(_heads), metavar="NAME",
                    help="classification head: a name of classifiers.heads.list_heads()")
     p.add_argument("--cv", type=int, default=5, help="stratified folds of the search (inner folds)")
     p.add_argument("--outer-cv", type=int, default=5,

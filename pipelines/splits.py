@@ -9,15 +9,13 @@ from numbers import Integral
 import numpy as np
 
 from pipelines.datasets import ImageSet
+from reports.stats import DESIGNS as EVALUATION_DESIGNS
 
 __all__ = ["DESIGNS", "DEFAULT_TRAIN_SIZES", "Split", "default_train_sizes", "design_of", "parse_train_sizes",
            "repeated_splits", "max_train_size"]
 
-DESIGNS = {
-    "fixed_test": "a fixed test set (the dataset's val/ subset): every training draw is scored on all of it",
-    "resampled": "random train/test splits of one pool: each repetition holds out a new test set",
-}
-"""The two evaluation designs; which one applies decides how intervals are computed (see reports.stats)."""
+DESIGNS = {name: design.description for name, design in EVALUATION_DESIGNS.items()}
+"""The two evaluation designs, described (their statistics are :data:`reports.stats.DESIGNS`)."""
 
 DEFAULT_TRAIN_SIZES = (5, 10, 20, 50)
 """Images per class of the default learning curve (sizes the dataset cannot provide are left out), then "all"."""

@@ -14,10 +14,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from classifiers.blocks import SELECTIONS, BlockStandardScaler, selected_blocks
 from classifiers.heads import (
     HEADS,
-    SELECTIONS,
-    BlockStandardScaler,
     HeadSpec,
     default_grid,
     list_heads,
@@ -25,7 +24,6 @@ from classifiers.heads import (
     make_tuned_head,
     pixels_baseline,
     register_head,
-    selected_blocks,
 )
 
 BLOCK_WIDTHS = {"layer3": 24, "conv1": 16, "layer4": 20}

@@ -171,11 +171,11 @@ def test_lite0_last_block_on_all_train_photos_reaches_0_93(tmp_path):
 def test_augmented_views_are_computed_once_and_drawn_per_epoch(data, monkeypatch):
     """With flip + crop and precompute, the frozen part runs on ``augment_views`` views of every image once (not every
     epoch); each epoch draws one view per image, seeded: the same ``random_state`` gives the same model."""
-    from classifiers import finetune, training
+    from classifiers import batches, inputs
 
     X, y = data
     passes, picks = [], []
-    real_views, real_batches = finetune.inputs_of, training.view_batches
+    real_views, real_batches = inputs.inputs_of, batches.view_batches
 
     def counting(model, paths, batches, device):
         passes.append(list(paths))
@@ -190,8 +190,8 @@ def test_augmented_views_are_computed_once_and_drawn_per_epoch(data, monkeypatch
                 yield idx, x
         return wrapped
 
-    monkeypatch.setattr(finetune, "inputs_of", counting)
-    monkeypatch.setattr(finetune, "view_batches", recording)
+    monkeypatch.setattr(inputs, "inputs_of", counting)
+    monkeypatch.setattr(inputs, "view_batches", recording)
     params = dict(strategy="last_block", head_init="random", validation_fraction=None,
                   **{**BASE, "augment": "flip_crop", "epochs": 6})
     est = FineTunedCNN("resnet18", augment_views=3, **params).fit(X, y)

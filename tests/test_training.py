@@ -18,13 +18,9 @@ from classifiers.training import (
     History,
     Optimisation,
     Phase,
-    drop_last,
-    image_batches,
-    phase_epochs,
     Trainer,
-    steps_per_epoch,
-    tensor_batches,
 )
+from classifiers.batches import drop_last, image_batches, phase_epochs, steps_per_epoch, tensor_batches
 from featurize.preprocessing import Preprocessing
 
 

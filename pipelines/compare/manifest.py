@@ -3,11 +3,9 @@ sizes at which every draw has the very same training images."""
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Sequence
-from importlib import metadata
 
+from featurize.environment import capture_environment
 from pipelines.splits import Split
 
 __all__ = ["environment", "same_training_sets"]
@@ -15,22 +13,9 @@ __all__ = ["environment", "same_training_sets"]
 
 def environment() -> dict:
     """Python, platform, CPUs, torch threads, GPU and the versions of the main packages."""
-    import torch
-
-    versions = {}
-    for pkg in ("torch", "torchvision", "scikit-learn", "numpy", "pandas", "h5py", "scipy"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "versions": versions,
-    }
+    e = capture_environment()
+    return {"python": e.python, "platform": e.platform, "cpu_count": e.cpu_count, "torch_threads": e.torch_threads,
+            "cuda": e.gpu, "versions": e.versions}
 
 
 def same_training_sets(splits: Sequence[Split]) -> list[int]:
