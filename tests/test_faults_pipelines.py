@@ -1,12 +1,14 @@
-"""Planted faults in pipelines: each behavioural check of test_results / test_grid must catch its fault."""
+"""Planted faults in pipelines: each behavioural check of test_results / test_grid / test_export must catch its fault."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_export import check_export_ignores_test_accuracy
 from test_grid import C_GRID, KW, check_table_reports_the_searchs_scores
 from test_results import _argv, check_results_match_predictions
 
+import pipelines.export as export_module
 import pipelines.grid_search as grid
 from pipelines.compare import main
 from pipelines.results import Fit
@@ -41,3 +43,14 @@ def test_every_candidate_given_candidate_0s_scores_is_caught(tmp_path, image_fol
     assert np.unique(scores).size > 1, "the fault is visible only where candidates score differently"
     with pytest.raises(AssertionError):
         check_table_reports_the_searchs_scores(result)
+
+
+def test_choosing_by_test_accuracy_is_caught(monkeypatch):
+    """Planted fault: the export takes the configuration with the highest test accuracy."""
+    def by_test_accuracy(analysis, name=None):
+        rows = analysis.summary[analysis.summary["train_size"] == analysis.largest]
+        return {**rows.loc[rows["accuracy"].idxmax()].to_dict(), "selected_by": "test", "selection_score": 0.0}
+
+    monkeypatch.setattr(export_module, "choose_export", by_test_accuracy)
+    with pytest.raises(AssertionError):
+        check_export_ignores_test_accuracy()

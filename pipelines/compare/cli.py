@@ -5,6 +5,7 @@ before torch is imported."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -105,6 +106,13 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
                    "~/.cache/cnn-transfer)")
     p.add_argument("--cache-dir", default=None, help="HDF5 feature cache directory (default <data-dir>/features)")
     p.add_argument("--out", default=d.out, help="output folder")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="after the comparison, refit the pre-selected configuration (highest training-side score, "
+                        "never test accuracy) on every labelled image and save it here with its card model.json; "
+                        "use it with python -m pipelines.predict DIR IMAGES...")
+    p.add_argument("--export-config", default=None, metavar="BACKBONE/CUT/METHOD",
+                   help="with --export: this configuration instead (cut empty for methods without one, e.g. "
+                        "efficientnet_lite0//finetune_last_block)")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished fits journaled in --out by an earlier run of another configuration")
     add_backend_arguments(p)
@@ -193,6 +201,10 @@ def _main(args: argparse.Namespace) -> int:
         f"{r['family']}: {analysis.label(r)}" for r in picked.to_dict("records")))
     print(f"\n{analysis.crossover['statement']}")
     print(f"\nWall time {result.meta['wall_time_s']:.0f} s. Report: {result.paths['report_html']}")
+    if "model_card" in result.paths:
+        card = json.loads(result.paths["model_card"].read_text())
+        print(f"Exported {'/'.join(str(card['configuration'][k] or '') for k in ('backbone', 'cut', 'method'))} "
+              f"({card['selected_by']}; measured {card['accuracy']['text']}) to {result.paths['model_card'].parent}")
     return 0
 
 

@@ -18,7 +18,7 @@ DEFAULT_METHODS = ("linear_svm", "logistic", "random_forest", "multilayer", "pix
                    "finetune_last_block")
 """Methods of the default run; ``scratch`` and ``finetune_full`` are left to ``--methods`` (on a CPU they cost more
 than the whole default comparison)."""
-_NOT_RESULTS = ("out", "quiet", "command", "restart", "n_jobs", "data_dir", "cache_dir")
+_NOT_RESULTS = ("out", "quiet", "command", "restart", "n_jobs", "data_dir", "cache_dir", "export", "export_config")
 
 DEFAULT_BACKBONES = ("efficientnet_lite0",)
 """Backbones of the default run: ImageNet weights that install with pip, so every machine runs pretrained."""
@@ -57,8 +57,9 @@ class CompareConfig:
     classifier); ``train_sizes`` None is the default learning curve the dataset can provide;
     ``finetune_splits`` None fine-tunes on every split; ``finetune_backbones`` None
     fine-tunes the first of ``backbones``, ``["all"]`` every one; ``finetune_image_size="same"`` fine-tunes at the
-    frozen features' crop size; ``restart`` discards the journal of an earlier run in ``out``.  Use
-    :meth:`for_protocol` for the published protocols.
+    frozen features' crop size; ``restart`` discards the journal of an earlier run in ``out``; ``export`` is a folder
+    where the pre-selected configuration (or ``export_config``, ``backbone/cut/method``) is refitted on every labelled
+    image and saved with its card (:mod:`pipelines.export`).  Use :meth:`for_protocol` for the published protocols.
     """
 
     protocol: str = "default"
@@ -97,6 +98,8 @@ class CompareConfig:
     seed: int = 0
     quiet: bool = False
     restart: bool = False
+    export: str | None = None
+    export_config: str | None = None
     command: str = field(default_factory=_command)
 
     @classmethod

@@ -139,6 +139,11 @@ def run_compare(config: CompareConfig) -> CompareResult:
     paths.update(write_report(results, predictions, meta, out, analysis=analysis))
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
     paths["manifest"] = out / "manifest.json"
+    if config.export:
+        from pipelines.export import export_model
+
+        paths["model_card"] = export_model(config, analysis, imageset, {b: run.weights for b, run in runs.items()},
+                                           config.export, config.export_config)
     meta["summary"] = summary_table(results, analysis.summary)
     return CompareResult(results, predictions, meta, paths, analysis)
 

@@ -1,0 +1,149 @@
+"""Using an exported model: load it with its card, check that it still holds, and predict new images.
+
+Loading refuses a model whose card names another version of this library, or whose weights file (read again by the
+frozen-feature pipeline at every prediction) is no longer the file the model was trained with; the error says which
+and what to do.  A fine-tuned network carries its own weights in ``model.pt``, so only the version is checked there.
+Unreadable images are listed with their reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from classifiers.finetune import FineTunedCNN
+from featurize.backbones import get_backbone_spec, resolve_weights, weights_file
+from featurize.images import read_image
+from featurize.weights import file_sha256
+from pipelines.export import CARD, CARD_FORMAT
+
+__all__ = ["ExportedModel", "load_exported"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportedModel:
+    """A loaded export: the fitted ``model`` (a scikit-learn ``Pipeline`` or a :class:`FineTunedCNN`) and its
+    ``card`` (the parsed ``model.json``)."""
+
+    model: object
+    card: dict
+
+    @property
+    def scores(self) -> str:
+        """``"probability"`` when the model gives class probabilities, else ``"decision_score"``."""
+        return "probability" if hasattr(self.model, "predict_proba") else "decision_score"
+
+    def _scores(self, items: list) -> np.ndarray:
+        if self.scores == "probability":
+            return np.asarray(self.model.predict_proba(items))
+        raw = np.asarray(self.model.decision_function(items), dtype=float)
+        return np.column_stack([-raw, raw]) if raw.ndim == 1 else raw
+
+    def predict(self, images: Sequence, batch: int = 64, verbose: bool = False) -> pd.DataFrame:
+        """Class and per-class scores of every image.
+
+        Parameters
+        ----------
+        images : sequence of paths
+            The images, in the order of the output rows.
+        batch : int
+            Images predicted per call (a progress bar counts them).
+        verbose : bool
+            Show the progress bar.
+
+        Returns
+        -------
+        DataFrame
+            One row per image: ``image``, ``status`` (``"ok"`` or ``"unreadable"``), ``error`` (the reason, empty
+            when readable), ``predicted`` and one ``probability_<class>`` (or ``decision_score_<class>``) column per
+            class (empty for unreadable images).
+        """
+        classes = [str(c) for c in self.model.classes_]
+        columns = [f"{self.scores}_{c}" for c in classes]
+        rows = []
+        with tqdm(total=len(images), desc="predict", unit="img", disable=not verbose) as bar:
+            for start in range(0, len(images), batch):
+                chunk = list(images[start:start + batch])
+                errors = {}
+                for i, item in enumerate(chunk):
+                    try:
+                        read_image(item)
+                    except Exception as exc:  # noqa: BLE001 - every decode failure is listed with its reason
+                        errors[i] = f"{type(exc).__name__}: {exc}"
+                readable = [item for i, item in enumerate(chunk) if i not in errors]
+                scores = self._scores(readable) if readable else np.empty((0, len(classes)))
+                predicted = np.asarray(classes)[scores.argmax(axis=1)] if len(scores) else []
+                good = iter(zip(predicted, scores))
+                for i, item in enumerate(chunk):
+                    row = {"image": str(item), "status": "unreadable" if i in errors else "ok",
+                           "error": errors.get(i, "")}
+                    if i not in errors:
+                        label, values = next(good)
+                        row.update(predicted=label, **dict(zip(columns, values)))
+                    rows.append(row)
+                bar.update(len(chunk))
+        return pd.DataFrame(rows, columns=["image", "status", "error", "predicted", *columns])
+
+
+def _check_version(card: dict, where: Path) -> None:
+    expected, installed = card["versions"]["cnn-transfer"], metadata.version("cnn-transfer")
+    if expected != installed:
+        raise ValueError(f"{where / CARD}: the model was exported with cnn-transfer {expected}, this is {installed}; "
+                         f"export it again with this version (python -m pipelines.compare ... --export DIR) or "
+                         f"install cnn-transfer {expected}")
+
+
+def _check_weights(card: dict, where: Path) -> None:
+    """The weights file the pipeline will read must be the one the model was trained with."""
+    record = card["weights"]
+    if card["kind"] != "sklearn_pipeline" or not record.get("pretrained"):
+        return
+    backbone = card["configuration"]["backbone"]
+    spec = get_backbone_spec(backbone)
+    try:
+        path = weights_file(spec, resolve_weights(spec, record["argument"]), download=False)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"{where / CARD}: the weights of {backbone} it was trained with ({record['file']}, sha256 "
+                         f"{record['sha256']}) are not available here ({exc})") from exc
+    digest = file_sha256(path)
+    if digest != record["sha256"]:
+        raise ValueError(f"{where / CARD}: the model was trained with {record['file']} (sha256 {record['sha256']}) "
+                         f"but {path} now has sha256 {digest}: its features would not be the ones the head learnt. "
+                         "Put the original weights file back, or export the model again with these weights")
+
+
+def load_exported(model_dir: str | Path) -> ExportedModel:
+    """Load an export written by :func:`pipelines.export.export_model` and check its card.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder holds no card or no model file.
+    ValueError
+        When the card is of another format, names another library version, or the weights file changed.
+    """
+    where = Path(model_dir)
+    if not (where / CARD).is_file():
+        raise FileNotFoundError(f"{where}: no {CARD} (export a model with python -m pipelines.compare ... --export "
+                                f"{where})")
+    card = json.loads((where / CARD).read_text())
+    if card.get("format") != CARD_FORMAT:
+        raise ValueError(f"{where / CARD}: card format {card.get('format')!r}, this library reads {CARD_FORMAT}")
+    _check_version(card, where)
+    _check_weights(card, where)
+    file = where / card["file"]
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: the model file its card names is missing")
+    model = FineTunedCNN.load(file) if card["kind"] == "finetuned_cnn" else joblib.load(file)
+    return ExportedModel(model, card)
