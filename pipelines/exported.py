@@ -24,7 +24,7 @@ from classifiers.finetune import FineTunedCNN
 from featurize.backbones import get_backbone_spec, resolve_weights, weights_file
 from featurize.images import read_image
 from featurize.weights import file_sha256
-from pipelines.export import CARD, CARD_FORMAT
+from pipelines.compare.export import CARD, CARD_FORMAT
 
 __all__ = ["ExportedModel", "load_exported"]
 
@@ -124,7 +124,7 @@ def _check_weights(card: dict, where: Path) -> None:
 
 
 def load_exported(model_dir: str | Path) -> ExportedModel:
-    """Load an export written by :func:`pipelines.export.export_model` and check its card.
+    """Load an export written by :func:`pipelines.compare.export.export_model` and check its card.
 
     Raises
     ------

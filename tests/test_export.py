@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.pipeline import Pipeline
 
-import pipelines.export as export_module
+import pipelines.compare.export as export_module
 from featurize import CNNFeaturizer, get_backbone_spec, load_model, resolve_weights
 from classifiers.heads import make_tuned_head
 from pipelines.compare import main

@@ -8,7 +8,7 @@ from test_export import check_export_ignores_test_accuracy
 from test_grid import C_GRID, KW, check_table_reports_the_searchs_scores
 from test_results import _argv, check_results_match_predictions
 
-import pipelines.export as export_module
+import pipelines.compare.export as export_module
 import pipelines.grid_search as grid
 from pipelines.compare import main
 from pipelines.results import Fit

@@ -6,7 +6,8 @@ Every finished fit is journaled as it completes (``journal.jsonl``): the same co
 the finished fits.
 
 ``config`` (the settings, light), ``plan`` (checks and the list of fits), ``runner`` (running and journaling them),
-``manifest`` (environment), ``run`` (:func:`run_compare`) and ``cli`` (the command).  Names are imported on first use.
+``manifest`` (environment), ``run`` (:func:`run_compare`), ``export`` (the pre-selected configuration refitted and
+saved with its card, ``--export``) and ``cli`` (the command).  Names are imported on first use.
 """
 
 from importlib import import_module
@@ -19,6 +20,7 @@ _EXPORTS = {
     "validate": "plan",
     "CompareResult": "run", "run_compare": "run",
     "build_parser": "cli", "config_from_args": "cli", "main": "cli",
+    "choose_export": "export", "export_model": "export",
     "RESULT_COLUMNS": "results",
 }
 

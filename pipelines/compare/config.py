@@ -59,7 +59,8 @@ class CompareConfig:
     fine-tunes the first of ``backbones``, ``["all"]`` every one; ``finetune_image_size="same"`` fine-tunes at the
     frozen features' crop size; ``restart`` discards the journal of an earlier run in ``out``; ``export`` is a folder
     where the pre-selected configuration (or ``export_config``, ``backbone/cut/method``) is refitted on every labelled
-    image and saved with its card (:mod:`pipelines.export`).  Use :meth:`for_protocol` for the published protocols.
+    image and saved with its card (:mod:`pipelines.compare.export`).  Use :meth:`for_protocol` for the published
+    protocols.
     """
 
     protocol: str = "default"

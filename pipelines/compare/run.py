@@ -140,7 +140,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
     paths["manifest"] = out / "manifest.json"
     if config.export:
-        from pipelines.export import export_model
+        from pipelines.compare.export import export_model
 
         paths["model_card"] = export_model(config, analysis, imageset, {b: run.weights for b, run in runs.items()},
                                            config.export, config.export_config)
