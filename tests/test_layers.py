@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("featurize", "classifiers", "reports", "pipelines")
 MAX_LINES = 500
-COMMANDS = ("pipelines.compare", "pipelines.grid", "pipelines.bench", "reports.architecture", "featurize.extract")
+COMMANDS = ("pipelines.compare", "pipelines.grid", "pipelines.bench", "pipelines.predict", "reports.architecture",
+            "featurize.extract")
 
 
 def _modules() -> list[Path]:
