@@ -418,8 +418,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             stack.callback(model.to, "cpu", memory_format=torch.contiguous_format)
             prepare(model, self.device_)
             start = time.perf_counter()
-            inputs, head_in = training_inputs(self, model, adaptation, n_unfrozen, items, X, (train_transform, eval_transform),
-                                           augment, seed, stack)
+            inputs, head_in = training_inputs(self, model, adaptation, n_unfrozen, items, X,
+                                              (train_transform, eval_transform), augment, seed, stack)
             self.precompute_time_s_ = 0.0 if inputs.path == "forward" and head_in is None else \
                 time.perf_counter() - start
             run = Candidates(self, inputs, adaptation.head, items, (train_transform, eval_transform),

@@ -43,6 +43,7 @@ from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScale
 from sklearn.svm import SVC, LinearSVC
 
 from classifiers.blocks import BlockStandardScaler, get_selection
+from featurize.registry import Registry
 
 __all__ = [
     "HEADS",
@@ -87,7 +88,7 @@ class HeadSpec:
     options: tuple[tuple[str, object], ...] = ()
 
 
-HEADS: dict[str, HeadSpec] = {}
+HEADS: Registry[HeadSpec] = Registry("head")
 
 
 def register_head(spec: HeadSpec) -> HeadSpec:
@@ -98,10 +99,7 @@ def register_head(spec: HeadSpec) -> HeadSpec:
     ValueError
         When a head is already registered under ``spec.name``.
     """
-    if spec.name in HEADS:
-        raise ValueError(f"A head is already registered under the name {spec.name!r}.")
-    HEADS[spec.name] = spec
-    return spec
+    return HEADS.register(spec.name, spec)
 
 
 def list_heads() -> list[str]:
@@ -110,8 +108,6 @@ def list_heads() -> list[str]:
 
 
 def _get_head(name: str) -> HeadSpec:
-    if name not in HEADS:
-        raise ValueError(f"Unknown head {name!r}; valid heads: {', '.join(HEADS)}")
     return HEADS[name]
 
 

@@ -79,7 +79,8 @@ def load_estimator(cls, path: str | Path):
     w = payload["weights"]
     est.weights_ = ResolvedWeights(
         kind=w["kind"], identity=w["identity"], pretrained=w["pretrained"],
-        preprocessing=Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in w["preprocessing"].items()}),
+        preprocessing=Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in w["preprocessing"].items()}),
         enum=spec.weights_enum[w["identity"].split(".")[-1]] if w["kind"] == "torchvision" else None,
         path=None if w["path"] is None else Path(w["path"]), seed=w["seed"],
     )

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from classifiers.batches import Batches
+from featurize.registry import Registry
 from classifiers.surgery import freeze_except, parameters_at, set_train_mode
 from featurize.devices import autocast, to_device
 
@@ -43,19 +44,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
-    "adamw": lambda groups, weight_decay: torch.optim.AdamW(groups, weight_decay=weight_decay),
-    "sgd": lambda groups, weight_decay: torch.optim.SGD(groups, momentum=0.9, weight_decay=weight_decay),
-}
+OPTIMIZERS: Registry[Callable[[list[dict], float], torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.register("adamw", lambda groups, weight_decay: torch.optim.AdamW(groups, weight_decay=weight_decay))
+OPTIMIZERS.register("sgd", lambda groups, weight_decay: torch.optim.SGD(groups, momentum=0.9,
+                                                                        weight_decay=weight_decay))
 """Optimiser name -> ``factory(param_groups, weight_decay)``; SGD uses momentum 0.9."""
 
 
-SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int, int | None], object | None]] = {
-    "cosine": lambda opt, n_epochs, k: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs),
-    "step": lambda opt, n_epochs, k: torch.optim.lr_scheduler.StepLR(opt, step_size=k or max(1, n_epochs // 3),
-                                                                      gamma=0.1),
-    "constant": lambda opt, n_epochs, k: None,
-}
+SCHEDULES: Registry[Callable[[torch.optim.Optimizer, int, int | None], object | None]] = Registry("schedule")
+SCHEDULES.register("cosine", lambda opt, n_epochs, k: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs))
+SCHEDULES.register("step", lambda opt, n_epochs, k: torch.optim.lr_scheduler.StepLR(
+    opt, step_size=k or max(1, n_epochs // 3), gamma=0.1))
+SCHEDULES.register("constant", lambda opt, n_epochs, k: None)
 """Per-epoch schedule name -> ``factory(optimizer, phase_epochs, k)``: cosine to 0, ×0.1 every third of the phase
 (``step``) or every ``k`` epochs (``step:k``, the PyTorch tutorial's StepLR(7, 0.1) is ``step:7``), or constant."""
 _WITH_K = re.compile(r"^(?P<name>[a-z]+):(?P<k>[1-9][0-9]*)$")

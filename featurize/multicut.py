@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from featurize.registry import Registry
 from featurize.spec import CutPoint
 from featurize.devices import autocast, prepare, to_device
 from featurize.images import MAX_PIXELS, ImageDataset, collate_keyed, resolve_workers
@@ -70,7 +71,8 @@ def _avgmax(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
-POOLINGS: dict[str, Pooling] = {p.name: p for p in (
+POOLINGS: Registry[Pooling] = Registry("pooling")
+for _pooling in (
     Pooling("avg", lambda c, hw, k: c, lambda x, k: x.mean(dim=(2, 3))),
     Pooling("max", lambda c, hw, k: c, lambda x, k: x.amax(dim=(2, 3))),
     Pooling("avgmax", lambda c, hw, k: 2 * c, _avgmax),
@@ -80,7 +82,8 @@ POOLINGS: dict[str, Pooling] = {p.name: p for p in (
     Pooling("cls", lambda c, hw, k: c, None, with_cls=lambda cls, x, k: cls.clone()),
     Pooling("cls+mean", lambda c, hw, k: 2 * c, None,
             with_cls=lambda cls, x, k: torch.cat([cls, x.mean(dim=(2, 3))], dim=1)),
-)}
+):
+    POOLINGS.register(_pooling.name, _pooling)
 """Every pooling, by name: adding one is one entry here.  On token models (ViT) the spatial poolings see the patch
 tokens as a (C, H, W) grid (prefix tokens left out): ``mean`` is the mean patch token (the same numbers as ``avg``),
 ``cls`` the class token, ``cls+mean`` both concatenated."""

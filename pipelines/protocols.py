@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from featurize.registry import Registry
+
 __all__ = ["PROTOCOLS", "Protocol", "protocol"]
 
 
@@ -16,10 +18,12 @@ class Protocol:
     settings: dict
 
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+for _protocol in (
     Protocol("default", "this library's comparison: every head tuned by inner CV; fine-tuning from the linear probe "
-             "(LP-FT) with BatchNorm statistics frozen, flip + crop augmentation and a step budget, the probe, learning "
-             "rate and epoch count chosen on an inner validation split, then refitted on all training images", {}),
+             "(LP-FT) with BatchNorm statistics frozen, flip + crop augmentation and a step budget, the probe, "
+             "learning rate and epoch count chosen on an inner validation split, then refitted on all training images",
+             {}),
     Protocol("tutorial", "the PyTorch transfer-learning tutorial: ResNet-18, SGD (momentum 0.9, lr 1e-3), StepLR "
              "(step 7, gamma 0.1), 25 epochs, batch 4, random-resized crop + flip; 'fine-tune all' (finetune_full) "
              "and 'fixed feature extractor' (finetune_head) on all training images, scored on the whole val set "
@@ -34,7 +38,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("razavian", "Razavian et al. (2014): VGG-16's first fully-connected layer (fc6), L2-normalised, linear "
              "SVM with C chosen by inner CV",
              {"backbones": ["vgg16"], "methods": ["linear_svm"], "cuts": {"*": ["fc6"]}, "image_size": "auto"}),
-)}
+):
+    PROTOCOLS.register(_protocol.name, _protocol)
 """Protocol presets of ``--protocol``: name → settings (explicit options still override them)."""
 
 

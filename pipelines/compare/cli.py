@@ -42,7 +42,8 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
                         "directory (class subfolders, optionally under train/ and val/) or a CSV of "
                         "path,label[,subset]")
     p.add_argument("--backbones", nargs="+", default=list(d.backbones),
-                   help="backbone names (featurize.list_backbones(): efficientnet_lite0-2, resnet18-152, vgg11-19[_bn]) "
+                   help="backbone names (featurize.list_backbones(): efficientnet_lite0-2, resnet18-152, "
+                        "vgg11-19[_bn]) "
                         "or timm:<model name>; 'auto' = efficientnet_lite0 (ImageNet weights installed with pip), "
                         "plus resnet18 and vgg16 when their weights are in the torchvision cache")
     p.add_argument("--cuts", nargs="+", default=None, metavar="[BACKBONE:]CUT",
@@ -79,8 +80,8 @@ def build_parser(protocol_name: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--schedule", default=d.schedule, help="learning-rate schedule: cosine, step, step:N, constant")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="fine-tuning mini-batch size")
     p.add_argument("--lr", type=_learning_rate, default=d.lr,
-                   help="learning rate of the new head: a number, or auto (1e-3 for a random head, 1e-4 for fine-tuning "
-                        "that starts from the probe)")
+                   help="learning rate of the new head: a number, or auto (1e-3 for a random head, 1e-4 for "
+                        "fine-tuning that starts from the probe)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="fine-tuning weight decay")
     p.add_argument("--lr-ratio", type=float, default=d.lr_ratio,
                    help="backbone learning rate / head learning rate (from scratch: 1)")
