@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from pipelines.datasets import ImageSet
-from pipelines.splits import Split, design_of
+from pipelines.splits import Split, imageset_design
 
 __all__ = ["RESULT_COLUMNS", "PREDICTION_COLUMNS", "Fit", "FitKey", "Journal", "JournalMismatch", "dataset_fingerprint",
            "tables"]
@@ -88,7 +88,7 @@ class Fit:
         correct = int((self.y_pred == y_true).sum())
         key = asdict(self.key)
         return {
-            "dataset": imageset.name, "design": design_of(imageset), "backbone": key["backbone"],
+            "dataset": imageset.name, "design": imageset_design(imageset), "backbone": key["backbone"],
             "weights": self.weights,
             "pretrained": self.pretrained, "cut": key["cut"], "pooling": key["pooling"], "method": key["method"],
             "family": self.family, "augment": key["augment"], "train_size": split.train_size, "split": split.split,

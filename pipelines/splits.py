@@ -11,7 +11,7 @@ import numpy as np
 from pipelines.datasets import ImageSet
 from reports.stats import DESIGNS as EVALUATION_DESIGNS
 
-__all__ = ["DESIGNS", "DEFAULT_TRAIN_SIZES", "Split", "default_train_sizes", "design_of", "parse_train_sizes",
+__all__ = ["DESIGNS", "DEFAULT_TRAIN_SIZES", "Split", "default_train_sizes", "imageset_design", "parse_train_sizes",
            "repeated_splits", "max_train_size"]
 
 DESIGNS = {name: design.description for name, design in EVALUATION_DESIGNS.items()}
@@ -99,7 +99,7 @@ def _pools(imageset: ImageSet, test_fraction: float) -> list[int]:
     return [int(n) - _n_test(int(n), test_fraction) if n >= 2 else 0 for n in counts]
 
 
-def design_of(imageset: ImageSet) -> str:
+def imageset_design(imageset: ImageSet) -> str:
     """``"fixed_test"`` when the set comes with a val subset, else ``"resampled"`` (see :data:`DESIGNS`)."""
     return "fixed_test" if imageset.has_split else "resampled"
 

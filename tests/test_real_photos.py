@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.compare import main
 from pipelines.datasets import load_image_folder
-from pipelines.splits import design_of
+from pipelines.splits import imageset_design
 
 HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
 pytestmark = pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason="the course photos are not beside this checkout")
@@ -18,7 +18,7 @@ def test_the_course_photos_load_with_the_tutorial_layout():
     assert len(photos) == 398 and photos.classes == ["ants", "bees"]
     assert photos.class_counts("train") == {"ants": 124, "bees": 121}
     assert photos.class_counts("val") == {"ants": 70, "bees": 83}
-    assert design_of(photos) == "fixed_test"
+    assert imageset_design(photos) == "fixed_test"
 
 
 def test_compare_runs_on_the_course_photos_and_scores_every_draw_on_all_153_val_images(tmp_path):

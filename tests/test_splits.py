@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.datasets import ImageSet
-from pipelines.splits import (Split, default_train_sizes, design_of, max_train_size, parse_train_sizes,
+from pipelines.splits import (Split, default_train_sizes, imageset_design, max_train_size, parse_train_sizes,
                               repeated_splits)
 
 
@@ -75,7 +75,7 @@ def test_fixed_test_design_scores_every_draw_on_the_whole_val_subset(fixed, free
     for split in draws:
         np.testing.assert_array_equal(split.test_idx, val)
     assert len({tuple(s.train_idx) for s in draws if s.train_size == 3}) == 3, "training draws differ"
-    assert design_of(fixed) == "fixed_test" and design_of(free) == "resampled"
+    assert imageset_design(fixed) == "fixed_test" and imageset_design(free) == "resampled"
     assert default_train_sizes(fixed) == [s for s in (5, 10, 20, 50) if s < max_train_size(fixed)] + ["all"]
 
 

@@ -23,7 +23,7 @@ from pipelines.compare.runner import BackboneRun, Runner, decode_all, drop_unrea
 from pipelines.datasets import default_data_dir, load_dataset
 from pipelines.protocols import protocol
 from pipelines.results import Fit, Journal, dataset_fingerprint, tables
-from pipelines.splits import DESIGNS, default_train_sizes, design_of, repeated_splits
+from pipelines.splits import DESIGNS, default_train_sizes, imageset_design, repeated_splits
 
 __all__ = ["CompareResult", "run_compare"]
 
@@ -111,8 +111,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
         "classes": imageset.classes,
         "class_counts": {k: int(v) for k, v in imageset.class_counts().items()},
         "unreadable_images": unreadable,
-        "design": design_of(imageset),
-        "design_description": DESIGNS[design_of(imageset)],
+        "design": imageset_design(imageset),
+        "design_description": DESIGNS[imageset_design(imageset)],
         "protocol": config.protocol,
         "protocol_description": protocol(config.protocol).description,
         "protocol_overrides": protocol_overrides(config),
