@@ -9,24 +9,21 @@ and ``finetune`` (the ``FineTunedCNN`` estimator).  Names are imported on first 
 arguments before torch is imported.
 """
 
-from importlib import import_module
+from featurize.lazy import lazy_exports
 
-_EXPORTS = {
-    "AUGMENTATIONS": "augment", "get_augmentation": "augment",
-    "FineTunedCNN": "finetune", "HEAD_INITS": "options", "BN_MODES": "options",
-    "HEADS": "heads", "SELECTIONS": "blocks", "BlockStandardScaler": "blocks", "HeadSpec": "heads",
-    "default_grid": "heads", "list_heads": "heads", "make_head": "heads", "make_tuned_head": "heads",
-    "pixels_baseline": "heads", "register_head": "heads", "selected_blocks": "blocks",
-    "STRATEGIES": "options", "build_adapted": "surgery",
-    "OPTIMIZERS": "training", "SCHEDULES": "training", "EarlyStopping": "training",
-}
+_EXPORTS = {name: module for module, names in {
+    "classifiers.augment": ("AUGMENTATIONS", "get_augmentation"),
+    "classifiers.finetune": ("FineTunedCNN",),
+    "classifiers.options": ("HEAD_INITS", "BN_MODES", "STRATEGIES"),
+    "classifiers.heads": ("HEADS", "HeadSpec", "default_grid", "list_heads", "make_head", "make_tuned_head",
+        "pixels_baseline", "register_head"),
+    "classifiers.blocks": ("SELECTIONS", "BlockStandardScaler", "selected_blocks"),
+    "classifiers.surgery": ("build_adapted",),
+    "classifiers.training": ("OPTIMIZERS", "SCHEDULES", "EarlyStopping"),
+}.items() for name in names}
 
 
-def __getattr__(name: str):
-    """Public names, imported on first use."""
-    if name in _EXPORTS:
-        return getattr(import_module(f"classifiers.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'classifiers' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -1,27 +1,24 @@
 """Pretrained CNN backbones with named cut points, one-pass multi-cut extraction, HDF5 activation cache, and
 sharded extraction (``torchrun -m featurize.extract``, see :mod:`featurize.shards`)."""
 
-from importlib import import_module
+from featurize.lazy import lazy_exports
 
-_EXPORTS = {
-    "BackboneSpec": "spec", "CutPoint": "spec", "get_backbone_spec": "backbones", "is_backbone": "backbones",
-    "list_backbones": "backbones", "list_cut_points": "backbones", "load_model": "backbones",
-    "resolve_weights": "backbones", "weights_file": "backbones",
-    "BackboneFamily": "families", "FAMILIES": "families", "register_family": "families",
-    "CacheKeyError": "cache", "FeatureCache": "cache",
-    "resolve_device": "devices",
-    "POOLINGS": "multicut", "MultiCutExtractor": "multicut", "pool": "multicut",
-    "UnreadableImagesWarning": "images",
-    "CNNFeaturizer": "transformer",
-    "Preprocessing": "preprocessing", "ResolvedWeights": "weights",
-}
+_EXPORTS = {name: module for module, names in {
+    "featurize.spec": ("BackboneSpec", "CutPoint"),
+    "featurize.backbones": ("get_backbone_spec", "is_backbone", "list_backbones", "list_cut_points", "load_model",
+        "resolve_weights", "weights_file"),
+    "featurize.families": ("BackboneFamily", "FAMILIES", "register_family"),
+    "featurize.cache": ("CacheKeyError", "FeatureCache"),
+    "featurize.devices": ("resolve_device",),
+    "featurize.multicut": ("POOLINGS", "MultiCutExtractor", "pool"),
+    "featurize.images": ("UnreadableImagesWarning",),
+    "featurize.transformer": ("CNNFeaturizer",),
+    "featurize.preprocessing": ("Preprocessing",),
+    "featurize.weights": ("ResolvedWeights",),
+}.items() for name in names}
 
 
-def __getattr__(name: str):
-    """Public names, imported on first use (so ``python -m featurize.extract`` does not import itself twice)."""
-    if name in _EXPORTS:
-        return getattr(import_module(f"featurize.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'featurize' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -10,26 +10,21 @@ exported model, ``python -m pipelines.predict``), ``protocols`` (the comparison'
 Dask backend of the parallel fits).  The options every command shares are :mod:`featurize.cli`'s.
 """
 
-from importlib import import_module
+from featurize.lazy import lazy_exports
 
-_EXPORTS = {
-    "CompareConfig": "compare", "CompareResult": "compare", "run_compare": "compare",
-    "ImageSet": "datasets", "load_dataset": "datasets",
-    "GridConfig": "grid", "GridResult": "grid", "run_grid": "grid",
-    "ExportedModel": "exported", "load_exported": "exported",
-    "METHODS": "methods", "Method": "methods", "get_method": "methods", "list_methods": "methods",
-    "register_method": "methods",
-    "PROTOCOLS": "protocols", "Protocol": "protocols",
-    "RESULT_COLUMNS": "results", "Fit": "results", "Journal": "results",
-    "Split": "splits", "repeated_splits": "splits",
-}
+_EXPORTS = {name: module for module, names in {
+    "pipelines.compare": ("CompareConfig", "CompareResult", "run_compare"),
+    "pipelines.datasets": ("ImageSet", "load_dataset"),
+    "pipelines.grid": ("GridConfig", "GridResult", "run_grid"),
+    "pipelines.exported": ("ExportedModel", "load_exported"),
+    "pipelines.methods": ("METHODS", "Method", "get_method", "list_methods", "register_method"),
+    "pipelines.protocols": ("PROTOCOLS", "Protocol"),
+    "pipelines.results": ("RESULT_COLUMNS", "Fit", "Journal"),
+    "pipelines.splits": ("Split", "repeated_splits"),
+}.items() for name in names}
 
 
-def __getattr__(name: str):
-    """Public names, imported on first use (so ``python -m pipelines.compare`` does not import itself twice)."""
-    if name in _EXPORTS:
-        return getattr(import_module(f"pipelines.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

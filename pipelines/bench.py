@@ -29,32 +29,26 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable, Sequence
-from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from featurize.lazy import lazy_exports
 from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, backbone_name, image_size,
                            one_of, resolve_backbone_weights, run_cli)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_EXPORTS = {
-    "COLUMNS": "bench_extract", "run_benchmark": "bench_extract", "benchmark_ratios": "bench_extract",
-    "format_report": "bench_extract",
-    "HEAD_COLUMNS": "bench_head", "run_head_benchmark": "bench_head", "head_ratios": "bench_head",
-    "format_head_report": "bench_head",
-    "make_images": "benchmarking",
-}
+_EXPORTS = {name: module for module, names in {
+    "pipelines.bench_extract": ("COLUMNS", "run_benchmark", "benchmark_ratios", "format_report"),
+    "pipelines.bench_head": ("HEAD_COLUMNS", "run_head_benchmark", "head_ratios", "format_head_report"),
+    "pipelines.benchmarking": ("make_images",),
+}.items() for name in names}
 
 __all__ = [*_EXPORTS, "main"]
 
 
-def __getattr__(name: str):
-    """The benchmarks' public names, imported on first use (so ``--help`` does not import torch)."""
-    if name in _EXPORTS:
-        return getattr(import_module(f"pipelines.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'pipelines.bench' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def _summary(module: str) -> str:

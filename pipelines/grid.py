@@ -15,25 +15,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import import_module
 from pathlib import Path
 
+from featurize.lazy import lazy_exports
 from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_arguments, backbone_name, image_size,
                            one_of, resolve_backbone_weights, run_cli)
 from pipelines.backend import add_backend_arguments, parallel_backend
 
-_EXPORTS = ("GridConfig", "GridResult", "run_grid")
+_EXPORTS = {name: "pipelines.grid_search" for name in ("GridConfig", "GridResult", "run_grid")}
 
 __all__ = [*_EXPORTS, "main"]
 
 _TOP = 10
 
 
-def __getattr__(name: str):
-    """The search's public names, imported on first use (so ``--help`` does not import torch)."""
-    if name in _EXPORTS:
-        return getattr(import_module("pipelines.grid_search"), name)
-    raise AttributeError(f"module 'pipelines.grid' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+"""The search's public names, imported on first use (so ``--help`` does not import torch)."""
 
 
 def _heads() -> list[str]:

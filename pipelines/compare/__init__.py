@@ -10,27 +10,20 @@ the finished fits.
 saved with its card, ``--export``) and ``cli`` (the command).  Names are imported on first use.
 """
 
-from importlib import import_module
+from featurize.lazy import lazy_exports
 
-_EXPORTS = {
-    "CompareConfig": "config", "DEFAULT_BACKBONES": "config", "DEFAULT_METHODS": "config",
-    "default_backbones": "config", "finetune_backbones": "config", "finetune_image_size": "config",
-    "finetune_split_count": "config", "protocol_overrides": "config",
-    "Job": "plan", "build_settings": "plan", "cuts_for": "plan", "fit_seed": "plan", "plan": "plan",
-    "validate": "plan",
-    "CompareResult": "run", "run_compare": "run",
-    "build_parser": "cli", "config_from_args": "cli", "main": "cli",
-    "choose_export": "export", "export_model": "export",
-    "RESULT_COLUMNS": "results",
-}
+_EXPORTS = {name: module for module, names in {
+    "pipelines.compare.config": ("CompareConfig", "DEFAULT_BACKBONES", "DEFAULT_METHODS", "default_backbones",
+        "finetune_backbones", "finetune_image_size", "finetune_split_count", "protocol_overrides"),
+    "pipelines.compare.plan": ("Job", "build_settings", "cuts_for", "fit_seed", "plan", "validate"),
+    "pipelines.compare.run": ("CompareResult", "run_compare"),
+    "pipelines.compare.cli": ("build_parser", "config_from_args", "main"),
+    "pipelines.compare.export": ("choose_export", "export_model"),
+    "pipelines.results": ("RESULT_COLUMNS",),
+}.items() for name in names}
 
 
-def __getattr__(name: str):
-    """Public names, imported on first use (``--help`` is answered before torch is imported)."""
-    if name in _EXPORTS:
-        package = "pipelines" if _EXPORTS[name] == "results" else "pipelines.compare"
-        return getattr(import_module(f"{package}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'pipelines.compare' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -12,27 +12,23 @@
 The public names below are imported on first use, so that the command answers ``--help`` without importing torch.
 """
 
-from importlib import import_module
+from featurize.lazy import lazy_exports
 
-_EXPORTS = {
-    "LayerArithmetic": "conv_arith", "conv_output_size": "conv_arith", "layer_arithmetic": "conv_arith",
-    "layer_table": "conv_arith", "savings_summary": "conv_arith",
-    "FullyConvolutionalNet": "fcn", "convolutionalize": "fcn", "linear_to_conv": "fcn", "try_stages": "fcn",
-    "generated_scenes": "imagenet_probe", "probe_images": "imagenet_probe", "summarize_probe": "imagenet_probe",
-    "views": "imagenet_probe",
-    "pooling_stability": "invariance", "resize_source": "invariance", "translation_equivariance": "invariance",
-    "ReceptiveField": "receptive_field", "effective_receptive_field": "receptive_field",
-    "measure_receptive_field": "receptive_field", "module_receptive_fields": "receptive_field",
-    "receptive_field_table": "receptive_field",
-    "ReportConfig": "config", "build_report": "report", "main": "cli",
-}
+_EXPORTS = {name: module for module, names in {
+    "reports.architecture.conv_arith": ("LayerArithmetic", "conv_output_size", "layer_arithmetic", "layer_table",
+        "savings_summary"),
+    "reports.architecture.fcn": ("FullyConvolutionalNet", "convolutionalize", "linear_to_conv", "try_stages"),
+    "reports.architecture.imagenet_probe": ("generated_scenes", "probe_images", "summarize_probe", "views"),
+    "reports.architecture.invariance": ("pooling_stability", "resize_source", "translation_equivariance"),
+    "reports.architecture.receptive_field": ("ReceptiveField", "effective_receptive_field",
+        "measure_receptive_field", "module_receptive_fields", "receptive_field_table"),
+    "reports.architecture.config": ("ReportConfig",),
+    "reports.architecture.report": ("build_report",),
+    "reports.architecture.cli": ("main",),
+}.items() for name in names}
 
 
-def __getattr__(name: str):
-    """Public names, imported on first use."""
-    if name in _EXPORTS:
-        return getattr(import_module(f"reports.architecture.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'reports.architecture' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)
