@@ -11,7 +11,7 @@ from torch import nn
 
 from classifiers.inputs import TrainingInputs, batches_for
 from classifiers.probe import Probe, fit_probe
-from classifiers.training import EarlyStopping, History, ProgressBar, Trainer, evaluate
+from classifiers.training import EarlyStopping, History, ProgressBar, Trainer, epochs_per_phase, evaluate
 from classifiers.batches import tensor_batches
 
 __all__ = ["Candidates"]
@@ -89,7 +89,9 @@ class Candidates:
             probe = self._probe(head_in, everything)
             self._start(model, initial, probe)
             if chosen["candidate"] == "finetune":
-                self._train(phases, everything, chosen["lr"], "refit", max_epochs=chosen["epochs"])
+                selected = [h for h in est.history_ if h["run"] == "select" and h["candidate_lr"] == chosen["lr"]]
+                budget = epochs_per_phase(phases, selected, chosen["epochs"])
+                self._train(phases, everything, chosen["lr"], "refit", max_epochs=budget)
                 kept = "refit"
         elif chosen["candidate"] == "probe":
             self._start(model, initial, probe)

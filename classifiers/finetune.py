@@ -157,7 +157,9 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         views instead of fresh ones each epoch.  0 runs the frozen part on fresh views every step.
     cache : str, path or None
         Directory (or ``.h5`` file) where :class:`featurize.CNNFeaturizer` keeps the head inputs between fits (the
-        probe's features, the head-only strategy's inputs); None keeps them in memory for this fit only.
+        probe's features, the head-only strategy's inputs), when they are all this fit needs of the frozen part (the
+        cached inputs of a first trainable stage are computed in the same pass, without it); None keeps them in
+        memory for this fit only.
     device : str
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``.  CUDA runs in bf16 autocast; batches are
         channels_last on every device.

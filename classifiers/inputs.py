@@ -137,7 +137,7 @@ class TrainingInputs:
 
 
 def head_features(est, model, adaptation, items, X, eval_transform, seed: int,
-                   extra: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  extra: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The head inputs of every image (from the featurizer's cache when ``cache`` is set) and, when ``extra``
     names a module, the inputs of that module too (one forward pass for both)."""
     if est.cache is not None and extra is None:
@@ -153,6 +153,7 @@ def head_features(est, model, adaptation, items, X, eval_transform, seed: int,
     captured = inputs_of(model, paths, batches, est.device_)
     return captured[-1], (captured[0] if extra is not None else None)
 
+
 def augmented_views(est, model, first: str | None, items, transform, seed: int) -> torch.Tensor:
     """The inputs of module ``first`` (or of the head) for ``augment_views`` augmented views of every image, (V, N,
     …); each view's random draws come from ``seed`` and the view's number only."""
@@ -164,8 +165,9 @@ def augmented_views(est, model, first: str | None, items, transform, seed: int) 
         views.append(inputs_of(model, [first], batches, est.device_)[0])
     return torch.stack(views)
 
+
 def training_inputs(est, model, adaptation, n_unfrozen: int, items, X, transforms, augment: str, seed: int,
-            stack: ExitStack) -> tuple[TrainingInputs, torch.Tensor | None]:
+                    stack: ExitStack) -> tuple[TrainingInputs, torch.Tensor | None]:
     """What this fit trains on, and the head inputs of every image when the probe needs them (a skipped frozen
     part is restored when ``stack`` closes)."""
     train_transform, eval_transform = transforms
@@ -190,6 +192,7 @@ def training_inputs(est, model, adaptation, n_unfrozen: int, items, X, transform
     if stack.enter_context(skip_prefix(model, first, sample, stage_in[: len(sample)], est.device_)):
         return TrainingInputs("suffix", model, adaptation.head, views, eval_in), head_in if probe else None
     return forward, head_in if probe else None
+
 
 def batches_for(est, inputs: TrainingInputs, items, transform, idx, generator=None):
     """Training batches (shuffled with ``generator``) or, without a generator, evaluation batches."""

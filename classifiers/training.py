@@ -36,6 +36,7 @@ __all__ = [
     "Phase",
     "ProgressBar",
     "Trainer",
+    "epochs_per_phase",
     "evaluate",
     "loss",
     "train_epoch",
@@ -283,6 +284,26 @@ class EarlyStopping(Callback):
 
 
 # ---------------------------------------------------------------------------------------------- the loop
+def _phase_caps(phases: Sequence[Phase], max_epochs: int | Sequence[int] | None) -> list[int]:
+    """Epochs each phase may run: all of them, the first ``max_epochs`` in total, or ``max_epochs[i]`` for phase i."""
+    epochs = [p.epochs for p in phases]
+    if max_epochs is None:
+        return epochs
+    if not isinstance(max_epochs, int):
+        return [min(e, int(m)) for e, m in zip(epochs, max_epochs)]
+    caps, left = [], max_epochs
+    for e in epochs:
+        caps.append(min(e, max(left, 0)))
+        left -= e
+    return caps
+
+
+def epochs_per_phase(phases: Sequence[Phase], rows: Sequence[dict], up_to: int) -> list[int]:
+    """How many epochs of each phase a run's history ``rows`` holds up to (and including) epoch ``up_to``."""
+    return [sum(1 for r in rows if r["phase"] == phase.name and r["epoch"] <= up_to) for phase in phases]
+
+
+
 @dataclass
 class Trainer:
     """Trains a network phase after phase; callbacks record, show and stop.
@@ -320,29 +341,32 @@ class Trainer:
         return self.optimisation.optimizer_for(head_params, [p for p, _ in pairs], [d for _, d in pairs])
 
     def run(self, phases: Sequence[Phase], train: Batches, y: torch.Tensor, *, val: Batches | None = None,
-            callbacks: Sequence[Callback] = (), max_epochs: int | None = None, run: str = "train") -> int:
-        """Train through ``phases`` (at most ``max_epochs`` epochs in total; the phases keep their schedule length)
-        and return the number of epochs run.
+            callbacks: Sequence[Callback] = (), max_epochs: int | Sequence[int] | None = None,
+            run: str = "train") -> int:
+        """Train through ``phases`` and return the number of epochs run.
+
+        ``max_epochs`` caps the epochs: in total (an int), or phase by phase (one int per phase, e.g. the epochs each
+        phase of a selection run had reached at its best epoch); the phases keep their schedule length either way.
 
         Raises
         ------
         FloatingPointError
             When the loss becomes NaN/inf (the message names the epoch and suggests a lower learning rate).
         """
-        planned = sum(p.epochs for p in phases)
-        total = planned if max_epochs is None else min(max_epochs, planned)
+        caps = _phase_caps(phases, max_epochs)
+        total = sum(caps)
         for callback in callbacks:
             callback.on_run_begin(run, total)
         epoch = 0
-        for phase in phases:
-            if epoch >= total:
-                break
+        for phase, cap in zip(phases, caps):
+            if cap == 0:
+                continue
             opt = self._optimizer(phase)
             name, k = parse_schedule(self.optimisation.schedule)
             sched = SCHEDULES[name](opt, phase.epochs, k)
             for callback in callbacks:
                 callback.on_phase_begin(phase)
-            for _ in range(min(phase.epochs, total - epoch)):
+            for _ in range(cap):
                 epoch += 1
                 row = self._epoch(opt, phase, train, y, val, epoch)
                 row["run"] = run

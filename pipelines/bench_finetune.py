@@ -73,7 +73,7 @@ class _Files(Dataset):
 
 
 def _bare_loop(backbone: str, weights: object, paths: Sequence[Path], labels: Sequence[int], batch_size: int,
-               epochs: int, device: torch.device) -> int:
+               epochs: int, image_size: int, device: torch.device) -> int:
     """The loop a user would write; returns its optimizer steps."""
     spec = get_backbone_spec(backbone)
     resolved = resolve_weights(spec, weights)
@@ -81,8 +81,8 @@ def _bare_loop(backbone: str, weights: object, paths: Sequence[Path], labels: Se
     FAMILIES[spec.family].adapt(model, spec, None, 2)
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loader = DataLoader(_Files(paths, labels, resolved.preprocessing), batch_size=batch_size, shuffle=True,
-                        num_workers=resolve_workers("auto", len(paths), batch_size), drop_last=True)
+    loader = DataLoader(_Files(paths, labels, resolved.preprocessing.with_size(image_size)), batch_size=batch_size,
+                        shuffle=True, num_workers=resolve_workers("auto", len(paths), batch_size), drop_last=True)
     steps = 0
     for _ in range(epochs):
         for x, y in loader:
@@ -177,7 +177,7 @@ def run_finetune_bench(backbone: str = "efficientnet_lite0", *, weights: object 
         warm = FineTunedCNN(backbone, strategy="head", **{**common, "epochs": 1}).fit(paths[:batch_size],
                                                                                      labels[:batch_size])
         rows = [_row("bare_full", steps, timed(dev, lambda: _bare_loop(backbone, weights, paths, labels, batch_size,
-                                                                          epochs, dev)))]
+                                                                          epochs, image_size, dev)))]
         library = FineTunedCNN(backbone, strategy="full", precompute=False, **common)
         rows.append(_row("library_full", steps, timed(dev, lambda: library.fit(paths, labels))))
         for name, precompute in (("last_block_forward", False), ("last_block_cached", True)):

@@ -1,18 +1,18 @@
 """Using an exported model: load it with its card, check that it still holds, and predict new images.
 
-Loading refuses a model whose card names another version of this library, or whose weights file (read again by the
-frozen-feature pipeline at every prediction) is no longer the file the model was trained with; the error says which
-and what to do.  A fine-tuned network carries its own weights in ``model.pt``, so only the version is checked there.
-Unreadable images are listed with their reason, never dropped.
+Loading refuses a model whose card names another version of this library, whose model file is not the one written
+with the card, or whose weights file (read again by the frozen-feature pipeline at every prediction) is no longer the
+file the model was trained with; the error says which and what to do.  The weights are found again on this machine
+(the pip-installed file, the torchvision or Hugging Face cache, the same local path), so an export moves between
+machines.  A fine-tuned network carries its own weights in ``model.pt``.  Unreadable images are listed with their
+reason, never dropped.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import joblib
@@ -23,12 +23,10 @@ from tqdm.auto import tqdm
 from classifiers.finetune import FineTunedCNN
 from featurize.backbones import get_backbone_spec, resolve_weights, weights_file
 from featurize.images import read_image
-from featurize.weights import file_sha256
-from pipelines.compare.export import CARD, CARD_FORMAT
+from featurize.weights import ResolvedWeights, file_sha256
+from pipelines.compare.export import CARD, CARD_FORMAT, library_version
 
 __all__ = ["ExportedModel", "load_exported"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,22 +95,24 @@ class ExportedModel:
 
 
 def _check_version(card: dict, where: Path) -> None:
-    expected, installed = card["versions"]["cnn-transfer"], metadata.version("cnn-transfer")
+    expected, installed = card["versions"]["cnn-transfer"], library_version()
     if expected != installed:
         raise ValueError(f"{where / CARD}: the model was exported with cnn-transfer {expected}, this is {installed}; "
                          f"export it again with this version (python -m pipelines.compare ... --export DIR) or "
                          f"install cnn-transfer {expected}")
 
 
-def _check_weights(card: dict, where: Path) -> None:
-    """The weights file the pipeline will read must be the one the model was trained with."""
+def _weights_here(card: dict, where: Path) -> ResolvedWeights | None:
+    """The weights the pipeline's featurizer reads on this machine, checked to be the file the model was trained with
+    (None when there is nothing to check: no featurizer, or random init)."""
     record = card["weights"]
     if card["kind"] != "sklearn_pipeline" or not record.get("pretrained"):
-        return
+        return None
     backbone = card["configuration"]["backbone"]
     spec = get_backbone_spec(backbone)
     try:
-        path = weights_file(spec, resolve_weights(spec, record["argument"]), download=False)
+        resolved = resolve_weights(spec, record["argument"])
+        path = weights_file(spec, resolved, download=False)
     except (FileNotFoundError, ValueError) as exc:
         raise ValueError(f"{where / CARD}: the weights of {backbone} it was trained with ({record['file']}, sha256 "
                          f"{record['sha256']}) are not available here ({exc})") from exc
@@ -121,6 +121,7 @@ def _check_weights(card: dict, where: Path) -> None:
         raise ValueError(f"{where / CARD}: the model was trained with {record['file']} (sha256 {record['sha256']}) "
                          f"but {path} now has sha256 {digest}: its features would not be the ones the head learnt. "
                          "Put the original weights file back, or export the model again with these weights")
+    return resolved
 
 
 def load_exported(model_dir: str | Path) -> ExportedModel:
@@ -141,9 +142,14 @@ def load_exported(model_dir: str | Path) -> ExportedModel:
     if card.get("format") != CARD_FORMAT:
         raise ValueError(f"{where / CARD}: card format {card.get('format')!r}, this library reads {CARD_FORMAT}")
     _check_version(card, where)
-    _check_weights(card, where)
+    resolved = _weights_here(card, where)
     file = where / card["file"]
     if not file.is_file():
         raise FileNotFoundError(f"{file}: the model file its card names is missing")
+    if file_sha256(file) != card["file_sha256"]:
+        raise ValueError(f"{file} is not the model file written with {where / CARD} (its sha256 differs): export the "
+                         "model again, or put the original file back")
     model = FineTunedCNN.load(file) if card["kind"] == "finetuned_cnn" else joblib.load(file)
+    if resolved is not None:
+        model.named_steps["features"].weights_ = resolved
     return ExportedModel(model, card)

@@ -112,7 +112,7 @@ class Analysis:
     def row(self, values: dict, train_size: int | None = None) -> pd.Series | None:
         """The summary row of a configuration at ``train_size`` (default the largest), or None."""
         size = self.largest if train_size is None else train_size
-        rows = self.summary[self._is(self.summary, values) & (self.summary["train_size"] == size)]
+        rows = self.summary[self.is_config(self.summary, values) & (self.summary["train_size"] == size)]
         return None if rows.empty else rows.iloc[0]
 
     def best_scored(self, rows: pd.DataFrame) -> dict | None:
@@ -127,20 +127,20 @@ class Analysis:
     def versus(self, a: dict, b: dict, train_size: int | None = None) -> pd.Series | None:
         """Paired comparison of configuration ``a`` with ``b`` (``a − b``) at ``train_size``, or None."""
         size = self.largest if train_size is None else train_size
-        keep = [self._is(self.results, v) & (self.results["train_size"] == size) for v in (a, b)]
+        keep = [self.is_config(self.results, v) & (self.results["train_size"] == size) for v in (a, b)]
         results = self.results[keep[0] | keep[1]]
         if results.empty or not keep[0].any() or not keep[1].any():
             return None
         predictions = self.predictions
         if not predictions.empty:
-            predictions = predictions[(self._is(predictions, a) | self._is(predictions, b))
+            predictions = predictions[(self.is_config(predictions, a) | self.is_config(predictions, b))
                                       & (predictions["train_size"] == size)]
         paired = paired_comparison(results, reference=b, predictions=predictions, by=[*self.config, "train_size"],
                                    margin=EQUIVALENCE_MARGIN)
         other = paired[~paired["is_reference"].astype(bool)]
         return None if other.empty else other.iloc[0]
 
-    def _is(self, frame: pd.DataFrame, values: dict) -> pd.Series:
+    def is_config(self, frame: pd.DataFrame, values: dict) -> pd.Series:
         """Rows of ``frame`` of the configuration ``values`` (missing values and ``""`` are the same)."""
         mask = pd.Series(True, index=frame.index)
         for c in self.config:

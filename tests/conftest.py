@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 
-def make_two_class_images(n_per_class: int, size: tuple[int, int] = (72, 80), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_two_class_images(n_per_class: int, size: tuple[int, int] = (72, 80),
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic uint8 images (N, H, W, 3): class 0 horizontal stripes, class 1 bright disc, both noisy."""
     rng = np.random.default_rng(seed)
     h, w = size
@@ -70,7 +71,8 @@ def _offline(monkeypatch, tmp_path_factory):
 
     def guarded_connect(self, address):
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1")) and self.family != socket.AF_UNIX:
+        local = isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1"))
+        if isinstance(host, str) and not local and self.family != socket.AF_UNIX:
             raise RuntimeError(f"test tried to reach the network: {address!r}")
         return real_connect(self, address)
 

@@ -130,8 +130,8 @@ def test_unreadable_images_are_dropped_for_every_method(tiny_dataset, tmp_path, 
     out = tmp_path / "out"
     argv = ["--dataset", str(root), "--backbones", "resnet18", "--methods", "pixels", "finetune_head",
             "--train-sizes", "3", "--splits", "1", "--finetune-splits", "1", "--weights", "none",
-            "--finetune-image-size", "32", "--epochs", "1", "--quiet", "--n-jobs", "1", "--data-dir", str(tmp_path / "d"),
-            "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
+            "--finetune-image-size", "32", "--epochs", "1", "--quiet", "--n-jobs", "1",
+            "--data-dir", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["unreadable_images"] == [str(broken)]
@@ -179,3 +179,23 @@ def test_auto_weights_never_download(monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     assert resolve_backbone_weights("resnet18", "auto") is None
+
+
+def test_plain_cuts_apply_to_the_auto_backbones():
+    from pipelines.compare import cuts_for, validate
+    from pipelines.compare.config import resolve_backbones
+
+    config = _parse("--cuts", "blocks_6", "penultimate")
+    validate(config)
+    assert cuts_for(resolve_backbones(config), "efficientnet_lite0") == ["blocks_6", "pre_logits"]
+
+
+def test_export_config_is_checked_before_any_work():
+    from pipelines.compare import validate
+
+    with pytest.raises(ValueError, match="give --export DIR"):
+        validate(_parse("--export-config", "efficientnet_lite0//finetune_full"))
+    with pytest.raises(ValueError, match="backbone/cut/method"):
+        validate(_parse("--export", "x", "--export-config", "finetune_full"))
+    with pytest.raises(ValueError, match="valid methods"):
+        validate(_parse("--export", "x", "--export-config", "efficientnet_lite0//finetune_everything"))

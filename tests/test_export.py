@@ -189,3 +189,55 @@ def test_a_fine_tuned_configuration_is_saved_in_torch_format(tiny_dataset, weigh
     table = model.predict(sorted((tiny_dataset / "val").rglob("*.png")))
     assert (table["status"] == "ok").all() and set(table["predicted"]) <= {"ants", "bees"}
     assert np.allclose(table[["probability_ants", "probability_bees"]].sum(axis=1), 1.0)
+
+
+def test_a_replaced_model_file_is_refused(exported, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in (exported / "model").iterdir():
+        (model / path.name).write_bytes(path.read_bytes())
+    (model / "model.joblib").write_bytes((model / "model.joblib").read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="not the model file written with"):
+        load_exported(model)
+
+
+def test_the_featurizer_reads_the_weights_found_on_this_machine(exported, weights_path, tmp_path):
+    """A copy of the weights elsewhere (another machine's path): the loaded pipeline reads the copy, not the path the
+    exporting machine pickled."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in (exported / "model").iterdir():
+        (model / path.name).write_bytes(path.read_bytes())
+    copy = tmp_path / "elsewhere" / "mine.pth"
+    copy.parent.mkdir()
+    copy.write_bytes(weights_path.read_bytes())
+    card = json.loads((model / "model.json").read_text())
+    card["weights"]["argument"] = str(copy)
+    (model / "model.json").write_text(json.dumps(card))
+    loaded = load_exported(model)
+    assert loaded.model.named_steps["features"].weights_.path == copy.resolve()
+
+
+def test_exporting_from_scratch_keeps_the_random_initialisation(tiny_dataset, weights_path, tmp_path, monkeypatch):
+    """The from-scratch method ignores the run's weights in the comparison; its export must too."""
+    from pipelines.compare import CompareConfig
+    from pipelines.datasets import load_dataset
+
+    built = []
+    real = export_module._estimator
+
+    def recording(config, row, imageset, weights, cache_dir):
+        built.append((row["method"], weights))
+        return real(config, row, imageset, weights, cache_dir)
+
+    monkeypatch.setattr(export_module, "_estimator", recording)
+    monkeypatch.setattr(export_module, "choose_export", lambda analysis, name=None: {
+        "backbone": "resnet18", "cut": "", "method": "scratch", "family": "scratch", "augment": "flip_crop",
+        "accuracy": 0.5, "ci_low": 0.3, "ci_high": 0.7, "n_test": 12, "n_splits": 5, "design": "fixed_test",
+        "train_size": 6, "selected_by": "test", "selection_score": 0.5, "score_kind": "test"})
+    config = CompareConfig(backbones=("resnet18",), image_size=32, epochs=1, min_steps=0, quiet=True, device="cpu")
+    imageset = load_dataset(str(tiny_dataset))
+    export_module.export_model(config, None, imageset, {"resnet18": str(weights_path)}, tmp_path / "model")
+    assert built == [("scratch", None)]
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert card["weights"]["pretrained"] is False and card["weights"]["identity"].startswith("random-init")

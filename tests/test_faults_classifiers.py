@@ -17,6 +17,8 @@ from classifiers.finetune import FineTunedCNN
 from classifiers.training import EarlyStopping, Optimisation
 from conftest import make_two_class_images
 from test_decisions import check_inner_cv_is_stratified, check_patience_counts_per_phase
+import test_recipe
+import test_training
 from test_finetune import SEEDED, check_learns, check_restores_best, check_seeds
 
 
@@ -88,3 +90,52 @@ def test_check_catches_planted_fault(fault, small, monkeypatch):
     plant(monkeypatch)
     with pytest.raises(AssertionError, match=message):
         check(small)
+
+
+# ---------------------------------------------------------------------------------------------- the recipe (issue 26)
+def _probe_never_wins(monkeypatch) -> None:
+    from classifiers.candidates import Candidates
+
+    monkeypatch.setattr(Candidates, "_probe_scores", lambda self, probe, head_in, val_idx: (float("inf"), 0.0))
+
+
+def _one_view_only(monkeypatch) -> None:
+    from classifiers import batches
+
+    real = batches.view_batches
+    monkeypatch.setattr(batches, "view_batches", lambda views, *a, **k: real(views[:1], *a, **k))
+
+
+def _refit_caps_the_total_only(monkeypatch) -> None:
+    from classifiers import training
+
+    real = training._phase_caps
+    monkeypatch.setattr(training, "_phase_caps", lambda phases, cap: real(
+        phases, sum(cap) if cap is not None and not isinstance(cap, int) else cap))
+
+
+def _recipe_data(two_class_arrays):
+    images, labels = two_class_arrays
+    keep = np.r_[0:10, 12:22]
+    return images[keep], np.array(["ants", "bees"])[labels[keep]]
+
+
+RECIPE_FAULTS = {
+    "the probe is never kept": (
+        _probe_never_wins, lambda data, mp: test_recipe.check_probe_kept_when_validation_prefers_it(*data)),
+    "one augmented view only": (
+        _one_view_only,
+        lambda data, mp: test_recipe.test_augmented_views_are_computed_once_and_drawn_per_epoch(data, mp)),
+    "the refit caps the total epochs only": (
+        _refit_caps_the_total_only,
+        lambda data, mp: test_training.test_a_refit_repeats_the_epochs_each_phase_reached_not_just_their_total()),
+}
+"""The recipe's behavioural checks (tests/test_recipe.py, tests/test_training.py), each with the fault it catches."""
+
+
+@pytest.mark.parametrize("fault", list(RECIPE_FAULTS))
+def test_recipe_check_catches_planted_fault(fault, monkeypatch, two_class_arrays):
+    plant, check = RECIPE_FAULTS[fault]
+    plant(monkeypatch)
+    with pytest.raises(AssertionError):
+        check(_recipe_data(two_class_arrays), monkeypatch)

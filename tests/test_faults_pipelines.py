@@ -1,4 +1,5 @@
-"""Planted faults in pipelines: each behavioural check of test_results / test_grid / test_export must catch its fault."""
+"""Planted faults in pipelines: each behavioural check of test_results / test_grid / test_export catches its
+fault."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def test_choosing_by_test_accuracy_is_caught(monkeypatch):
     """Planted fault: the export takes the configuration with the highest test accuracy."""
     def by_test_accuracy(analysis, name=None):
         rows = analysis.summary[analysis.summary["train_size"] == analysis.largest]
-        return {**rows.loc[rows["accuracy"].idxmax()].to_dict(), "selected_by": "test", "selection_score": 0.0}
+        best = rows.loc[rows["accuracy"].idxmax()].to_dict()
+        scores = analysis.results.groupby("method")["selection_score"].mean()
+        return {**best, "selected_by": "test", "selection_score": float(scores[best["method"]])}
 
     monkeypatch.setattr(export_module, "choose_export", by_test_accuracy)
     with pytest.raises(AssertionError):

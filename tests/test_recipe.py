@@ -42,8 +42,8 @@ def test_the_probe_head_gives_the_tuned_logistic_regressions_probabilities(n_cla
     with torch.no_grad():
         ours = torch.softmax(head(torch.as_tensor(X, dtype=torch.float32)).double(), 1).numpy()
     cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
-    search = GridSearchCV(LogisticRegression(max_iter=10_000, random_state=0), {"C": default_grid("logistic")["clf__C"]},
-                          scoring="neg_log_loss", cv=cv).fit(X, y)
+    search = GridSearchCV(LogisticRegression(max_iter=10_000, random_state=0),
+                          {"C": default_grid("logistic")["clf__C"]}, scoring="neg_log_loss", cv=cv).fit(X, y)
     np.testing.assert_allclose(ours, search.predict_proba(X), atol=1e-4)
     assert probe.C == search.best_params_["C"] and probe.cv_log_loss == pytest.approx(-search.best_score_)
 

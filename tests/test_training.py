@@ -19,6 +19,7 @@ from classifiers.training import (
     Optimisation,
     Phase,
     Trainer,
+    epochs_per_phase,
 )
 from classifiers.batches import drop_last, image_batches, phase_epochs, steps_per_epoch, tensor_batches
 from featurize.preprocessing import Preprocessing
@@ -229,3 +230,20 @@ def test_per_stage_learning_rates_decay_below_the_deepest_stage():
     assert [g["params"][0] is p for g, p in zip(opt.param_groups, [params[0], params[3], params[2], params[1]])]
     one = Optimisation("sgd", 1.0, 0.1, 0.0, "constant").optimizer_for([params[0]], params[1:], depths=[2, 1, 0])
     assert {g["lr"] for g in one.param_groups[1:]} == {0.1}
+
+
+def test_a_refit_repeats_the_epochs_each_phase_reached_not_just_their_total():
+    """A selection run whose first phase stopped early (patience) reached its best epoch inside the second phase:
+    the refit runs the same number of epochs in each phase, not the total budget spent on the first."""
+    x, y = _toy()
+    phases = [Phase("frozen", (), 4, patience=1), Phase("full", (), 3)]
+    trainer = Trainer(nn.Linear(4, 2), "", Optimisation("sgd", 0.0, 0.0, 0.0, "constant"), torch.device("cpu"), 2)
+    select = History()
+    trainer.run(phases, tensor_batches(x, range(24), 8), y, val=tensor_batches(x, range(24, 32), 8),
+                callbacks=[select, EarlyStopping()], run="select")
+    assert [r["phase"] for r in select.rows] == ["frozen", "frozen", "full", "full", "full"], "premise"
+    budget = epochs_per_phase(phases, select.rows, up_to=4)
+    assert budget == [2, 2]
+    refit = History()
+    trainer.run(phases, tensor_batches(x, range(32), 8), y, callbacks=[refit], max_epochs=budget, run="refit")
+    assert [r["phase"] for r in refit.rows] == ["frozen", "frozen", "full", "full"]

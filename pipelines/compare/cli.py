@@ -13,7 +13,7 @@ from dataclasses import fields
 from classifiers.options import BN_MODES, HEAD_INITS
 from featurize.cli import HelpFormatter, add_common_arguments, add_weights_arguments, image_size, run_cli
 from pipelines.backend import add_backend_arguments, parallel_backend
-from pipelines.compare.config import CompareConfig
+from pipelines.compare.config import AUTO_BACKBONES, CompareConfig
 from pipelines.methods import MIN_GRID_PER_CLASS, get_method, list_methods
 from pipelines.protocols import PROTOCOLS, protocol
 
@@ -150,12 +150,14 @@ def _fraction(text: str) -> float | None:
 
 
 def cut_map(cuts: Sequence[str] | None, backbones: Sequence[str]) -> dict[str, list[str]] | None:
-    """``--cuts`` as backbone → cut points: ``B:CUT`` entries for that backbone, plain entries for every backbone."""
+    """``--cuts`` as backbone → cut points: ``B:CUT`` entries for that backbone, plain entries for every backbone
+    (also those ``auto`` stands for: they read the ``"*"`` entry)."""
     if not cuts:
         return None
     plain = [c for c in cuts if ":" not in c]
-    out = {}
-    for backbone in dict.fromkeys([*backbones, *(c.rpartition(":")[0] for c in cuts if ":" in c)]):
+    out = {"*": plain} if plain else {}
+    named = [b for b in backbones if b != AUTO_BACKBONES]
+    for backbone in dict.fromkeys([*named, *(c.rpartition(":")[0] for c in cuts if ":" in c)]):
         chosen = list(dict.fromkeys([*(c.rpartition(":")[2] for c in cuts if c.rpartition(":")[0] == backbone),
                                      *plain]))
         if chosen:

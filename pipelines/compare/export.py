@@ -2,12 +2,16 @@
 it with its card (``python -m pipelines.compare ... --export DIR``).
 
 Which configuration: by default the one with the highest training-side score among the configurations the report
-pre-selected per family at the largest train size (frozen heads and raw pixels by their mean inner-CV accuracy,
-fine-tuning by its inner-validation accuracy) — never by test accuracy; ``--export-config backbone/cut/method`` names
-another.  The refit uses the comparison's settings and the seed of its first draw; a frozen-feature configuration is
-saved as a scikit-learn ``Pipeline`` (``CNNFeaturizer`` + the tuned head) with joblib, a fine-tuned one with
-:meth:`classifiers.finetune.FineTunedCNN.save` (torch's format).  ``model.json`` beside it is the card
-(:mod:`pipelines.exported` reads it back and checks it).
+pre-selected per family at the largest train size — never by test accuracy.  The scores are of two kinds and both
+optimistic: a frozen head's or the raw pixels' is the best mean inner-CV accuracy of its grid (the pre-selection within
+the family is by that score), a fine-tuning method's is the accuracy on the inner validation split that also chose its
+epochs and candidate (the family's configuration is fixed in advance: the first one of the run); the card names the
+kind.  ``--export-config backbone/cut/method`` names another configuration.
+
+The refit uses the comparison's settings and the seed of its first draw (from-scratch training keeps its random
+initialisation); a frozen-feature configuration is saved as a scikit-learn ``Pipeline`` (``CNNFeaturizer`` + the tuned
+head) with joblib, a fine-tuned one with :meth:`classifiers.finetune.FineTunedCNN.save` (torch's format).
+``model.json`` beside it is the card (:mod:`pipelines.exported` reads it back and checks it).
 """
 
 from __future__ import annotations
@@ -15,14 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import joblib
 import numpy as np
-import pandas as pd
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -30,13 +32,14 @@ from classifiers.heads import pixels_baseline
 from featurize import CNNFeaturizer
 from featurize.backbones import get_backbone_spec, weights_file
 from featurize.environment import PACKAGES, package_versions
-from featurize.images import as_items, load_image
+from featurize.images import as_items
 from featurize.weights import ResolvedWeights, file_sha256
 from pipelines.compare.config import CompareConfig
 from pipelines.compare.plan import build_settings, fit_seed
+from pipelines.compare.runner import PIXEL_SIZE, small_pixels
 from pipelines.datasets import ImageSet
 from pipelines.methods import NO_BACKBONE, BuildContext, get_method
-from reports.tables import format_accuracy
+from reports.tables import accuracy_text
 
 __all__ = ["CARD", "CARD_FORMAT", "choose_export", "decode_pixels", "export_model", "weights_record"]
 
@@ -45,8 +48,15 @@ log = logging.getLogger(__name__)
 CARD = "model.json"
 """The card's file name in an export folder."""
 CARD_FORMAT = 1
-PIXEL_SIZE = 32
 _KEY = ("backbone", "cut", "method")
+SCORE_KINDS = {
+    "frozen": "mean inner-CV accuracy of the best grid point (training images only)",
+    "pixels": "mean inner-CV accuracy of the best grid point (training images only)",
+    "finetune": "accuracy on the inner validation split that chose the epochs and candidate (training images only)",
+    "linear_probe_sgd": "accuracy on the inner validation split that chose the epochs (training images only)",
+    "scratch": "accuracy on the inner validation split that chose the epochs (training images only)",
+}
+"""What a family's training-side score is (the card says it; the kinds differ and both are optimistic)."""
 
 
 def choose_export(analysis, name: str | None = None) -> dict:
@@ -85,10 +95,11 @@ def choose_export(analysis, name: str | None = None) -> dict:
                              f"valid: {known}")
         row = hit.iloc[0].to_dict()
         chosen = analysis.selected[analysis.selected["train_size"] == size]
-        score = analysis.results[(analysis.results["train_size"] == size) & _same(analysis.results, row,
-                                                                                   analysis.config)]
+        score = analysis.results[(analysis.results["train_size"] == size)
+                                 & analysis.is_config(analysis.results, {c: row[c] for c in analysis.config})]
         return {**row, "selected_by": "named by the user (--export-config)",
                 "selection_score": float(score["selection_score"].astype(float).mean()) if len(score) else math.nan,
+                "score_kind": SCORE_KINDS.get(row["family"], SCORE_KINDS["frozen"]),
                 "pre_selected": chosen.to_dict("records")}
     chosen = analysis.selected[analysis.selected["train_size"] == size].copy()
     chosen = chosen[chosen["selection_score"].astype(float).notna()]
@@ -96,37 +107,41 @@ def choose_export(analysis, name: str | None = None) -> dict:
         raise ValueError(f"no configuration has a training-side score at {size} images/class to be exported by; "
                          "name one with --export-config backbone/cut/method")
     best = chosen.iloc[int(np.argmax(chosen["selection_score"].astype(float).to_numpy()))].to_dict()
-    row = summary[_same(summary, best, analysis.config)].iloc[0].to_dict()
+    row = analysis.row({c: best[c] for c in analysis.config}).to_dict()
     return {**row, "selected_by": f"highest training-side score among the pre-selected configurations at {size} "
                                   f"images/class ({best['selected_by']} within its family)",
-            "selection_score": float(best["selection_score"]), "pre_selected": chosen.to_dict("records")}
-
-
-def _same(frame: pd.DataFrame, values: dict, columns: Sequence[str]) -> pd.Series:
-    mask = pd.Series(True, index=frame.index)
-    for c in columns:
-        if c in frame.columns:
-            mask &= frame[c].fillna("").astype(str) == ("" if values.get(c) is None or values.get(c) != values.get(c)
-                                                         else str(values.get(c)))
-    return mask
+            "selection_score": float(best["selection_score"]),
+            "score_kind": SCORE_KINDS.get(best["family"], SCORE_KINDS["frozen"]),
+            "pre_selected": chosen.to_dict("records")}
 
 
 def decode_pixels(X, size: int = PIXEL_SIZE) -> np.ndarray:
     """Image files → the raw-pixel baseline's features, as the comparison computes them."""
-    small = np.stack([np.asarray(load_image(item).resize((size, size))) for item in as_items(X)])
+    small = np.stack([small_pixels(item, size) for item in as_items(X)])
     return pixels_baseline(size).fit_transform(small)
 
 
 def weights_record(resolved: ResolvedWeights | None, backbone: str, argument: object) -> dict:
-    """What the card says of the weights: the argument, identity, pretrained flag, file name and full sha256."""
+    """What the card says of the weights: the argument (a file as an absolute path), identity, pretrained flag, file
+    name and full sha256."""
     if resolved is None:
         return {"argument": None, "identity": "none", "pretrained": None, "file": None, "sha256": None}
     path = sha = None
     if resolved.pretrained:
         path = weights_file(get_backbone_spec(backbone), resolved, download=False)
         sha = file_sha256(path)
+    if resolved.kind == "file":
+        argument = str(resolved.path)
     return {"argument": None if argument is None else str(argument), "identity": resolved.identity,
             "pretrained": resolved.pretrained, "file": None if path is None else path.name, "sha256": sha}
+
+
+def library_version() -> str:
+    """This library's installed version (``"not installed"`` outside a pip installation)."""
+    try:
+        return metadata.version("cnn-transfer")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _estimator(config: CompareConfig, row: dict, imageset: ImageSet, weights: object, cache_dir: Path | None):
@@ -176,7 +191,7 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
     """
     row = choose_export(analysis, name)
     backbone = row["backbone"] if row["backbone"] != NO_BACKBONE else None
-    argument = weights.get(backbone) if backbone else None
+    argument = weights.get(backbone) if backbone and not get_method(row["method"]).random_init else None
     estimator = _estimator(config, row, imageset, argument, None)
     log.info("export: refitting %s on %d labelled images", "/".join(str(row[k]) for k in _KEY), len(imageset.items))
     estimator.fit(list(imageset.items), np.asarray(imageset.classes)[imageset.labels])
@@ -198,23 +213,25 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
         preprocessing = None if features is None else features.preprocessing_.identity()
     card = {
         "format": CARD_FORMAT, "kind": "finetuned_cnn" if fine_tuned else "sklearn_pipeline", "file": file,
+        "file_sha256": file_sha256(out / file),
         "classes": [str(c) for c in imageset.classes],
         "configuration": {k: (None if row.get(k) != row.get(k) else row.get(k)) for k in
                           (*_KEY, "pooling", "augment", "family") if k in row},
         "selected_by": row["selected_by"], "selection_score": row["selection_score"],
+        "selection_score_kind": row["score_kind"],
         "weights": weights_record(resolved, backbone, argument) if backbone else weights_record(None, "", None),
         "preprocessing": preprocessing, "hyperparameters": chosen,
         "seed": fit_seed(config.seed, 0, row["method"]),
         "trained_on": {"dataset": imageset.name, "images": len(imageset.items),
                        "class_counts": {str(k): int(v) for k, v in imageset.class_counts().items()}},
         "accuracy": {"estimate": row["accuracy"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                     "n_test": int(row["n_test"]), "n_draws": int(row["n_splits"]), "design": row["design"],
-                     "train_size": int(row["train_size"]),
-                     "text": format_accuracy(row["accuracy"], row["ci_low"], row["ci_high"], int(row["n_test"]),
-                                             int(row["n_splits"])),
+                     "ci_conditional": bool(row.get("ci_conditional", False)), "draw_min": row.get("draw_min"),
+                     "draw_median": row.get("draw_median"), "n_test": int(row["n_test"]),
+                     "n_draws": int(row["n_splits"]), "design": row["design"], "train_size": int(row["train_size"]),
+                     "text": accuracy_text(row),
                      "measured_by": "the comparison, on its test images, at its largest train size (the exported "
                                     "model itself is refitted on every labelled image, test images included)"},
-        "versions": {"cnn-transfer": metadata.version("cnn-transfer"), **package_versions((*PACKAGES, "timm"))},
+        "versions": {"cnn-transfer": library_version(), **package_versions((*PACKAGES, "timm"))},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     path = out / CARD

@@ -64,6 +64,12 @@ def validate(config: CompareConfig) -> None:
                          "backbones must be compared too ('all' fine-tunes every one)")
     if config.splits < 1 or (config.finetune_splits is not None and config.finetune_splits < 0):
         raise ValueError("--splits must be ≥ 1 and --finetune-splits ≥ 0")
+    if config.export_config is not None:
+        parts = config.export_config.split("/")
+        if not config.export or len(parts) not in (3, 4):
+            raise ValueError(f"--export-config {config.export_config!r}: write backbone/cut/method (cut may be empty, "
+                             "an optional /augment after it) and give --export DIR")
+        get_method(parts[2])
     if config.inner_folds < 2:
         raise ValueError(f"--inner-folds must be ≥ 2 (the inner CV that tunes every head); got {config.inner_folds}")
     small = [s for s in (config.train_sizes or ()) if s != "all" and int(s) < 2]

@@ -27,7 +27,7 @@ from pipelines.methods import BuildContext
 from pipelines.results import Fit
 
 __all__ = ["PIXEL_SIZE", "BackboneRun", "Runner", "decode_all", "drop_unreadable", "extract", "fit_predict",
-           "progress"]
+           "progress", "small_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ class BackboneRun:
         return self.features.loc[:, self.features.columns.str.split(".").str[0] == cut].to_numpy()
 
 
+def small_pixels(item, size: int = PIXEL_SIZE) -> np.ndarray:
+    """One image decoded and resized to ``size`` × ``size`` (uint8 RGB): the raw-pixel baseline's input."""
+    return np.asarray(load_image(item).resize((size, size)))
+
+
 def decode_all(items: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """One decoding pass over the images: which cannot be read (left out of every method), and the raw-pixel
     baseline's features of the others (``PIXEL_SIZE``², flattened, in [0, 1]; zeros for unreadable ones)."""
@@ -59,7 +64,7 @@ def decode_all(items: Sequence) -> tuple[np.ndarray, np.ndarray]:
     small = np.zeros((len(items), PIXEL_SIZE, PIXEL_SIZE, 3), dtype=np.uint8)
     for i, item in enumerate(items):
         try:
-            small[i] = np.asarray(load_image(item).resize((PIXEL_SIZE, PIXEL_SIZE)))
+            small[i] = small_pixels(item)
         except Exception:  # noqa: BLE001 - any decode failure (truncated, not an image, unsupported) drops the image
             bad[i] = True
     return bad, pixels_baseline(PIXEL_SIZE).fit_transform(small)
