@@ -41,7 +41,7 @@ class Candidates:
     def _train(self, phases, idx, lr: float, run: str, val_idx=None, max_epochs=None) -> EarlyStopping:
         """One training run from the current weights; returns its early-stopping record."""
         est = self.est
-        trainer = Trainer(self.inputs.net, self.inputs.head, est._optimisation(lr), est.device_,
+        trainer = Trainer(self.inputs.net, self.inputs.head, est.optimisation_for(lr), est.device_,
                           len(est.classes_), self.batch_transform, est.bn)
         stopper, history = EarlyStopping(), History()
         callbacks = [history, ProgressBar(f"fine-tune {est.backbone}", bool(est.verbose))]

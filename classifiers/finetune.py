@@ -57,7 +57,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from classifiers.augment import AUGMENTATIONS, get_augmentation
 from classifiers.options import BN_MODES, HEAD_INITS
 from classifiers.candidates import Candidates
-from classifiers.inputs import training_inputs
+from classifiers.inputs import FitImages, training_inputs
 from classifiers.persistence import load_estimator, save_estimator
 from classifiers.surgery import STRATEGIES, build_adapted, check_cut, check_strategy, unfrozen_stages
 from classifiers.training import OPTIMIZERS, SCHEDULES, Optimisation, Phase, parse_schedule
@@ -334,7 +334,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(2**31 - 1))
 
-    def _image_size(self, resolved: ResolvedWeights) -> int:
+    def input_size(self, resolved: ResolvedWeights) -> int:
+        """The side of the network input: ``image_size``, or the crop of the weights' preprocessing for ``"auto"``."""
         return int(resolved.preprocessing.crop or 224) if self.image_size == "auto" else int(self.image_size)
 
     def augment_policy(self, n_unfrozen: int) -> str:
@@ -347,7 +348,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         """The head's learning rate: ``lr``, or for ``"auto"`` :data:`AUTO_LR` of the head's start."""
         return AUTO_LR["probe" if probe_head else "random"] if self.lr == "auto" else float(self.lr)
 
-    def _optimisation(self, lr: float) -> Optimisation:
+    def optimisation_for(self, lr: float) -> Optimisation:
+        """How the trainable parameters move when the head's learning rate is ``lr``."""
         lr_backbone = self.lr_backbone if self.lr_backbone is not None else lr * self.lr_ratio
         return Optimisation(self.optimizer, lr, lr_backbone, self.weight_decay, self.schedule, self.lr_decay)
 
@@ -404,7 +406,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.spec_ = spec
         self.weights_ = resolve_weights(spec, self.weights, random_state=seed)
-        size = self._image_size(self.weights_)
+        size = self.input_size(self.weights_)
         eval_transform = self.weights_.preprocessing.with_size(size)
         train_idx, val_idx = self._split(y_enc, seed)
         self.validation_indices_ = val_idx
@@ -420,8 +422,8 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
             stack.callback(model.to, "cpu", memory_format=torch.contiguous_format)
             prepare(model, self.device_)
             start = time.perf_counter()
-            inputs, head_in = training_inputs(self, model, adaptation, n_unfrozen, items, X,
-                                              (train_transform, eval_transform), augment, seed, stack)
+            images = FitImages(items, X, train_transform, eval_transform, augment, seed)
+            inputs, head_in = training_inputs(self, model, adaptation, n_unfrozen, images, stack)
             self.precompute_time_s_ = 0.0 if inputs.path == "forward" and head_in is None else \
                 time.perf_counter() - start
             run = Candidates(self, inputs, adaptation.head, items, (train_transform, eval_transform),
@@ -440,7 +442,7 @@ class FineTunedCNN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         items = as_items(X)
         device = resolve_device(self.device)
-        size = self._image_size(self.weights_)
+        size = self.input_size(self.weights_)
         batches = image_batches(items, self.weights_.preprocessing.with_size(size), range(len(items)),
                                 self.batch_size, device, num_workers=self.num_workers)
         model = self.model_ if device.type == "cpu" else prepare(copy.deepcopy(self.model_), device)

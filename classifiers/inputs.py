@@ -28,7 +28,7 @@ from featurize.multicut import StopForward
 from featurize.spec import set_module
 from featurize.transformer import CNNFeaturizer
 
-__all__ = ["TrainingInputs", "augmented_views", "batches_for", "head_features", "inputs_of", "skip_prefix",
+__all__ = ["FitImages", "TrainingInputs", "augmented_views", "batches_for", "head_features", "inputs_of", "skip_prefix",
            "training_inputs"]
 
 log = logging.getLogger(__name__)
@@ -166,11 +166,25 @@ def augmented_views(est, model, first: str | None, items, transform, seed: int) 
     return torch.stack(views)
 
 
-def training_inputs(est, model, adaptation, n_unfrozen: int, items, X, transforms, augment: str, seed: int,
+@dataclass(frozen=True)
+class FitImages:
+    """The images of one fit and how they are seen: ``items`` (decoded lazily), the caller's ``X`` (for the
+    featurizer's cache), the training and evaluation transforms, the augmentation policy and the fit's seed."""
+
+    items: list
+    X: object
+    train_transform: object
+    eval_transform: object
+    augment: str
+    seed: int
+
+
+def training_inputs(est, model, adaptation, n_unfrozen: int, images: FitImages,
                     stack: ExitStack) -> tuple[TrainingInputs, torch.Tensor | None]:
     """What this fit trains on, and the head inputs of every image when the probe needs them (a skipped frozen
     part is restored when ``stack`` closes)."""
-    train_transform, eval_transform = transforms
+    items, X, augment, seed = images.items, images.X, images.augment, images.seed
+    train_transform, eval_transform = images.train_transform, images.eval_transform
     probe = n_unfrozen > 0 and est.head_init == "probe"
     stages = len(adaptation.stages)
     cacheable = est.precompute and n_unfrozen < stages and "mixup" not in augment and (
@@ -180,7 +194,7 @@ def training_inputs(est, model, adaptation, n_unfrozen: int, items, X, transform
     if not (probe or cacheable):
         return forward, None
     head_in, stage_in = head_features(est, model, adaptation, items, X, eval_transform, seed,
-                                            first if cacheable and n_unfrozen else None)
+                                      first if cacheable and n_unfrozen else None)
     if not cacheable:
         return forward, head_in
     eval_in = head_in if n_unfrozen == 0 else stage_in

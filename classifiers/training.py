@@ -39,7 +39,6 @@ __all__ = [
     "epochs_per_phase",
     "evaluate",
     "loss",
-    "train_epoch",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,41 +118,6 @@ class Phase:
     epochs: int
     patience: int | None = None
     depths: tuple[int, ...] = ()
-
-
-def train_epoch(
-    net: nn.Module, opt: torch.optim.Optimizer, batches: Batches, y: torch.Tensor, device: torch.device,
-    n_classes: int, batch_transform: Callable | None, epoch: int, lr: float,
-) -> tuple[float, float, int]:
-    """One pass over ``batches``: mean loss, accuracy (on the hard labels) and optimizer steps taken.
-
-    Raises
-    ------
-    FloatingPointError
-        When the loss is NaN/inf; the message names the epoch and batch and suggests a lower learning rate.
-    """
-    total, correct, n, steps = 0.0, 0, 0, 0
-    for step, (indices, x) in enumerate(batches(), 1):
-        x, hard = to_device(x, device), y[indices].to(device)
-        target = hard
-        if batch_transform is not None:
-            x, target = batch_transform(x, F.one_hot(hard, n_classes).float())
-        with autocast(device):
-            logits = net(x)
-        value = loss(logits, target)
-        if not torch.isfinite(value):
-            raise FloatingPointError(
-                f"Training diverged: the loss is {value.item()} at epoch {epoch} (batch {step}). "
-                f"Lower the learning rate (lr={lr:g}; try lr={lr / 10:g})."
-            )
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        steps += 1
-        total += value.item() * len(hard)
-        correct += int((logits.argmax(1) == hard).sum())
-        n += len(hard)
-    return total / max(n, 1), correct / max(n, 1), steps
 
 
 @torch.no_grad()
@@ -384,10 +348,42 @@ class Trainer:
         start = time.perf_counter()
         lrs = [g["lr"] for g in opt.param_groups]
         set_train_mode(self.net, [self.head, *phase.trainable], bn_frozen=self.bn == "frozen")
-        train_loss, train_acc, n_steps = train_epoch(self.net, opt, train, y, self.device, self.n_classes,
-                                                     self.batch_transform, epoch, self.optimisation.lr)
+        train_loss, train_acc, n_steps = self._train_epoch(opt, train, y, epoch)
         val_loss, val_acc = evaluate(self.net, val, y, self.device) if val is not None else (math.nan, math.nan)
         return {"run": "", "epoch": epoch, "phase": phase.name, "train_loss": train_loss, "train_accuracy": train_acc,
                 "val_loss": val_loss, "val_accuracy": val_acc, "lr": lrs[0],
                 "lr_backbone": lrs[1] if len(lrs) > 1 else math.nan, "steps": n_steps,
                 "time_s": time.perf_counter() - start}
+
+    def _train_epoch(self, opt: torch.optim.Optimizer, batches: Batches, y: torch.Tensor,
+                     epoch: int) -> tuple[float, float, int]:
+        """One pass over ``batches``: mean loss, accuracy (on the hard labels) and optimizer steps taken.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss is NaN/inf; the message names the epoch and batch and suggests a lower learning rate.
+        """
+        total, correct, n, steps = 0.0, 0, 0, 0
+        for step, (indices, x) in enumerate(batches(), 1):
+            x, hard = to_device(x, self.device), y[indices].to(self.device)
+            target = hard
+            if self.batch_transform is not None:
+                x, target = self.batch_transform(x, F.one_hot(hard, self.n_classes).float())
+            with autocast(self.device):
+                logits = self.net(x)
+            value = loss(logits, target)
+            if not torch.isfinite(value):
+                lr = self.optimisation.lr
+                raise FloatingPointError(
+                    f"Training diverged: the loss is {value.item()} at epoch {epoch} (batch {step}). "
+                    f"Lower the learning rate (lr={lr:g}; try lr={lr / 10:g})."
+                )
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            steps += 1
+            total += value.item() * len(hard)
+            correct += int((logits.argmax(1) == hard).sum())
+            n += len(hard)
+        return total / max(n, 1), correct / max(n, 1), steps

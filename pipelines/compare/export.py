@@ -202,7 +202,7 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
     if fine_tuned:
         estimator.save(out / file)
         resolved, chosen = estimator.weights_, {"chosen": estimator.chosen_, "candidates": estimator.candidates_}
-        preprocessing = estimator.weights_.preprocessing.with_size(estimator._image_size(resolved)).identity()
+        preprocessing = estimator.weights_.preprocessing.with_size(estimator.input_size(resolved)).identity()
     else:
         joblib.dump(estimator, out / file)
         head = estimator.named_steps["head"]
