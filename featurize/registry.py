@@ -1,13 +1,14 @@
 """One registry for every table of named entries (backbone families, poolings, heads, methods, protocols, …).
 
 A :class:`Registry` maps names to entries in registration order, refuses a name registered twice (as torchvision's
-``register_model`` does) and answers an unknown name with an error that lists the valid ones.  It lives in the lowest
-layer so that every package can keep its tables in one.
+``register_model`` does) and answers an unknown name with an error that lists the valid ones.  Item assignment and
+deletion stay possible as explicit overrides (``monkeypatch.setitem`` in tests replaces an entry for one test).  It
+lives in the lowest layer so that every package can keep its tables in one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Generic, TypeVar
 
 __all__ = ["Registry", "UnknownNameError"]
@@ -22,7 +23,7 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-class Registry(Mapping[str, T], Generic[T]):
+class Registry(MutableMapping[str, T], Generic[T]):
     """Named entries of one kind, in registration order.
 
     Parameters
@@ -71,6 +72,13 @@ class Registry(Mapping[str, T], Generic[T]):
         except (KeyError, TypeError):
             raise UnknownNameError(
                 f"Unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self._entries)}") from None
+
+    def __setitem__(self, name: str, entry: T) -> None:
+        """Set or replace an entry explicitly (:meth:`register` is the checked way to add one)."""
+        self._entries[name] = entry
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import featurize.cache as cache_module
+import featurize.once as once
 from featurize.cache import CacheKeyError, FeatureCache
 
 ROOT = Path(__file__).parents[2]
@@ -114,7 +115,7 @@ def check_a_reader_without_the_lock_modifies_nothing(tmp_path: Path, monkeypatch
     assert "disk full" in done.stdout, done.stderr[-2000:]
     before = path.read_bytes()
     _no_lock(monkeypatch, path)
-    monkeypatch.setattr(cache_module, "_WARNED", set())
+    monkeypatch.setattr(once, "_SEEN", set())
     with pytest.warns(RuntimeWarning, match="without the lock") as caught:
         for _ in range(3):
             with pytest.raises(OSError, match="cannot be read as HDF5.*left untouched"):
@@ -132,7 +133,7 @@ def test_a_writer_without_the_lock_is_refused_clearly(tmp_path, monkeypatch):
     FeatureCache(path, KEY).append(*_batch(0))
     before = path.read_bytes()
     _no_lock(monkeypatch, path)
-    monkeypatch.setattr(cache_module, "_WARNED", set())
+    monkeypatch.setattr(once, "_SEEN", set())
     with pytest.warns(RuntimeWarning, match="without the lock"):
         cache = FeatureCache(path, KEY)
         assert cache.n_complete == 4
@@ -161,7 +162,7 @@ def test_foreign_garbage_and_truncated_files_are_refused_and_left_untouched(tmp_
 def check_rows_from_other_versions_warn(tmp_path: Path, monkeypatch) -> None:
     cache = FeatureCache(tmp_path / "c.h5", KEY)
     cache.append(*_batch(0))
-    monkeypatch.setattr(cache_module, "_WARNED", set())
+    monkeypatch.setattr(once, "_SEEN", set())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cache.read(np.arange(4), ["x"])
