@@ -100,11 +100,12 @@ def test_weights_dir_finds_a_timm_file_by_model_name(tmp_path):
 
 
 def test_compare_cut_map_reads_timm_names_with_colons():
-    from pipelines.compare import _cut_map
+    from pipelines.compare.cli import cut_map
 
-    cuts = _cut_map(["timm:vit_tiny_patch16_224:blocks_11", "resnet18:layer3", "penultimate"],
-                    ["resnet18", "timm:vit_tiny_patch16_224"])
-    assert cuts == {"resnet18": ["layer3", "penultimate"], "timm:vit_tiny_patch16_224": ["blocks_11", "penultimate"]}
+    cuts = cut_map(["timm:vit_tiny_patch16_224:blocks_11", "resnet18:layer3", "penultimate"],
+                   ["resnet18", "timm:vit_tiny_patch16_224"])
+    assert cuts == {"*": ["penultimate"], "resnet18": ["layer3", "penultimate"],
+                    "timm:vit_tiny_patch16_224": ["blocks_11", "penultimate"]}
 
 
 def test_full_fine_tuning_of_a_tiny_vit_trains_its_tokens_and_position_embedding(small):
