@@ -31,6 +31,10 @@ EXACT = {
                  "layer4": (435, 32, 0)},
     "resnet50": {"conv1": (7, 2, 0), "layer1": (35, 4, 0), "layer2": (91, 8, 0), "layer3": (267, 16, 0),
                  "layer4": (427, 32, 0)},
+    # timm's tf_efficientnet_lite0 at 224 px: TF "same" padding puts the odd padding pixel of a stride-2 convolution
+    # on the right/bottom (left pad 0 for k=3, 1 for k=5 at these sizes), so each stride 2 moves start.
+    "efficientnet_lite0": {"blocks_0": (7, 2, 1), "blocks_1": (19, 4, 3), "blocks_2": (67, 8, 7),
+                           "blocks_4": (339, 16, 15), "blocks_6": (851, 32, 31)},
 }
 
 
@@ -78,7 +82,7 @@ def test_recursion_step():
 @pytest.fixture(scope="module")
 def probes():
     out = {}
-    for name in ("vgg11", "vgg16", "resnet18", "resnet50"):
+    for name in ("vgg11", "vgg16", "resnet18", "resnet50", "efficientnet_lite0"):
         with torch.device("meta"):
             model = get_backbone_spec(name).builder(weights=None)
         out[name] = linearized_copy(model)
@@ -109,7 +113,9 @@ def test_analytic_equals_gradient_support(probes, backbone, cut):
 @pytest.mark.parametrize(
     "backbone,cut",
     [("vgg16", "conv1_1"), ("vgg16", "conv1_2"), ("vgg16", "pool1"), ("vgg16", "pool2"), ("vgg16", "conv3_3"),
-     ("resnet50", "conv1"), ("resnet50", "layer1")],
+     ("resnet50", "conv1"), ("resnet50", "layer1"),
+     ("efficientnet_lite0", "blocks_0"), ("efficientnet_lite0", "blocks_1"), ("efficientnet_lite0", "blocks_2"),
+     ("efficientnet_lite0", "blocks_4")],
 )
 def test_measured_support_is_the_exact_field(probes, backbone, cut):
     check_measured_equals_analytic(backbone, cut, probes[backbone])

@@ -159,11 +159,16 @@ def receptive_field_table(backbone: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_ACTIVATIONS = (nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid)
+"""Element-wise activations a linearized copy replaces by the identity (``nn.Hardtanh`` covers ``nn.ReLU6``, whose
+clamp at 6 would zero the gradient of a saturated unit)."""
+
+
 def linearized_copy(model: nn.Module) -> nn.Module:
     """A copy of a CNN whose input gradients cannot cancel: the tool of the receptive-field measurement.
 
-    Convolutions get weights ``1 / (k·k·z)`` and zero bias, batch norms identity statistics, ReLUs become identity
-    and max poolings the average pooling over the same window, so every unit is a positive weighted sum of all the
+    Convolutions get weights ``1 / (k·k·z)`` and zero bias, batch norms identity statistics, element-wise activations (ReLU, ReLU6, SiLU, …)
+    become identity and max poolings the average pooling over the same window, so every unit is a positive weighted sum of all the
     pixels of its field.  A model on the meta device is materialised on the CPU (layers other than convolutions
     and batch norms are left uninitialised: only the convolutional trunk is meant to run).
     """
@@ -183,7 +188,7 @@ def linearized_copy(model: nn.Module) -> nn.Module:
                 mod.running_var.fill_(1.0)
                 mod.weight.fill_(1.0)
                 mod.bias.zero_()
-        elif isinstance(mod, nn.ReLU):
+        elif isinstance(mod, _ACTIVATIONS):
             set_module(model, name, nn.Identity())
         elif isinstance(mod, nn.MaxPool2d):
             set_module(
@@ -290,6 +295,9 @@ def measure_receptive_field(
     probe = model if linearized else linearized_copy(model)
     grad, unit = input_gradient(probe, point.module, torch.ones(1, 3, size, size))
     nonzero = grad.abs() > 0
+    if not nonzero.any():
+        raise RuntimeError(f"the input gradient of {spec.name} {cut!r} is zero everywhere: a layer of the model "
+                           "saturates or cancels in its linearized copy (see linearized_copy)")
     r0, r1 = _support(nonzero.any(dim=1).numpy())
     c0, c1 = _support(nonzero.any(dim=0).numpy())
     measured = r1 - r0 + 1
