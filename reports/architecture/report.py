@@ -117,7 +117,7 @@ def build_report(cfg: ReportConfig, out: str | Path) -> dict[str, Path]:
     report.add("text", "r ← r + (k − 1)·d·j, start ← start + ((k − 1)·d/2 − p)·j, j ← j·s along the main path; a "
                     "ResNet block takes the max over its paths (the 1×1 downsample shortcut does not enlarge the "
                     "field). Measured: gradient support of one central unit in a linearised copy (positive "
-                    "constant conv weights, identity batch norm, ReLU → identity, max → average pooling: no "
+                    "constant conv weights, identity batch norm, ReLU, ReLU6 … → identity, max → average pooling: no "
                     "cancellation). The field grows linearly with depth at each stage and by jumps after each "
                     "stride: deep units see large parts of the image (objects, context), shallow ones edges and "
                     "textures. The effective field (gradient magnitude with the real weights) is concentrated in "
