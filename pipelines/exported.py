@@ -24,7 +24,7 @@ from classifiers.finetune import FineTunedCNN
 from featurize.backbones import get_backbone_spec, resolve_weights, weights_file
 from featurize.images import read_image
 from featurize.weights import ResolvedWeights, file_sha256
-from pipelines.compare.export import CARD, CARD_FORMAT, library_version
+from pipelines.compare.export import CARD, CARD_FORMAT, library_version, set_cache
 
 __all__ = ["ExportedModel", "load_exported"]
 
@@ -36,6 +36,13 @@ class ExportedModel:
 
     model: object
     card: dict
+
+    def use_cache(self, folder: str | Path | None) -> ExportedModel:
+        """Read (and store) the features of the images it predicts in the HDF5 cache folder ``folder`` — e.g. the
+        comparison's ``<data dir>/features``, where its images already are — instead of recomputing them; None turns
+        the cache off. Returns the model itself."""
+        set_cache(self.model, folder)
+        return self
 
     @property
     def scores(self) -> str:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.pipeline import Pipeline
 
+import featurize.transformer as transformer_module
 import pipelines.compare.export as export_module
 from featurize import CNNFeaturizer, get_backbone_spec, load_model, resolve_weights
 from classifiers.heads import make_tuned_head
@@ -115,6 +116,37 @@ def test_predict_lists_unreadable_images_with_their_reason(exported, tiny_datase
     score_columns = [c for c in table.columns if c.startswith(("probability_", "decision_score_"))]
     assert len(score_columns) == 2
     assert "1 unreadable: " in capsys.readouterr().out
+
+
+def test_the_refit_reads_the_comparisons_cached_features_and_the_saved_model_names_no_cache(tiny_dataset, weights_path,
+                                                                                             tmp_path, monkeypatch):
+    """Exporting again from the finished comparison runs no network (every feature comes from its cache), gives the
+    same predictions, and the saved pipeline keeps no cache folder of the exporting machine."""
+    assert _compare(tiny_dataset, tmp_path, weights_path) == 0
+    (tmp_path / "model").rename(tmp_path / "first")
+    with monkeypatch.context() as m:
+        m.setattr(transformer_module, "load_model", lambda *a, **k: pytest.fail("the export ran the network"))
+        assert _compare(tiny_dataset, tmp_path, weights_path) == 0
+    first, again = load_exported(tmp_path / "first"), load_exported(tmp_path / "model")
+    assert first.model.named_steps["features"].cache is None and again.model.named_steps["features"].cache is None
+    val = sorted((tiny_dataset / "val").rglob("*.png"))
+    pd.testing.assert_frame_equal(again.predict(val), first.predict(val))
+
+
+def test_predict_with_a_cache_reads_the_features_stored_there(exported, tiny_dataset, tmp_path, monkeypatch):
+    """A second prediction of the same images with --cache runs no network and gives the same table."""
+    images = str(tiny_dataset / "val")
+    plain, first, second = tmp_path / "plain.csv", tmp_path / "first.csv", tmp_path / "second.csv"
+    assert predict_main([str(exported / "model"), images, "--out", str(plain), "--quiet"]) == 0
+    assert predict_main([str(exported / "model"), images, "--cache", str(tmp_path / "c"), "--out", str(first),
+                         "--quiet"]) == 0
+    assert list((tmp_path / "c").glob("*.h5"))
+    monkeypatch.setattr(transformer_module, "load_model", lambda *a, **k: pytest.fail("a cached prediction ran the "
+                                                                                      "network"))
+    assert predict_main([str(exported / "model"), images, "--cache", str(tmp_path / "c"), "--out", str(second),
+                         "--quiet"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(second), pd.read_csv(first))
+    pd.testing.assert_frame_equal(pd.read_csv(first), pd.read_csv(plain), atol=1e-5)
 
 
 def test_a_model_loaded_against_another_weights_file_is_refused(exported, weights_path, tmp_path):

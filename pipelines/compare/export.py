@@ -41,7 +41,7 @@ from pipelines.datasets import ImageSet
 from pipelines.methods import NO_BACKBONE, BuildContext, get_method
 from reports.tables import accuracy_text
 
-__all__ = ["CARD", "CARD_FORMAT", "choose_export", "decode_pixels", "export_model", "weights_record"]
+__all__ = ["CARD", "CARD_FORMAT", "choose_export", "decode_pixels", "export_model", "set_cache", "weights_record"]
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +161,13 @@ def _estimator(config: CompareConfig, row: dict, imageset: ImageSet, weights: ob
                          ("head", estimator)])
     layers = "all" if method.cuts == "all" else row["cut"]
     featurizer = CNNFeaturizer(row["backbone"], layers=layers, pooling=config.pooling, weights=weights,
-                               image_size=config.image_size, device=str(config.device), verbose=not config.quiet)
+                               image_size=config.image_size, cache=cache_dir, device=str(config.device),
+                               verbose=not config.quiet)
     return Pipeline([("features", featurizer.set_output(transform="pandas")), ("head", estimator)])
 
 
 def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: dict[str, object],
-                 out: str | Path, name: str | None = None) -> Path:
+                 out: str | Path, name: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """Refit the chosen configuration on every labelled image of ``imageset`` and write it with its card to ``out``.
 
     Parameters
@@ -183,6 +184,9 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
         The export folder (created).
     name : str, optional
         ``backbone/cut/method`` to export instead of the pre-selected one (see :func:`choose_export`).
+    cache_dir : path, optional
+        The comparison's feature cache: the refit reads the features (and cached inputs) computed there instead of
+        running the network again. The saved model carries no cache folder (``cache=None``).
 
     Returns
     -------
@@ -192,9 +196,11 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
     row = choose_export(analysis, name)
     backbone = row["backbone"] if row["backbone"] != NO_BACKBONE else None
     argument = weights.get(backbone) if backbone and not get_method(row["method"]).random_init else None
-    estimator = _estimator(config, row, imageset, argument, None)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    estimator = _estimator(config, row, imageset, argument, cache)
     log.info("export: refitting %s on %d labelled images", "/".join(str(row[k]) for k in _KEY), len(imageset.items))
     estimator.fit(list(imageset.items), np.asarray(imageset.classes)[imageset.labels])
+    set_cache(estimator, None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fine_tuned = hasattr(estimator, "save")
@@ -237,6 +243,15 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
     path = out / CARD
     path.write_text(json.dumps(card, indent=2, default=_plain))
     return path
+
+
+def set_cache(estimator, folder: str | Path | None) -> None:
+    """Point every step of a fitted export (``CNNFeaturizer``, ``FineTunedCNN``) that takes a ``cache`` at ``folder``
+    (None: no cache); the fitted state is kept, so predictions do not change, only where features are read from."""
+    steps = estimator.named_steps.values() if isinstance(estimator, Pipeline) else [estimator]
+    for step in steps:
+        if "cache" in step.get_params(deep=False):
+            step.set_params(cache=None if folder is None else str(folder))
 
 
 def _plain(value):

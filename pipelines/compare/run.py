@@ -143,7 +143,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         from pipelines.compare.export import export_model
 
         paths["model_card"] = export_model(config, analysis, imageset, {b: run.weights for b, run in runs.items()},
-                                           config.export, config.export_config)
+                                           config.export, config.export_config, cache_dir=cache_dir)
     meta["summary"] = summary_table(results, analysis.summary)
     return CompareResult(results, predictions, meta, paths, analysis)
 

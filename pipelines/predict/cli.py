@@ -23,12 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="the export folder (model.json and the model file)")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (searched recursively)")
     p.add_argument("--out", default=None, help="write the table as CSV here (default: print it)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="feature cache folder: images already featurized there with this model's backbone, weights "
+                        "and preprocessing (e.g. the comparison's <data dir>/features) are read, not recomputed, and "
+                        "new ones are stored (default: no cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def predict_files(model_dir: str | Path, images: Sequence[str | Path], verbose: bool = False):
-    """The predictions of an exported model for image files and folders (folders expanded, sorted)."""
+def predict_files(model_dir: str | Path, images: Sequence[str | Path], verbose: bool = False,
+                  cache: str | Path | None = None):
+    """The predictions of an exported model for image files and folders (folders expanded, sorted), its features
+    read from and stored in the cache folder ``cache`` when given."""
     from featurize.images import IMAGE_EXTENSIONS
     from pipelines.exported import load_exported
 
@@ -39,11 +45,11 @@ def predict_files(model_dir: str | Path, images: Sequence[str | Path], verbose: 
                             key=lambda p: p.relative_to(entry).as_posix())
         else:
             paths.append(entry)
-    return load_exported(model_dir).predict(paths, verbose=verbose)
+    return load_exported(model_dir).use_cache(cache).predict(paths, verbose=verbose)
 
 
 def _main(args: argparse.Namespace) -> int:
-    table = predict_files(args.model_dir, args.images, verbose=not args.quiet)
+    table = predict_files(args.model_dir, args.images, verbose=not args.quiet, cache=args.cache)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
