@@ -11,6 +11,7 @@ reason, never dropped.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from classifiers.finetune import FineTunedCNN
+from featurize import CNNFeaturizer
 from featurize.backbones import get_backbone_spec, resolve_weights, weights_file
 from featurize.images import read_image
 from featurize.weights import ResolvedWeights, file_sha256
-from pipelines.compare.export import CARD, CARD_FORMAT, library_version, set_cache
+from pipelines.compare.export import CARD, CARD_FORMAT, library_version
 
 __all__ = ["ExportedModel", "load_exported"]
 
@@ -38,10 +40,17 @@ class ExportedModel:
     card: dict
 
     def use_cache(self, folder: str | Path | None) -> ExportedModel:
-        """Read (and store) the features of the images it predicts in the HDF5 cache folder ``folder`` — e.g. the
+        """Read (and store) the CNN features of the images it predicts in the HDF5 cache folder ``folder`` — e.g. the
         comparison's ``<data dir>/features``, where its images already are — instead of recomputing them; None turns
-        the cache off. Returns the model itself."""
-        set_cache(self.model, folder)
+        the cache off. A model that reads no CNN features (a fine-tuned network, raw pixels) warns that the folder is
+        not used. Returns the model itself."""
+        steps = self.model.named_steps.values() if hasattr(self.model, "named_steps") else [self.model]
+        featurizers = [step for step in steps if isinstance(step, CNNFeaturizer)]
+        if folder is not None and not featurizers:
+            warnings.warn(f"this export ({self.card['kind']}, {self.card['configuration'].get('method')}) reads no CNN "
+                          f"features: the cache folder {folder} is not used", UserWarning, stacklevel=2)
+        for featurizer in featurizers:
+            featurizer.set_params(cache=None if folder is None else str(folder))
         return self
 
     @property

@@ -221,6 +221,9 @@ def test_a_fine_tuned_configuration_is_saved_in_torch_format(tiny_dataset, weigh
     table = model.predict(sorted((tiny_dataset / "val").rglob("*.png")))
     assert (table["status"] == "ok").all() and set(table["predicted"]) <= {"ants", "bees"}
     assert np.allclose(table[["probability_ants", "probability_bees"]].sum(axis=1), 1.0)
+    assert model.model.cache is None, "the saved network names the exporting machine's cache folder"
+    with pytest.warns(UserWarning, match="reads no CNN features"):
+        model.use_cache(tmp_path / "c")
 
 
 def test_a_replaced_model_file_is_refused(exported, tmp_path):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from featurize.backbones import get_backbone_spec
 from reports.architecture.receptive_field import (
     ReceptiveField,
     effective_receptive_field,
+    input_gradient,
     linearized_copy,
     mass_square,
     measure_receptive_field,
@@ -139,3 +141,26 @@ def test_effective_rf_within_theoretical():
     nz = erf.nonzero()
     assert (nz.max(0).values - nz.min(0).values + 1).max() <= 8
     assert mass_square(erf) <= 8
+
+
+class _SqueezeExcitation(nn.Module):
+    """A 3×3 convolution whose output is scaled by a sigmoid gate over its global average (as in EfficientNet-B0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y * self.gate(y.mean(dim=(2, 3), keepdim=True))
+
+
+def test_a_squeeze_excitation_gate_is_opened_so_the_measured_field_is_the_convolutions():
+    """Linearized, the gate is a constant 1: the central unit's gradient covers its 3×3 window, not the whole image
+    through the gate's global average."""
+    probe = linearized_copy(nn.Sequential(_SqueezeExcitation()))
+    grad, unit = input_gradient(probe, "0", torch.ones(1, 3, 11, 11))
+    rows, cols = torch.nonzero(grad.abs() > 0, as_tuple=True)
+    assert unit == (5, 5)
+    assert (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()) == (4, 6, 4, 6)

@@ -22,6 +22,7 @@ import math
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import joblib
 import numpy as np
@@ -41,7 +42,10 @@ from pipelines.datasets import ImageSet
 from pipelines.methods import NO_BACKBONE, BuildContext, get_method
 from reports.tables import accuracy_text
 
-__all__ = ["CARD", "CARD_FORMAT", "choose_export", "decode_pixels", "export_model", "set_cache", "weights_record"]
+if TYPE_CHECKING:
+    from classifiers.finetune import FineTunedCNN
+
+__all__ = ["CARD", "CARD_FORMAT", "choose_export", "decode_pixels", "export_model", "forget_cache", "weights_record"]
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +204,7 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
     estimator = _estimator(config, row, imageset, argument, cache)
     log.info("export: refitting %s on %d labelled images", "/".join(str(row[k]) for k in _KEY), len(imageset.items))
     estimator.fit(list(imageset.items), np.asarray(imageset.classes)[imageset.labels])
-    set_cache(estimator, None)
+    forget_cache(estimator)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fine_tuned = hasattr(estimator, "save")
@@ -245,13 +249,13 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
     return path
 
 
-def set_cache(estimator, folder: str | Path | None) -> None:
-    """Point every step of a fitted export (``CNNFeaturizer``, ``FineTunedCNN``) that takes a ``cache`` at ``folder``
-    (None: no cache); the fitted state is kept, so predictions do not change, only where features are read from."""
+def forget_cache(estimator: Pipeline | FineTunedCNN) -> None:
+    """Drop the exporting machine's cache folder from every step of a fitted export before it is saved; the fitted
+    state, and so every prediction, is unchanged."""
     steps = estimator.named_steps.values() if isinstance(estimator, Pipeline) else [estimator]
     for step in steps:
         if "cache" in step.get_params(deep=False):
-            step.set_params(cache=None if folder is None else str(folder))
+            step.set_params(cache=None)
 
 
 def _plain(value):

@@ -24,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (searched recursively)")
     p.add_argument("--out", default=None, help="write the table as CSV here (default: print it)")
     p.add_argument("--cache", default=None, metavar="DIR",
-                   help="feature cache folder: images already featurized there with this model's backbone, weights "
-                        "and preprocessing (e.g. the comparison's <data dir>/features) are read, not recomputed, and "
-                        "new ones are stored (default: no cache)")
+                   help="feature cache folder (frozen-feature exports): images already featurized there with this "
+                        "model's backbone, weights and preprocessing (e.g. the comparison's <data dir>/features) are "
+                        "read, not recomputed, and new ones are stored (default: no cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

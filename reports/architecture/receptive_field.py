@@ -159,18 +159,32 @@ def receptive_field_table(backbone: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_ACTIVATIONS = (nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid)
+_ACTIVATIONS = (nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish)
 """Element-wise activations a linearized copy replaces by the identity (``nn.Hardtanh`` covers ``nn.ReLU6``, whose
 clamp at 6 would zero the gradient of a saturated unit)."""
+
+_GATES = (nn.Sigmoid, nn.Hardsigmoid)
+"""Gates (squeeze-excitation) a linearized copy opens for good: a constant 1, so the gate neither passes gradient
+through its global pooling nor multiplies a unit by itself."""
+
+
+class _OpenGate(nn.Module):
+    """A gate that always lets everything through (output 1, no gradient)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(x)
+
 
 
 def linearized_copy(model: nn.Module) -> nn.Module:
     """A copy of a CNN whose input gradients cannot cancel: the tool of the receptive-field measurement.
 
-    Convolutions get weights ``1 / (k·k·z)`` and zero bias, batch norms identity statistics, element-wise activations (ReLU, ReLU6, SiLU, …)
-    become identity and max poolings the average pooling over the same window, so every unit is a positive weighted sum of all the
-    pixels of its field.  A model on the meta device is materialised on the CPU (layers other than convolutions
-    and batch norms are left uninitialised: only the convolutional trunk is meant to run).
+    Convolutions get weights ``1 / (k·k·z)`` and zero bias, batch norms identity statistics, element-wise
+    activations (ReLU, ReLU6, SiLU, …) become identity, squeeze-excitation gates a constant 1 and max poolings the
+    average pooling over the same window, so every unit is a positive weighted sum of all the pixels of its field.
+    A model on the meta device is materialised on the CPU (layers other than convolutions and batch norms are left
+    uninitialised: only the convolutional trunk is meant to run; layer norms, as in ConvNeXt or ViT, are not
+    linearized, so their fields are not measured this way).
     """
     model = copy.deepcopy(model)
     if any(p.is_meta for p in model.parameters()):
@@ -190,6 +204,8 @@ def linearized_copy(model: nn.Module) -> nn.Module:
                 mod.bias.zero_()
         elif isinstance(mod, _ACTIVATIONS):
             set_module(model, name, nn.Identity())
+        elif isinstance(mod, _GATES):
+            set_module(model, name, _OpenGate())
         elif isinstance(mod, nn.MaxPool2d):
             set_module(
                 model, name, nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode)
@@ -294,6 +310,9 @@ def measure_receptive_field(
         size = int(np.ceil((rf.size + 4 * rf.jump) / rf.jump) * rf.jump)
     probe = model if linearized else linearized_copy(model)
     grad, unit = input_gradient(probe, point.module, torch.ones(1, 3, size, size))
+    if not torch.isfinite(grad).all():
+        raise RuntimeError(f"the input gradient of {spec.name} {cut!r} is not finite in its linearized copy (a layer "
+                           "overflows): its receptive field cannot be measured this way")
     nonzero = grad.abs() > 0
     if not nonzero.any():
         raise RuntimeError(f"the input gradient of {spec.name} {cut!r} is zero everywhere: a layer of the model "
