@@ -17,11 +17,20 @@ from torch.utils.data import Dataset
 __all__ = [
     "IMAGE_EXTENSIONS", "MAX_PIXELS", "DECODE_IDENTITY", "UnreadableImagesWarning", "as_items", "describe",
     "content_key", "read_image", "load_image", "ImageDataset", "collate_skipping", "collate_keyed", "resolve_workers",
-    "usable_cpus", "MAX_AUTO_WORKERS",
+    "usable_cpus", "MAX_AUTO_WORKERS", "image_files",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 """File extensions read as images when listing folders."""
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files (by :data:`IMAGE_EXTENSIONS`) under ``folder``, recursively, sorted by relative path (the same
+    order on every machine)."""
+    root = Path(folder)
+    return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                  key=lambda p: p.relative_to(root).as_posix())
+
 
 MAX_PIXELS = 64_000_000
 """Default limit on the pixels of an image file (64 Mpx; a decoded RGB image takes 3 bytes per pixel)."""

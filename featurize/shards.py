@@ -24,7 +24,7 @@ from pathlib import Path
 from sklearn.base import clone
 
 from featurize.cache import FeatureCache
-from featurize.images import IMAGE_EXTENSIONS
+from featurize.images import IMAGE_EXTENSIONS, image_files
 from featurize.transformer import CNNFeaturizer
 
 __all__ = ["list_images", "shard_indices", "shard_path", "extract_folder", "slurm_script"]
@@ -47,8 +47,7 @@ def list_images(data: str | Path) -> list[Path]:
     root = Path(data)
     if not root.is_dir():
         raise ValueError(f"--data {str(root)!r} is not a folder")
-    paths = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                   key=lambda p: p.relative_to(root).as_posix())
+    paths = image_files(root)
     if not paths:
         raise ValueError(f"--data {str(root)!r} holds no images (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return paths

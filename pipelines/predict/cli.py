@@ -35,16 +35,12 @@ def predict_files(model_dir: str | Path, images: Sequence[str | Path], verbose: 
                   cache: str | Path | None = None):
     """The predictions of an exported model for image files and folders (folders expanded, sorted), its features
     read from and stored in the cache folder ``cache`` when given."""
-    from featurize.images import IMAGE_EXTENSIONS
+    from featurize.images import image_files
     from pipelines.exported import load_exported
 
     paths = []
     for entry in map(Path, images):
-        if entry.is_dir():
-            paths += sorted((p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                            key=lambda p: p.relative_to(entry).as_posix())
-        else:
-            paths.append(entry)
+        paths += image_files(entry) if entry.is_dir() else [entry]
     return load_exported(model_dir).use_cache(cache).predict(paths, verbose=verbose)
 
 
