@@ -26,7 +26,7 @@ from featurize import CNNFeaturizer
 from featurize.backbones import get_backbone_spec, resolve_weights, weights_file
 from featurize.images import read_image
 from featurize.weights import ResolvedWeights, file_sha256
-from pipelines.compare.export import CARD, CARD_FORMAT, library_version
+from pipelines.compare.export import CARD, CARD_FORMAT, library_version, model_steps
 
 __all__ = ["ExportedModel", "load_exported"]
 
@@ -44,8 +44,7 @@ class ExportedModel:
         comparison's ``<data dir>/features``, where its images already are — instead of recomputing them; None turns
         the cache off. A model that reads no CNN features (a fine-tuned network, raw pixels) warns that the folder is
         not used. Returns the model itself."""
-        steps = self.model.named_steps.values() if hasattr(self.model, "named_steps") else [self.model]
-        featurizers = [step for step in steps if isinstance(step, CNNFeaturizer)]
+        featurizers = [step for step in model_steps(self.model) if isinstance(step, CNNFeaturizer)]
         if folder is not None and not featurizers:
             warnings.warn(f"this export ({self.card['kind']}, {self.card['configuration'].get('method')}) reads no CNN "
                           f"features: the cache folder {folder} is not used", UserWarning, stacklevel=2)
@@ -63,6 +62,23 @@ class ExportedModel:
             return np.asarray(self.model.predict_proba(items))
         raw = np.asarray(self.model.decision_function(items), dtype=float)
         return np.column_stack([-raw, raw]) if raw.ndim == 1 else raw
+
+    def _scores_of_readable(self, chunk: list, n_classes: int) -> tuple[dict[int, str], np.ndarray]:
+        """Scores of the images of ``chunk`` that can be read, and the reason of each that cannot (by position).
+        Images are decoded once, by the model; only when it fails is each image read alone to find the culprits."""
+        try:
+            return {}, self._scores(chunk)
+        except Exception:
+            errors = {}
+            for i, item in enumerate(chunk):
+                try:
+                    read_image(item)
+                except Exception as exc:  # noqa: BLE001 - every decode failure is listed with its reason
+                    errors[i] = f"{type(exc).__name__}: {exc}"
+            if not errors:
+                raise
+        readable = [item for i, item in enumerate(chunk) if i not in errors]
+        return errors, self._scores(readable) if readable else np.empty((0, n_classes))
 
     def predict(self, images: Sequence, batch: int = 64, verbose: bool = False) -> pd.DataFrame:
         """Class and per-class scores of every image.
@@ -89,14 +105,7 @@ class ExportedModel:
         with tqdm(total=len(images), desc="predict", unit="img", disable=not verbose) as bar:
             for start in range(0, len(images), batch):
                 chunk = list(images[start:start + batch])
-                errors = {}
-                for i, item in enumerate(chunk):
-                    try:
-                        read_image(item)
-                    except Exception as exc:  # noqa: BLE001 - every decode failure is listed with its reason
-                        errors[i] = f"{type(exc).__name__}: {exc}"
-                readable = [item for i, item in enumerate(chunk) if i not in errors]
-                scores = self._scores(readable) if readable else np.empty((0, len(classes)))
+                errors, scores = self._scores_of_readable(chunk, len(classes))
                 predicted = np.asarray(classes)[scores.argmax(axis=1)] if len(scores) else []
                 good = iter(zip(predicted, scores))
                 for i, item in enumerate(chunk):

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,14 +29,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from classifiers.heads import pixels_baseline
-from featurize import CNNFeaturizer
 from featurize.backbones import get_backbone_spec, weights_file
 from featurize.environment import PACKAGES, package_versions
 from featurize.images import as_items
 from featurize.weights import ResolvedWeights, file_sha256
 from pipelines.compare.config import CompareConfig
 from pipelines.compare.plan import build_settings, fit_seed
-from pipelines.compare.runner import PIXEL_SIZE, small_pixels
+from pipelines.compare.runner import PIXEL_SIZE, featurizer_for, small_pixels
 from pipelines.datasets import ImageSet
 from pipelines.methods import NO_BACKBONE, BuildContext, get_method
 from reports.tables import accuracy_text
@@ -45,7 +43,8 @@ from reports.tables import accuracy_text
 if TYPE_CHECKING:
     from classifiers.finetune import FineTunedCNN
 
-__all__ = ["CARD", "CARD_FORMAT", "choose_export", "decode_pixels", "export_model", "forget_cache", "weights_record"]
+__all__ = ["CARD", "CARD_FORMAT", "choose_export", "decode_pixels", "export_model", "forget_cache", "model_steps",
+           "weights_record"]
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +141,7 @@ def weights_record(resolved: ResolvedWeights | None, backbone: str, argument: ob
 
 def library_version() -> str:
     """This library's installed version (``"not installed"`` outside a pip installation)."""
-    try:
-        return metadata.version("cnn-transfer")
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    return package_versions(("cnn-transfer",), missing="not installed")["cnn-transfer"]
 
 
 def _estimator(config: CompareConfig, row: dict, imageset: ImageSet, weights: object, cache_dir: Path | None):
@@ -164,10 +160,8 @@ def _estimator(config: CompareConfig, row: dict, imageset: ImageSet, weights: ob
         return Pipeline([("pixels", FunctionTransformer(decode_pixels, kw_args={"size": PIXEL_SIZE})),
                          ("head", estimator)])
     layers = "all" if method.cuts == "all" else row["cut"]
-    featurizer = CNNFeaturizer(row["backbone"], layers=layers, pooling=config.pooling, weights=weights,
-                               image_size=config.image_size, cache=cache_dir, device=str(config.device),
-                               verbose=not config.quiet)
-    return Pipeline([("features", featurizer.set_output(transform="pandas")), ("head", estimator)])
+    featurizer = featurizer_for(config, row["backbone"], weights, layers, cache_dir, str(config.device))
+    return Pipeline([("features", featurizer), ("head", estimator)])
 
 
 def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: dict[str, object],
@@ -249,11 +243,15 @@ def export_model(config: CompareConfig, analysis, imageset: ImageSet, weights: d
     return path
 
 
+def model_steps(model: Pipeline | FineTunedCNN) -> list:
+    """The estimators of an export: a pipeline's steps, or the fine-tuned network itself."""
+    return list(model.named_steps.values()) if isinstance(model, Pipeline) else [model]
+
+
 def forget_cache(estimator: Pipeline | FineTunedCNN) -> None:
     """Drop the exporting machine's cache folder from every step of a fitted export before it is saved; the fitted
     state, and so every prediction, is unchanged."""
-    steps = estimator.named_steps.values() if isinstance(estimator, Pipeline) else [estimator]
-    for step in steps:
+    for step in model_steps(estimator):
         if "cache" in step.get_params(deep=False):
             step.set_params(cache=None)
 

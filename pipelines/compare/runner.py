@@ -26,8 +26,8 @@ from pipelines.datasets import ImageSet
 from pipelines.methods import BuildContext
 from pipelines.results import Fit
 
-__all__ = ["PIXEL_SIZE", "BackboneRun", "Runner", "decode_all", "drop_unreadable", "extract", "fit_predict",
-           "progress", "small_pixels"]
+__all__ = ["PIXEL_SIZE", "BackboneRun", "Runner", "decode_all", "drop_unreadable", "extract", "featurizer_for",
+           "fit_predict", "progress", "small_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,18 @@ def drop_unreadable(imageset: ImageSet, bad: np.ndarray) -> ImageSet:
     )
 
 
+def featurizer_for(config: CompareConfig, backbone: str, weights: object, layers: str | Sequence[str],
+                   cache_dir: Path | None, device: str) -> CNNFeaturizer:
+    """The comparison's featurizer of ``backbone`` (its pooling, image size and cache, pandas output): extraction and
+    the export build theirs here, so the export's refit finds the extracted features in the cache."""
+    return CNNFeaturizer(backbone, layers=layers, pooling=config.pooling, weights=weights,
+                         image_size=config.image_size, cache=cache_dir, device=device,
+                         verbose=not config.quiet).set_output(transform="pandas")
+
+
 def extract(config: CompareConfig, run: BackboneRun, items: Sequence, cache_dir: Path, device: str) -> None:
     """Pooled features of every standard cut point of one backbone (cached), and the extraction time per image."""
-    featurizer = CNNFeaturizer(
-        run.name, layers="all", pooling=config.pooling, weights=run.weights, image_size=config.image_size,
-        cache=cache_dir, device=device, verbose=not config.quiet,
-    ).set_output(transform="pandas")
+    featurizer = featurizer_for(config, run.name, run.weights, "all", cache_dir, device)
     start = time.perf_counter()
     run.features = featurizer.fit().transform(items)
     run.extract_time_per_image = (time.perf_counter() - start) / max(len(items), 1)
