@@ -20,9 +20,11 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 
 from featurize.registry import Registry
 
-__all__ = ["SELECTIONS", "BlockStandardScaler", "SelectionSpec", "anova_f", "get_selection", "selected_blocks"]
+__all__ = ["MAX_ITER", "SELECTIONS", "BlockStandardScaler", "SelectionSpec", "anova_f", "get_selection",
+           "selected_blocks"]
 
-_MAX_ITER = 10_000
+MAX_ITER = 10_000
+"""Iteration cap of the linear solvers (heads and the L1 selector)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class BlockStandardScaler(TransformerMixin, BaseEstimator):
 
 def _l1_selector(random_state, percentile: int) -> SelectFromModel:
     del percentile
-    return SelectFromModel(LinearSVC(penalty="l1", dual=False, C=0.1, max_iter=_MAX_ITER, random_state=random_state))
+    return SelectFromModel(LinearSVC(penalty="l1", dual=False, C=0.1, max_iter=MAX_ITER, random_state=random_state))
 
 
 SELECTIONS: Registry[SelectionSpec] = Registry("selection")

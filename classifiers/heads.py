@@ -42,7 +42,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from classifiers.blocks import BlockStandardScaler, get_selection
+from classifiers.blocks import MAX_ITER, BlockStandardScaler, get_selection
 from featurize.registry import Registry
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "register_head",
 ]
 
-_MAX_ITER = 10_000
 Steps = list[tuple[str, BaseEstimator]]
 
 
@@ -116,7 +115,7 @@ _LOGISTIC_C = (1.0 / np.logspace(-6, 5, 12)).tolist()
 
 
 def _logistic(random_state, params: dict) -> LogisticRegression:
-    return LogisticRegression(**{"C": 1.0, "max_iter": _MAX_ITER, "random_state": random_state, **params})
+    return LogisticRegression(**{"C": 1.0, "max_iter": MAX_ITER, "random_state": random_state, **params})
 
 
 def _multilayer_steps(options: dict, random_state) -> Steps:
@@ -133,7 +132,7 @@ register_head(HeadSpec(
     "linear_svm",
     "L2 normalisation + linear SVM (Razavian et al. 2014); searches C over 6 values 1e-2..1e3 (log-spaced)",
     lambda options, random_state: [("scale", Normalizer(norm="l2"))],
-    lambda random_state, params: LinearSVC(**{"C": 1.0, "max_iter": _MAX_ITER, "random_state": random_state, **params}),
+    lambda random_state, params: LinearSVC(**{"C": 1.0, "max_iter": MAX_ITER, "random_state": random_state, **params}),
     lambda options: {"clf__C": np.logspace(-2, 3, 6).tolist()},
 ))
 register_head(HeadSpec(

@@ -24,7 +24,7 @@ FORMAT = 3
 """Format written; 1 (before ``min_steps``/``refit``) and 2 (before the probe, ``bn`` and ``lr_candidates``) load
 too."""
 _READABLE = (1, 2, 3)
-_BEFORE_RECIPE = {"bn": "train", "head_init": "random", "lr_candidates": None, "lr": 1e-3, "augment_views": 0}
+_BEFORE_RECIPE = {"bn": "train", "head_init": "random", "lr_candidates": None, "augment_views": 0}
 """What formats 1 and 2 trained with, for the parameters they predate."""
 _FITTED = ("history", "n_epochs", "best_epoch", "selected_epochs", "n_steps", "validation_score", "training_path",
            "candidates", "chosen")

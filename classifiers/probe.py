@@ -21,18 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from sklearn.linear_model import LogisticRegression
-
+from classifiers.blocks import MAX_ITER
 from classifiers.heads import default_grid
 
 __all__ = ["Probe", "fit_probe"]
 
 MAX_FOLDS = 3
 """Inner folds of the probe's penalty search (fewer when a class has fewer training images)."""
-MAX_ITER = 10_000
 
 
 @dataclass(frozen=True)
