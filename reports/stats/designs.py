@@ -33,7 +33,7 @@ from reports.stats.intervals import (
     two_level_interval,
     wilson_ci,
 )
-from reports.stats.schema import nanmean, norm
+from reports.stats.schema import matching, nanmean, norm
 from reports.stats.significance import paired_difference, paired_interval
 
 __all__ = ["DESIGNS", "Design", "FixedTestDesign", "PairedData", "PairedResult", "ResampledDesign", "SizeComparison",
@@ -239,7 +239,7 @@ class ResampledDesign(Design):
     def size_comparison(self, group: pd.DataFrame, frozen: dict, tuned: dict, matrices: dict[tuple, Correctness],
                         size_key: object, size: float) -> SizeComparison | None:
         def per_split(cfg: dict) -> pd.Series:
-            hit = group[np.all([group[k].map(norm) == norm(v) for k, v in cfg.items()], axis=0)]
+            hit = matching(group, cfg)
             return hit.groupby("split")["accuracy"].mean()
 
         fr, ft = per_split(frozen), per_split(tuned)

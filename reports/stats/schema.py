@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["CONFIG_COLUMNS", "PAIR_KEYS", "VARIANT_COLUMNS", "check_columns", "check_level", "config_columns",
-           "config_key", "config_label", "default_by", "is_blank", "nanmean", "norm"]
+           "config_key", "config_label", "default_by", "is_blank", "matching", "nanmean", "norm"]
 
 CONFIG_COLUMNS: tuple[str, ...] = ("backbone", "cut", "method")
 VARIANT_COLUMNS: tuple[str, ...] = ("pooling", "augment")
@@ -46,6 +46,11 @@ def norm(value: object) -> object:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def matching(frame: pd.DataFrame, values: dict) -> pd.DataFrame:
+    """The rows of ``frame`` whose columns equal ``values`` (compared through :func:`norm`)."""
+    return frame[np.all([frame[k].map(norm) == norm(v) for k, v in values.items()], axis=0)]
 
 
 def config_key(values: dict | pd.Series, columns: Sequence[str]) -> tuple:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from reports.stats.schema import check_columns, config_columns, config_label, norm
+from reports.stats.schema import check_columns, config_columns, config_label, matching
 
 __all__ = ["TEST_COLUMNS", "select_best"]
 
@@ -77,7 +77,7 @@ def select_best(
             unknown = [k for k in target if k not in config]
             if unknown:
                 raise ValueError(f"fixed[{family!r}] has unknown key(s) {unknown}; valid keys: {config}")
-            hit = candidates[np.all([candidates[k].map(norm) == norm(v) for k, v in target.items()], axis=0)]
+            hit = matching(candidates, target)
             if len(hit) > 1:
                 raise ValueError(f"fixed[{family!r}] = {dict(target)} matches {len(hit)} configurations at "
                                  f"{where}; name more columns")
