@@ -11,7 +11,7 @@ arguments before torch is imported.
 
 from featurize.lazy import lazy_exports
 
-_EXPORTS = {name: module for module, names in {
+__getattr__, _NAMES = lazy_exports(__name__, {
     "classifiers.augment": ("AUGMENTATIONS", "get_augmentation"),
     "classifiers.finetune": ("FineTunedCNN",),
     "classifiers.options": ("HEAD_INITS", "BN_MODES", "STRATEGIES"),
@@ -20,10 +20,7 @@ _EXPORTS = {name: module for module, names in {
     "classifiers.blocks": ("SELECTIONS", "BlockStandardScaler", "selected_blocks"),
     "classifiers.surgery": ("build_adapted",),
     "classifiers.training": ("OPTIMIZERS", "SCHEDULES", "EarlyStopping"),
-}.items() for name in names}
+})
 
 
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_NAMES)

@@ -3,7 +3,7 @@ sharded extraction (``torchrun -m featurize.extract``, see :mod:`featurize.shard
 
 from featurize.lazy import lazy_exports
 
-_EXPORTS = {name: module for module, names in {
+__getattr__, _NAMES = lazy_exports(__name__, {
     "featurize.spec": ("BackboneSpec", "CutPoint"),
     "featurize.backbones": ("get_backbone_spec", "is_backbone", "list_backbones", "list_cut_points", "load_model",
         "resolve_weights", "weights_file"),
@@ -15,10 +15,7 @@ _EXPORTS = {name: module for module, names in {
     "featurize.transformer": ("CNNFeaturizer",),
     "featurize.preprocessing": ("Preprocessing",),
     "featurize.weights": ("ResolvedWeights",),
-}.items() for name in names}
+})
 
 
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_NAMES)

@@ -12,7 +12,7 @@ Dask backend of the parallel fits).  The options every command shares are :mod:`
 
 from featurize.lazy import lazy_exports
 
-_EXPORTS = {name: module for module, names in {
+__getattr__, _NAMES = lazy_exports(__name__, {
     "pipelines.compare": ("CompareConfig", "CompareResult", "run_compare"),
     "pipelines.datasets": ("ImageSet", "load_dataset"),
     "pipelines.grid": ("GridConfig", "GridResult", "run_grid"),
@@ -21,10 +21,7 @@ _EXPORTS = {name: module for module, names in {
     "pipelines.protocols": ("PROTOCOLS", "Protocol"),
     "pipelines.results": ("RESULT_COLUMNS", "Fit", "Journal"),
     "pipelines.splits": ("Split", "repeated_splits"),
-}.items() for name in names}
+})
 
 
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_NAMES)

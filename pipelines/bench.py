@@ -39,16 +39,13 @@ from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_argu
 if TYPE_CHECKING:
     import pandas as pd
 
-_EXPORTS = {name: module for module, names in {
+__getattr__, _NAMES = lazy_exports(__name__, {
     "pipelines.bench_extract": ("COLUMNS", "run_benchmark", "benchmark_ratios", "format_report"),
     "pipelines.bench_head": ("HEAD_COLUMNS", "run_head_benchmark", "head_ratios", "format_head_report"),
     "pipelines.benchmarking": ("make_images",),
-}.items() for name in names}
+})
 
-__all__ = [*_EXPORTS, "main"]
-
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [*_NAMES, "main"]
 
 
 def _summary(module: str) -> str:

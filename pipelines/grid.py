@@ -22,15 +22,13 @@ from featurize.cli import (HelpFormatter, add_common_arguments, add_weights_argu
                            one_of, resolve_backbone_weights, run_cli)
 from pipelines.backend import add_backend_arguments, parallel_backend
 
-_EXPORTS = {name: "pipelines.grid_search" for name in ("GridConfig", "GridResult", "run_grid")}
+__getattr__, _NAMES = lazy_exports(__name__, {"pipelines.grid_search": ("GridConfig", "GridResult", "run_grid")})
+"""The search's public names, imported on first use (so ``--help`` does not import torch)."""
 
-__all__ = [*_EXPORTS, "main"]
+__all__ = [*_NAMES, "main"]
 
 _TOP = 10
 
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-"""The search's public names, imported on first use (so ``--help`` does not import torch)."""
 
 
 def _heads() -> list[str]:

@@ -12,7 +12,7 @@ saved with its card, ``--export``) and ``cli`` (the command).  Names are importe
 
 from featurize.lazy import lazy_exports
 
-_EXPORTS = {name: module for module, names in {
+__getattr__, _NAMES = lazy_exports(__name__, {
     "pipelines.compare.config": ("CompareConfig", "DEFAULT_BACKBONES", "DEFAULT_METHODS", "default_backbones",
         "finetune_backbones", "finetune_image_size", "finetune_split_count", "protocol_overrides"),
     "pipelines.compare.plan": ("Job", "build_settings", "cuts_for", "fit_seed", "plan", "validate"),
@@ -20,10 +20,7 @@ _EXPORTS = {name: module for module, names in {
     "pipelines.compare.cli": ("build_parser", "config_from_args", "main"),
     "pipelines.compare.export": ("choose_export", "export_model"),
     "pipelines.results": ("RESULT_COLUMNS",),
-}.items() for name in names}
+})
 
 
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_NAMES)

@@ -14,7 +14,7 @@ The public names below are imported on first use, so that the command answers ``
 
 from featurize.lazy import lazy_exports
 
-_EXPORTS = {name: module for module, names in {
+__getattr__, _NAMES = lazy_exports(__name__, {
     "reports.architecture.conv_arith": ("LayerArithmetic", "conv_output_size", "layer_arithmetic", "layer_table",
         "savings_summary"),
     "reports.architecture.fcn": ("FullyConvolutionalNet", "convolutionalize", "linear_to_conv", "try_stages"),
@@ -25,10 +25,7 @@ _EXPORTS = {name: module for module, names in {
     "reports.architecture.config": ("ReportConfig",),
     "reports.architecture.report": ("build_report",),
     "reports.architecture.cli": ("main",),
-}.items() for name in names}
+})
 
 
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_NAMES)
